@@ -1,0 +1,139 @@
+"""The model zoo: every family edgemobile converts, as data.
+
+A :class:`Family` (MobileNetV1, MobileNetV3-Small, MobileOne-S0, …) knows its alphas and
+resolutions; :meth:`Family.variant` gives a :class:`ModelVariant`, which carries everything a
+conversion needs: its builder, its one :class:`PreprocessSpec`, its official weights and its
+classes. Family modules declare a ``FAMILIES`` tuple; :data:`FAMILY_MODULES` lists them.
+
+Importing this module does not import TensorFlow: builders import it when called, so the
+runtime install can still resolve names and specs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from edgemobile.data.preprocessing import PreprocessSpec
+from edgemobile.errors import EdgeMobileError
+
+# Modules that define FAMILIES; one line per family module.
+FAMILY_MODULES = (
+    "edgemobile.models.mobilenet_v1",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """An official pretrained-weights file: where the publisher serves it and its checksum.
+
+    ``checksum`` is the publisher's sha256 (or md5, as Keras publishes some); None when the
+    publisher gives none — then the first download is trusted and its sha256 printed.
+    ``format`` names the container the loader expects ("keras_h5", "pytorch", "safetensors").
+    """
+
+    filename: str
+    url: str
+    checksum: str | None
+    format: str = "keras_h5"
+    cache_subdir: str = "models"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVariant:
+    """One buildable model: family + alpha + resolution (+ variant-specific options)."""
+
+    family: str
+    alpha: float | None
+    resolution: int
+    preprocess: PreprocessSpec
+    weights: Weights | None
+    builder: Callable[..., Any]  # builder(variant, weights_path_or_None) -> keras.Model
+    description: str = ""
+    license: str = ""
+    num_classes: int = 1000
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """File-name-safe id: ``mobilenet_v1_0.25_224``, ``mobileone_s0_224``."""
+        alpha = f"_{self.alpha}" if self.alpha is not None else ""
+        return f"{self.family}{alpha}_{self.resolution}"
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def weights_path(self, weights: str | os.PathLike | None = "imagenet") -> Path | None:
+        """Resolve ``--weights``: "imagenet" (download/cache), "none", or a local file."""
+        if weights is None or str(weights).lower() == "none":
+            return None
+        if str(weights) == "imagenet":
+            if self.weights is None:
+                raise EdgeMobileError(f"{self.name}: no published ImageNet weights; pass --weights FILE or none")
+            from edgemobile.download import fetch
+
+            return fetch(
+                self.weights.url,
+                self.weights.filename,
+                checksum=self.weights.checksum,
+                subdir=self.weights.cache_subdir,
+                what=f"{self.name} weights",
+                hint="or pass --weights FILE",
+            )
+        path = Path(weights)
+        if not path.is_file():
+            raise EdgeMobileError(f"{path}: weights file not found")
+        return path
+
+    def build(self, weights: str | os.PathLike | None = "imagenet"):
+        """The float Keras model with the requested weights (see :meth:`weights_path`)."""
+        return self.builder(self, self.weights_path(weights))
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    aliases: tuple[str, ...]
+    alphas: tuple[float | None, ...]
+    resolutions: tuple[int, ...]
+    default_alpha: float | None
+    default_resolution: int
+    make_variant: Callable[[float | None, int], ModelVariant]
+    summary: str = ""
+
+    def variant(self, alpha: float | None = None, resolution: int | None = None) -> ModelVariant:
+        alpha = self.default_alpha if alpha is None else alpha
+        resolution = self.default_resolution if resolution is None else int(resolution)
+        if alpha not in self.alphas:
+            choices = ", ".join(str(a) for a in self.alphas if a is not None) or "none (no alpha)"
+            raise EdgeMobileError(f"{self.name}: alpha {alpha} is not available; choose from {choices}")
+        if resolution not in self.resolutions:
+            choices = ", ".join(str(r) for r in self.resolutions)
+            raise EdgeMobileError(f"{self.name}: resolution {resolution} is not available; choose from {choices}")
+        return self.make_variant(alpha, resolution)
+
+
+def families() -> dict[str, Family]:
+    """All families by canonical name (registration order)."""
+    found: dict[str, Family] = {}
+    for module_name in FAMILY_MODULES:
+        for family in importlib.import_module(module_name).FAMILIES:
+            found[family.name] = family
+    return found
+
+
+def get_family(name: str) -> Family:
+    key = name.strip().lower().replace("-", "_")
+    for family in families().values():
+        if key == family.name or key in family.aliases:
+            return family
+    known = ", ".join(sorted(n for f in families().values() for n in (f.name, *f.aliases)))
+    raise EdgeMobileError(f"unknown model {name!r}; known models: {known}")
+
+
+def resolve(name: str, alpha: float | None = None, resolution: int | None = None) -> ModelVariant:
+    """``resolve("mobilenet", 0.25)`` → the MobileNetV1 α0.25/224 variant."""
+    return get_family(name).variant(alpha, resolution)
