@@ -1,0 +1,270 @@
+"""``edgemobile`` command line: argparse subcommands, one module of glue.
+
+Every user-facing failure is an :class:`EdgeMobileError`, printed as one line
+(``edgemobile: error: …``) with exit status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from edgemobile import __version__
+from edgemobile.errors import EdgeMobileError
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter hides the output users came for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers, got {text!r}")
+    return values
+
+
+def _preprocessing_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "preprocessing for models without edgemobile metadata (third-party .tflite files)"
+    )
+    group.add_argument("--mean", type=_floats, help="per-channel mean in 0..255 pixel units, 1 or 3 values "
+                       "(input = (pixel - mean) / std); e.g. 127.5 for [-1, 1] inputs")
+    group.add_argument("--std", type=_floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--crop-fraction", type=float, default=0.875,
+                       help="center-crop fraction: the shorter side is resized to size/fraction (default 0.875)")
+    group.add_argument("--labels", help="label file, one class per line, in output order")
+    bg = group.add_mutually_exclusive_group()
+    bg.add_argument("--background-class", dest="background_class", action="store_true", default=None,
+                    help="output 0 is a background class (TF-slim 1001-class models; inferred from 1001 outputs)")
+    bg.add_argument("--no-background-class", dest="background_class", action="store_false")
+    group.add_argument("--threads", type=_positive_int, default=None,
+                       help="interpreter threads (default: 1 for eval, decoding uses the other cores)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgemobile",
+        description="Mobile image classifiers from Keras + ImageNet weights to honest full-integer TFLite models.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgemobile {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prep = _preprocessing_flags()
+
+    p = sub.add_parser("convert", help="convert a zoo model to .tflite (float32/float16/dynamic/int8/uint8)",
+                       description="Build a zoo model with its weights and convert it to TFLite. Full-integer "
+                       "models are calibrated with the model's own preprocessing and checked to be all-integer.")
+    p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenet (see 'edgemobile models')")
+    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+    precision = p.add_mutually_exclusive_group()
+    for name, text in (("float32", "float32 model (default)"), ("float16", "float16 weights"),
+                       ("dynamic", "dynamic-range: int8 weights, float activations"),
+                       ("int8", "full integer, int8 input and output"),
+                       ("uint8", "full integer, uint8 input and output (Android/MediaPipe/Coral)")):
+        precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name, help=text)
+    p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
+                   "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
+    p.add_argument("--num-calibration", type=_positive_int, default=None,
+                   help="calibration images drawn stratified across classes (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration images (default 0)")
+    p.add_argument("-o", "--output", help="output file (default: <model>_<alpha>_<resolution>_<precision>.tflite)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_convert, precision=None)
+
+    p = sub.add_parser("eval", parents=[prep], help="top-1/top-5 on ImageNet-style data, optionally against a reference",
+                       description="Evaluate a .tflite model (or a zoo model's float Keras model) on labeled images.")
+    p.add_argument("model", help=".tflite file, or a zoo model name for the float Keras model")
+    p.add_argument("--data", required=True, help="image folder: synset subfolders, <synset>_*.JPEG files, "
+                   "or a flat folder with --ground-truth")
+    p.add_argument("--ground-truth", help="labels for a flat folder: 'name index' lines or CSV filename,label")
+    p.add_argument("--reference", help="compare with this: a .tflite file or a zoo model name (float Keras model)")
+    p.add_argument("--reference-weights", default=None,
+                   help="weights for a zoo --reference: 'imagenet' (default), 'none' or a file")
+    p.add_argument("--alpha", type=float, help="alpha of a zoo model (default: from the model's metadata)")
+    p.add_argument("--resolution", type=int, help="resolution of a zoo model (default: from the model's metadata)")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only N images, drawn stratified across classes")
+    p.add_argument("--seed", type=int, default=0, help="seed for --limit (default 0)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", parents=[prep], help="classify images: top-k classes with probabilities",
+                       description="Softmax + top-k with class names for each image.")
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", help="also write the predictions to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("models", help="list the zoo")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_convert(args: argparse.Namespace) -> int:
+    from edgemobile.models.zoo import resolve
+    from edgemobile.outputs import check_output, write_atomic
+
+    variant = resolve(args.model, args.alpha, args.resolution)
+    precision = args.precision or "float32"
+    from edgemobile.quantization.convert import (
+        DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet, convert_variant, default_output_name,
+    )
+
+    output = Path(args.output or default_output_name(variant, precision))
+    check_output(output, args.force)
+    calibration = None
+    if precision in FULL_INTEGER:
+        from edgemobile.data.calibration_sets import resolve_calibration
+
+        folder = resolve_calibration(args.calibration)
+        # A manifest is an explicit selection: use all of it unless told otherwise.
+        is_manifest = bool(args.calibration) and args.calibration.lower().endswith(".json")
+        count = args.num_calibration or (sys.maxsize if is_manifest else DEFAULT_NUM_CALIBRATION)
+        calibration = CalibrationSet.from_folder(
+            folder, count, args.seed, source=args.calibration or "imagenet_sample_1000 (default)",
+        )
+    elif args.calibration or args.num_calibration:
+        raise EdgeMobileError("--calibration/--num-calibration only apply to --int8 or --uint8")
+    _quiet_tensorflow()
+    with _silence_stdout():
+        result = convert_variant(variant, precision, args.weights, calibration, progress=not args.quiet)
+    data = result.tflite
+    write_atomic(output, data, force=args.force)
+    cal = f", calibrated on {len(calibration.paths)} images" if calibration else ""
+    print(f"wrote {output} ({len(data) / 1e6:.2f} MB, {precision}{cal}, {result.seconds:.1f} s)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from edgemobile.data.datasets import labeled_images, stratified_sample
+    from edgemobile.eval.evaluate import evaluate, format_table
+    from edgemobile.outputs import check_output, write_atomic
+
+    if args.json:
+        check_output(args.json, args.force)
+    _quiet_tensorflow()
+    overrides = _overrides(args)
+    model = _load(args.model, overrides, args, args.alpha, args.resolution, "imagenet")
+    predictors = [model]
+    if args.reference:
+        alpha, resolution = args.alpha, args.resolution
+        provenance = (getattr(model, "info", None) and model.info.extra.get("provenance")) or {}
+        alpha = alpha if alpha is not None else provenance.get("alpha")
+        resolution = resolution if resolution is not None else provenance.get("resolution")
+        predictors.append(_load(args.reference, overrides, args, alpha, resolution, args.reference_weights or "imagenet"))
+    pairs = labeled_images(args.data, model.classes, args.ground_truth)
+    if args.limit and args.limit < len(pairs):
+        chosen = set(stratified_sample([p for p, _ in pairs], Path(args.data), args.limit, args.seed))
+        pairs = [pair for pair in pairs if pair[0] in chosen]
+    result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet)
+    print(format_table(result))
+    if args.json:
+        write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from edgemobile.eval.predictors import TFLitePredictor
+    from edgemobile.data.preprocessing import load_rgb
+    from edgemobile.outputs import check_output, write_atomic
+
+    if args.json:
+        check_output(args.json, args.force)
+    predictor = TFLitePredictor(args.model, _overrides(args), num_threads=args.threads)
+    results = []
+    for image in args.images:
+        probs = predictor.predict(predictor.prepare(predictor.spec.crop_pixels(load_rgb(image)))[None])[0]
+        top = probs.argsort()[::-1][: args.top_k]
+        entries = [{"index": int(i), "id": predictor.classes.ids[i], "name": predictor.classes.short_name(i),
+                    "probability": float(probs[i])} for i in top]
+        results.append({"image": str(image), "top": entries})
+        print(image)
+        for rank, e in enumerate(entries, 1):
+            synset = f"  ({e['id']})" if e["id"] != e["name"] else ""
+            print(f"  {rank}. {e['probability']:7.2%}  {e['name']}{synset}")
+    if args.json:
+        write_atomic(args.json, json.dumps({"model": str(args.model), "predictions": results}, indent=2) + "\n",
+                     force=args.force)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from edgemobile.models.zoo import families
+
+    for family in families().values():
+        alphas = ", ".join(str(a) for a in family.alphas if a is not None) or "-"
+        aliases = ", ".join(family.aliases)
+        print(f"{family.name:<34} alpha {alphas:<22} resolution {', '.join(map(str, family.resolutions))}"
+              f"  (aliases: {aliases})")
+    return 0
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace):
+    from edgemobile.eval.predictors import PreprocessOverrides
+
+    if not 0 < args.crop_fraction <= 1:
+        raise EdgeMobileError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction}")
+    return PreprocessOverrides(mean=args.mean, std=args.std, crop_fraction=args.crop_fraction,
+                               labels=args.labels, background_class=args.background_class)
+
+
+def _load(ref: str, overrides, args, alpha, resolution, weights):
+    from edgemobile.eval.predictors import load_predictor
+
+    with _silence_stdout():
+        return load_predictor(ref, overrides, alpha, resolution, weights, num_threads=args.threads or 1)
+
+
+@contextlib.contextmanager
+def _silence_stdout():
+    """Keras' exporter prints every traced tensor to stdout during conversion."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeMobileError as exc:
+        print(f"edgemobile: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgemobile: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Finding images and their labels on disk.
+
+Layouts understood (the ones ImageNet users have):
+- synset subfolders, any depth: ``val/n01440764/ILSVRC2012_val_00000293.JPEG`` (the folder
+  name is the label) — also how an ImageNet *train* folder looks;
+- one flat folder of files named ``<synset>_<anything>.JPEG`` (the label is the prefix,
+  e.g. the public one-image-per-class sample ``n01440764_tench.JPEG``);
+- a flat folder plus a ground-truth file: caffe-style ``name index`` lines
+  (``val.txt``) or CSV ``filename,label`` (label = class index or synset id).
+
+Runtime code: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from edgemobile.data.labels import ClassList
+from edgemobile.errors import EdgeMobileError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"})
+_SYNSET = re.compile(r"^(n\d{8})(?:_|$)")
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """Every image file below ``root`` (recursive, hidden entries skipped), sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise EdgeMobileError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise EdgeMobileError(f"{root}: is not a folder of images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath) / name
+            for name in filenames
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    if not found:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise EdgeMobileError(f"{root}: no images found (searched recursively for {exts})")
+    return sorted(found)
+
+
+def class_key(path: Path, root: Path) -> str:
+    """The class an image belongs to: its synset folder, else its synset file-name prefix,
+    else its parent folder relative to ``root`` ("" for a flat folder of unlabeled files)."""
+    for part in reversed(path.relative_to(root).parts[:-1]):
+        if _SYNSET.match(part):
+            return part
+    match = _SYNSET.match(path.name)
+    if match:
+        return match.group(1)
+    parent = path.parent.relative_to(root)
+    return "" if str(parent) == "." else str(parent)
+
+
+def stratified_sample(paths: list[Path], root: str | os.PathLike, n: int, seed: int = 0) -> list[Path]:
+    """``n`` images spread evenly over classes: shuffle each class and the class order with
+    ``seed``, then take one image per class per round until ``n`` are drawn."""
+    if n <= 0:
+        raise EdgeMobileError(f"the number of calibration images must be positive, got {n}")
+    root = Path(root)
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in paths:
+        groups[class_key(path, root)].append(path)
+    rng = random.Random(seed)
+    classes = sorted(groups)
+    rng.shuffle(classes)
+    for key in classes:
+        rng.shuffle(groups[key])
+    chosen: list[Path] = []
+    depth = 0
+    while len(chosen) < min(n, len(paths)):
+        for key in classes:
+            if depth < len(groups[key]):
+                chosen.append(groups[key][depth])
+                if len(chosen) == n:
+                    break
+        depth += 1
+    return chosen
+
+
+def labeled_images(
+    root: str | os.PathLike, classes: ClassList, ground_truth: str | os.PathLike | None = None
+) -> list[tuple[Path, int]]:
+    """(image path, class index) pairs for an evaluation folder; see the module docstring."""
+    root = Path(root)
+    if ground_truth is not None:
+        return _from_ground_truth(root, Path(ground_truth), classes)
+    pairs = []
+    unknown: set[str] = set()
+    for path in find_images(root):
+        key = class_key(path, root)
+        index = classes.index_of(key)
+        if index is None:
+            unknown.add(key or path.name)
+        else:
+            pairs.append((path, index))
+    if unknown:
+        sample = ", ".join(sorted(unknown)[:3])
+        raise EdgeMobileError(
+            f"{root}: {len(unknown)} image folder(s)/file(s) do not name a class of the model "
+            f"(e.g. {sample}); use synset folders (n01440764/…) or pass --ground-truth FILE"
+        )
+    return pairs
+
+
+def _from_ground_truth(root: Path, gt_file: Path, classes: ClassList) -> list[tuple[Path, int]]:
+    if not gt_file.is_file():
+        raise EdgeMobileError(f"{gt_file}: ground-truth file not found")
+    try:
+        text = gt_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise EdgeMobileError(f"{gt_file}: not a text file (expected 'name index' lines or CSV filename,label)") from None
+    rows: list[tuple[str, str]] = []
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if lines and "," in lines[0]:
+        reader = csv.reader(lines)
+        for lineno, row in enumerate(reader, 1):
+            if lineno == 1 and row and row[0].strip().lower() in ("filename", "file", "image", "path", "name"):
+                continue  # header
+            if len(row) < 2:
+                raise EdgeMobileError(f"{gt_file}:{lineno}: expected 'filename,label', got {','.join(row)!r}")
+            rows.append((row[0].strip(), row[1].strip()))
+    else:
+        for lineno, line in enumerate(lines, 1):
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise EdgeMobileError(f"{gt_file}:{lineno}: expected 'name index', got {line!r}")
+            rows.append((parts[0], parts[1]))
+    if not rows:
+        raise EdgeMobileError(f"{gt_file}: no ground-truth entries")
+    pairs = []
+    for lineno, (name, label) in enumerate(rows, 1):
+        if label.lstrip("-").isdigit():
+            index = int(label)
+            if not 0 <= index < len(classes):
+                raise EdgeMobileError(f"{gt_file}: label {index} for {name} is outside 0..{len(classes) - 1}")
+        else:
+            found = classes.index_of(label)
+            if found is None:
+                raise EdgeMobileError(f"{gt_file}: label {label!r} for {name} is not a class of the model")
+            index = found
+        path = root / name
+        if not path.is_file():
+            raise EdgeMobileError(f"{gt_file}: {name} is listed but {path} does not exist")
+        pairs.append((path, index))
+    return pairs

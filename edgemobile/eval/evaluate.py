@@ -1,0 +1,173 @@
+"""Top-1/top-5 of one or more predictors on the same images, and how far apart they are.
+
+Each image is decoded once and prepared by every predictor's own spec; decoding runs in a
+thread pool ahead of inference (see :mod:`edgemobile.data.pipeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgemobile.data.pipeline import prefetch_map
+from edgemobile.data.preprocessing import load_rgb
+from edgemobile.errors import EdgeMobileError
+from edgemobile.progress import Progress
+
+_EPS = 1e-7
+
+
+@dataclasses.dataclass
+class Accuracy:
+    name: str
+    top1: float
+    top5: float
+    images: int
+    details: dict
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "top1": self.top1, "top5": self.top5, "images": self.images, **self.details}
+
+
+@dataclasses.dataclass
+class Comparison:
+    """How a model's outputs differ from a reference's on the same images."""
+
+    top1_delta: float
+    top5_delta: float
+    top1_agreement: float
+    mean_kl: float  # KL(reference ‖ model), nats, averaged over images
+    mean_total_variation: float  # ½‖p − q‖₁, averaged over images
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class EvalResult:
+    data: str
+    accuracies: list[Accuracy]
+    comparison: Comparison | None
+    seconds: float
+    images_per_second: float
+
+    def as_dict(self) -> dict:
+        result = {
+            "data": self.data,
+            "images": self.accuracies[0].images,
+            "model": self.accuracies[0].as_dict(),
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images_per_second, 2),
+        }
+        if len(self.accuracies) > 1:
+            result["reference"] = self.accuracies[1].as_dict()
+            result["comparison"] = self.comparison.as_dict() if self.comparison else None
+        return result
+
+
+def _check_classes(predictors: Sequence) -> None:
+    first = predictors[0].classes
+    for p in predictors[1:]:
+        if len(p.classes) != len(first):
+            raise EdgeMobileError(
+                f"{p.name} has {len(p.classes)} classes but {predictors[0].name} has {len(first)}; "
+                "they cannot be compared on the same labels"
+            )
+
+
+def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int = 16, progress: bool = True,
+                   desc: str = "evaluating", workers: int | None = None) -> list[np.ndarray]:
+    """Probabilities of every predictor for every image, shape (images, classes) each."""
+
+    def prepare(path: Path) -> list[np.ndarray]:
+        # Decode once; crop once per distinct spec; encode per predictor — all off the
+        # inference thread.
+        image = load_rgb(path)
+        crops: dict = {}
+        for p in predictors:
+            if p.spec not in crops:
+                crops[p.spec] = p.spec.crop_pixels(image)
+        return [p.prepare(crops[p.spec]) for p in predictors]
+
+    outputs: list[list[np.ndarray]] = [[] for _ in predictors]
+    bar = Progress(len(items), desc) if progress else None
+    pending: list[list[np.ndarray]] = []
+
+    def flush() -> None:
+        for k, predictor in enumerate(predictors):
+            outputs[k].append(predictor.predict(np.stack([row[k] for row in pending])))
+        if bar:
+            bar.update(len(pending))
+        pending.clear()
+
+    for row in prefetch_map(prepare, items, workers=workers, depth=4 * batch_size):
+        pending.append(row)
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    if bar:
+        bar.close()
+    return [np.concatenate(o) if o else np.zeros((0, len(p.classes)), np.float32) for o, p in zip(outputs, predictors)]
+
+
+def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(100.0 * np.mean(np.any(topk == labels[:, None], axis=1)))
+
+
+def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) -> Comparison:
+    p = np.clip(ref_probs.astype(np.float64), _EPS, None)
+    q = np.clip(model_probs.astype(np.float64), _EPS, None)
+    p /= p.sum(axis=1, keepdims=True)
+    q /= q.sum(axis=1, keepdims=True)
+    return Comparison(
+        top1_delta=topk_accuracy(model_probs, labels, 1) - topk_accuracy(ref_probs, labels, 1),
+        top5_delta=topk_accuracy(model_probs, labels, 5) - topk_accuracy(ref_probs, labels, 5),
+        top1_agreement=float(100.0 * np.mean(model_probs.argmax(1) == ref_probs.argmax(1))),
+        mean_kl=float(np.mean(np.sum(p * np.log(p / q), axis=1))),
+        mean_total_variation=float(np.mean(0.5 * np.abs(ref_probs - model_probs).sum(axis=1))),
+    )
+
+
+def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str = "", progress: bool = True,
+             batch_size: int = 16) -> EvalResult:
+    """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given)."""
+    if not pairs:
+        raise EdgeMobileError(f"{data}: no labeled images to evaluate")
+    _check_classes(predictors)
+    paths = [p for p, _ in pairs]
+    labels = np.array([label for _, label in pairs])
+    start = time.perf_counter()
+    probs = run_predictors(predictors, paths, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    accuracies = [
+        Accuracy(p.name, topk_accuracy(pr, labels, 1), topk_accuracy(pr, labels, 5), len(paths), p.describe())
+        for p, pr in zip(predictors, probs)
+    ]
+    comparison = compare(probs[0], probs[1], labels) if len(predictors) > 1 else None
+    return EvalResult(data, accuracies, comparison, seconds, len(paths) / seconds if seconds else 0.0)
+
+
+def format_table(result: EvalResult) -> str:
+    """A readable table of the result."""
+    rows = [("", "top-1 %", "top-5 %")]
+    labels = ["model", "reference"]
+    for label, acc in zip(labels, result.accuracies):
+        rows.append((f"{label}: {acc.name}", f"{acc.top1:.2f}", f"{acc.top5:.2f}"))
+    c = result.comparison
+    if c is not None:
+        rows.append(("difference (model - reference)", f"{c.top1_delta:+.2f}", f"{c.top5_delta:+.2f}"))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{r[0]:<{width}}  {r[1]:>8}  {r[2]:>8}" for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"{result.accuracies[0].images} images from {result.data}, "
+                 f"{result.images_per_second:.1f} images/s")
+    if c is not None:
+        lines.append(f"top-1 agreement {c.top1_agreement:.2f} %, mean KL(reference||model) {c.mean_kl:.4f} nats, "
+                     f"mean total variation {c.mean_total_variation:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Things that classify images — a .tflite file or a float Keras zoo model — behind one
+interface, each with the preprocessing spec and class list it needs.
+
+A predictor's ``predict`` takes a batch of inputs already prepared by its own ``spec`` and
+returns probabilities over its ``classes`` (background column of 1001-output TF-slim
+models dropped, softmax applied if the model emits logits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
+from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
+from edgemobile.errors import EdgeMobileError
+from edgemobile.runtime.interpreter import TFLiteClassifier, to_probabilities
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessOverrides:
+    """Preprocessing flags for models that carry no edgemobile metadata."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_fraction: float = DEFAULT_CROP_FRACTION
+    labels: str | None = None
+    background_class: bool | None = None  # None: infer from the output count (1001 → yes)
+
+
+class TFLitePredictor:
+    kind = "tflite"
+
+    def __init__(self, path: str | os.PathLike, overrides: PreprocessOverrides | None = None, num_threads: int | None = 1):
+        from edgemobile.metadata import read_metadata
+
+        overrides = overrides or PreprocessOverrides()
+        self.path = Path(path)
+        self.name = self.path.name
+        self.model = TFLiteClassifier(self.path, num_threads=num_threads)
+        self.info = read_metadata(self.path)
+        self.spec, self.spec_source = self._choose_spec(overrides)
+        self.classes, self.offset = self._choose_classes(overrides)
+
+    def _choose_spec(self, o: PreprocessOverrides) -> tuple[PreprocessSpec, str]:
+        size = self.model.input_size
+        if o.mean is not None or o.std is not None:
+            spec = PreprocessSpec.center_crop(
+                size, mean=o.mean if o.mean is not None else (0.0,), std=o.std if o.std is not None else (1.0,),
+                crop_fraction=o.crop_fraction,
+            )
+            return spec, "command-line flags"
+        made_here = self.info is not None and bool(self.info.extra) and self.info.preprocess is not None
+        if made_here:
+            if self.info.preprocess.size != size:
+                raise EdgeMobileError(
+                    f"{self.path}: metadata says input size {self.info.preprocess.size} but the model takes {size}"
+                )
+            return self.info.preprocess, "model metadata"
+        if self.model.input.quantized:
+            # TFLite convention for integer image models: raw pixels go straight in, so the
+            # input quantization itself defines the normalization.
+            zero = self.model.input.zero_point + (128 if self.model.input.dtype == np.int8 else 0)
+            spec = PreprocessSpec.center_crop(size, mean=float(zero), std=1.0 / self.model.input.scale,
+                                              crop_fraction=o.crop_fraction)
+            return spec, "input quantization (raw pixels)"
+        if self.info is not None and self.info.normalization is not None:
+            mean, std = self.info.normalization
+            spec = PreprocessSpec.center_crop(size, mean=mean, std=std, crop_fraction=o.crop_fraction)
+            return spec, "TFLite metadata normalization"
+        raise EdgeMobileError(
+            f"{self.path}: float model without edgemobile metadata; give its normalization with "
+            "--mean/--std in 0..255 pixel units (e.g. --mean 127.5 --std 127.5 for inputs in [-1, 1])"
+        )
+
+    def _choose_classes(self, o: PreprocessOverrides) -> tuple[ClassList, int]:
+        n = self.model.num_outputs
+        background = o.background_class if o.background_class is not None else n == 1001
+        offset = 1 if background else 0
+        if o.labels:
+            return read_label_file(o.labels, expected=n - offset), offset
+        if self.info is not None and self.info.labels:
+            labels = list(self.info.labels)
+            if len(labels) == n and background:
+                labels = labels[1:]
+            if len(labels) != n - offset:
+                raise EdgeMobileError(f"{self.path}: metadata has {len(labels)} labels for {n} outputs")
+            if self.info.extra.get("classes") == "imagenet-1k" or len(labels) == 1000:
+                return imagenet_classes(), offset  # synset ids match dataset folders
+            return ClassList(ids=tuple(labels), names=tuple(labels)), offset
+        if n - offset == 1000:
+            return imagenet_classes(), offset
+        raise EdgeMobileError(
+            f"{self.path}: {n} outputs and no labels in the model; pass --labels FILE (one class per line)"
+        )
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        """Cropped uint8 pixels → exactly what the interpreter is fed (runs on decode threads)."""
+        return self.model.encode(self.spec.normalize(pixels))
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of :meth:`prepare` outputs."""
+        scores = np.stack([self.model.run_encoded(x) for x in batch])
+        probs = to_probabilities(scores, self.model.outputs_probabilities)[:, self.offset:]
+        if self.offset:
+            probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+        return probs
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "input": f"{self.model.input.dtype.name} {list(self.model.input.shape)}",
+            "preprocessing": self.spec.to_dict(),
+            "preprocessing_source": self.spec_source,
+            "outputs": self.model.num_outputs,
+            "background_class_dropped": bool(self.offset),
+            "runtime": self.model.backend,
+        }
+
+
+class KerasPredictor:
+    """The float Keras zoo model — the reference int8 is measured against."""
+
+    kind = "keras"
+
+    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet"):
+        self.variant = variant
+        self.weights = weights
+        self.name = f"{variant.name} (Keras float)"
+        self.model = variant.build(weights)
+        self.spec = variant.preprocess
+        self.spec_source = "zoo"
+        self.classes = imagenet_classes()
+
+    def prepare(self, pixels: np.ndarray) -> np.ndarray:
+        return self.spec.normalize(pixels)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(batch, training=False), dtype=np.float32)
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model": self.variant.name,
+            "weights": str(self.weights),
+            "preprocessing": self.spec.to_dict(),
+        }
+
+
+def load_predictor(
+    ref: str,
+    overrides: PreprocessOverrides | None = None,
+    alpha: float | None = None,
+    resolution: int | None = None,
+    weights: str | None = "imagenet",
+    num_threads: int | None = 1,
+):
+    """A .tflite path, or a zoo model name (float Keras model, needs TensorFlow)."""
+    if ref.lower().endswith(".tflite") or Path(ref).is_file():
+        return TFLitePredictor(ref, overrides, num_threads=num_threads)
+    from edgemobile.models.zoo import resolve
+
+    variant = resolve(ref, alpha, resolution)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise EdgeMobileError(
+            f"{ref}: running a Keras zoo model needs the converter install (pip install 'edgemobile[convert]')"
+        ) from None
+    return KerasPredictor(variant, weights)

@@ -1,0 +1,152 @@
+"""Just enough of the TFLite model schema (``tensorflow/lite/schema/schema.fbs``, file
+identifier ``"TFL3"``) to find the metadata buffer and describe the main subgraph's inputs
+and outputs — read with the stdlib reader, so it works on a bare ``tflite_runtime``.
+
+Slots used::
+
+    table Model { 0 version:uint; 1 operator_codes; 2 subgraphs:[SubGraph];
+                  3 description:string; 4 buffers:[Buffer]; 5 metadata_buffer:[int];
+                  6 metadata:[Metadata]; 7 signature_defs; ... }
+    table SubGraph { 0 tensors:[Tensor]; 1 inputs:[int]; 2 outputs:[int]; 3 operators;
+                     4 name:string; }
+    table Tensor { 0 shape:[int]; 1 type:TensorType(byte); 2 buffer:uint; 3 name:string;
+                   4 quantization:QuantizationParameters; }
+    table QuantizationParameters { 0 min:[float]; 1 max:[float]; 2 scale:[float];
+                                   3 zero_point:[long]; }
+    table Buffer { 0 data:[ubyte]; 1 offset:ulong; 2 size:ulong; }
+                 // offset > 1: data lives at that file offset, outside the flatbuffer
+    table Metadata { 0 name:string; 1 buffer:uint; }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from edgemobile.errors import EdgeMobileError
+from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
+
+TFLITE_FILE_IDENTIFIER = b"TFL3"
+
+# enum TensorType (subset we name in messages; the rest print as numbers)
+TENSOR_TYPE_NAMES = {
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    5: "string",
+    6: "bool",
+    7: "int16",
+    9: "int8",
+    10: "float64",
+}
+
+_MODEL_SUBGRAPHS, _MODEL_BUFFERS, _MODEL_METADATA = 2, 4, 6
+_SG_TENSORS, _SG_INPUTS, _SG_OUTPUTS = 0, 1, 2
+_T_SHAPE, _T_TYPE, _T_NAME, _T_QUANT = 0, 1, 3, 4
+_Q_SCALE, _Q_ZERO_POINT = 2, 3
+_BUF_DATA, _BUF_OFFSET, _BUF_SIZE = 0, 1, 2
+_MD_NAME, _MD_BUFFER = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """An input or output tensor of the main subgraph."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "uint8", "int8", ...
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass
+class ModelView:
+    """The parts of a .tflite file that metadata handling needs."""
+
+    num_subgraphs: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    metadata: list[tuple[str, int]]  # Model.metadata entries: (name, buffer index)
+    buffer_spans: list[tuple[int, int]]  # (start, length) of each Buffer's bytes
+    has_external_buffers: bool  # some Buffer stores its data at a file offset (> 2 GB models)
+
+    def metadata_buffer(self, name: str) -> tuple[int, int] | None:
+        """(start, length) of the buffer named ``name`` in Model.metadata, if any."""
+        for entry, index in self.metadata:
+            if entry == name:
+                if not 0 <= index < len(self.buffer_spans):
+                    raise FlatBufferError(f"metadata {name!r} points to missing buffer {index}")
+                return self.buffer_spans[index]
+        return None
+
+
+def parse_model(buf: bytes | memoryview) -> ModelView:
+    """Read the model table; :class:`FlatBufferError` if this is not a well-formed TFLite
+    flatbuffer (wrong identifier, or offsets running past the end: a truncated file)."""
+    model = root(buf, TFLITE_FILE_IDENTIFIER)
+    spans: list[tuple[int, int]] = []
+    external = False
+    for b in model.tables(_MODEL_BUFFERS):
+        offset = int(b.scalar(_BUF_OFFSET, "Q", 0))
+        if offset > 1:
+            external = True
+            size = int(b.scalar(_BUF_SIZE, "Q", 0))
+            if offset + size > len(buf):
+                raise FlatBufferError(f"buffer data at {offset} (+{size}) past end of file")
+            spans.append((offset, size))
+            continue
+        spans.append(b.bytes_span(_BUF_DATA) or (0, 0))
+    metadata = []
+    for md in model.tables(_MODEL_METADATA):
+        metadata.append((md.string(_MD_NAME) or "", int(md.scalar(_MD_BUFFER, "I", 0))))
+    subgraphs = model.tables(_MODEL_SUBGRAPHS)
+    if not subgraphs:
+        raise FlatBufferError("model has no subgraph")
+    main = subgraphs[0]
+    inputs = [_tensor(main, i) for i in main.scalars(_SG_INPUTS, "i") or []]
+    outputs = [_tensor(main, i) for i in main.scalars(_SG_OUTPUTS, "i") or []]
+    return ModelView(
+        num_subgraphs=len(subgraphs),
+        inputs=inputs,
+        outputs=outputs,
+        metadata=metadata,
+        buffer_spans=spans,
+        has_external_buffers=external,
+    )
+
+
+def _tensor(subgraph: Table, index: int) -> TensorInfo:
+    t = subgraph.table_at(_SG_TENSORS, index)
+    dtype = int(t.scalar(_T_TYPE, "b", 0))
+    q = t.table(_T_QUANT)
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    if q is not None:
+        scale = tuple(q.scalars(_Q_SCALE, "f") or ())
+        zero_point = tuple(q.scalars(_Q_ZERO_POINT, "q") or ())
+    return TensorInfo(
+        name=t.string(_T_NAME) or "",
+        shape=tuple(t.scalars(_T_SHAPE, "i") or ()),
+        dtype=TENSOR_TYPE_NAMES.get(dtype, f"type{dtype}"),
+        scale=scale,
+        zero_point=zero_point,
+    )
+
+
+def load_model_bytes(
+    model: bytes | bytearray | memoryview | str | os.PathLike,
+) -> tuple[bytes, str]:
+    """(content, name for messages) of a model given as bytes or a path."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "model bytes"
+    try:
+        with open(model, "rb") as fh:
+            return fh.read(), str(model)
+    except FileNotFoundError:
+        raise EdgeMobileError(f"{model}: no such model file") from None
+    except IsADirectoryError:
+        raise EdgeMobileError(f"{model}: is a folder, not a .tflite model") from None
+    except OSError as exc:
+        raise EdgeMobileError(f"{model}: cannot read ({exc.strerror})") from None

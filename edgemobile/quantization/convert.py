@@ -1,0 +1,181 @@
+"""Keras model → TFLite flatbuffer at a chosen precision.
+
+Always ``TFLiteConverter.from_keras_model`` (``from_concrete_functions`` on a Keras 3 model
+silently produces NaNs). Full-integer conversions are calibrated on images prepared by the
+model's own :class:`PreprocessSpec` — the same code path eval and predict use — and are
+verified to be all-integer before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edgemobile import __version__
+from edgemobile.data.datasets import find_images, stratified_sample
+from edgemobile.data.pipeline import prefetch_map
+from edgemobile.data.preprocessing import PreprocessSpec
+from edgemobile.data.labels import imagenet_classes
+from edgemobile.errors import EdgeMobileError
+from edgemobile.metadata import ModelInfo, embed_metadata
+from edgemobile.progress import Progress
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8", "uint8")
+FULL_INTEGER = ("int8", "uint8")
+DEFAULT_NUM_CALIBRATION = 500
+DEFAULT_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSet:
+    """The images a full-integer conversion was calibrated on (and how they were chosen)."""
+
+    root: Path
+    paths: tuple[Path, ...]
+    seed: int
+    source: str
+
+    @classmethod
+    def from_folder(cls, root: str | os.PathLike, num: int, seed: int = DEFAULT_SEED, source: str | None = None):
+        root = Path(root)
+        paths = stratified_sample(find_images(root), root, num, seed)
+        return cls(root=root, paths=tuple(paths), seed=seed, source=source or str(root))
+
+    def describe(self) -> dict:
+        return {"source": self.source, "images": len(self.paths), "seed": self.seed, "sampling": "stratified by class"}
+
+
+def representative_dataset(calibration: CalibrationSet, spec: PreprocessSpec, progress: bool = True) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """The converter's calibration generator: each image through ``spec``, decoded ahead."""
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        bar = Progress(len(calibration.paths), "calibrating") if progress else None
+        for x in prefetch_map(spec, calibration.paths):
+            yield [x[None].astype(np.float32)]
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+
+    return generate
+
+
+def convert_keras(model, precision: str, representative: Callable | None = None) -> bytes:
+    """Convert a Keras model; ``representative`` is required for int8/uint8."""
+    if precision not in PRECISIONS:
+        raise EdgeMobileError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision in FULL_INTEGER:
+        if representative is None:
+            raise EdgeMobileError(f"{precision} conversion needs calibration images")
+        io_type = tf.int8 if precision == "int8" else tf.uint8
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+    try:
+        return converter.convert()
+    except EdgeMobileError:
+        raise
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError…
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EdgeMobileError(f"TFLite conversion to {precision} failed: {first[:300]}") from None
+
+
+@dataclasses.dataclass
+class ConversionResult:
+    tflite: bytes
+    provenance: dict
+    seconds: float
+
+
+def convert_variant(
+    variant,
+    precision: str,
+    weights: str | os.PathLike | None = "imagenet",
+    calibration: CalibrationSet | None = None,
+    progress: bool = True,
+) -> ConversionResult:
+    """Build a zoo model, convert it, verify full-integer models, and embed metadata."""
+    from edgemobile.quantization.integer_check import require_integer_only
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    start = time.perf_counter()
+    weights_path = variant.weights_path(weights)
+    model = variant.builder(variant, weights_path)
+    representative = None
+    if precision in FULL_INTEGER:
+        if calibration is None:
+            raise EdgeMobileError(f"{precision} conversion needs calibration images")
+        representative = representative_dataset(calibration, variant.preprocess, progress)
+    tflite = convert_keras(model, precision, representative)
+    converted = TFLiteClassifier(tflite, source=f"converted {variant.name} ({precision})")
+    if precision in FULL_INTEGER:
+        require_integer_only(converted)
+    provenance = {
+        "model": variant.name,
+        "family": variant.family,
+        "alpha": variant.alpha,
+        "resolution": variant.resolution,
+        "precision": precision,
+        "weights": _describe_weights(weights_path),
+        "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
+        "converter": _converter_versions(),
+        "edgemobile": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tflite = embed_metadata(tflite, model_info(variant, provenance))
+    return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start)
+
+
+def model_info(variant, provenance: dict) -> ModelInfo:
+    """The metadata a zoo model's .tflite carries: its spec, labels and where it came from."""
+    classes = imagenet_classes()
+    precision = provenance["precision"]
+    return ModelInfo(
+        name=f"{variant.name}_{precision}",
+        description=f"{variant.description}; {precision} TFLite model made by edgemobile {__version__}. "
+        f"Input: RGB {variant.resolution}x{variant.resolution}, resized so the shorter side is "
+        f"{variant.preprocess.resize_shorter} then center-cropped. Output: probabilities over "
+        f"{len(classes)} ImageNet classes.",
+        version=__version__,
+        author="edgemobile",
+        license=variant.license,
+        labels=classes.label_lines(),
+        preprocess=variant.preprocess,
+        extra={"provenance": provenance, "classes": "imagenet-1k"},
+    )
+
+
+def _describe_weights(path: Path | None) -> dict:
+    if path is None:
+        return {"source": "random initialization"}
+    from edgemobile.download import file_hash
+
+    return {"file": path.name, "sha256": file_hash(path)}
+
+
+def _converter_versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def default_output_name(variant, precision: str) -> str:
+    """``mobilenet_v1_1.0_224_int8.tflite``."""
+    return f"{variant.name}_{precision}.tflite"

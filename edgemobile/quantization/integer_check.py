@@ -1,0 +1,49 @@
+"""Proof that a "full-integer" model really is: every op reads and writes integer tensors.
+
+The converter can silently leave float islands (an op with no int8 kernel falls back to
+float with QUANTIZE/DEQUANTIZE around it); those are slow on integer-only hardware and
+fatal on Coral-style accelerators, so conversion fails instead of writing such a model.
+Runtime-safe: uses the interpreter only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgemobile.errors import EdgeMobileError
+from edgemobile.runtime.interpreter import TFLiteClassifier
+
+_FLOAT_TYPES = (np.float16, np.float32, np.float64)
+
+
+def float_tensor_uses(model: TFLiteClassifier) -> list[str]:
+    """Human-readable list of ops touching a float tensor (empty for an all-integer model)."""
+    interpreter = model.interpreter
+    dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    found = []
+    for op in model.graph_ops():
+        for role in ("inputs", "outputs"):
+            for tensor in op[role]:
+                tensor = int(tensor)
+                if tensor >= 0 and dtypes.get(tensor) in _FLOAT_TYPES:
+                    found.append(
+                        f"op {op['index']} {op['op_name']} has {dtypes[tensor]} {role[:-1]} '{names[tensor]}'"
+                    )
+    return found
+
+
+def op_histogram(model: TFLiteClassifier) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in model.graph_ops():
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return counts
+
+
+def require_integer_only(model: TFLiteClassifier) -> None:
+    problems = float_tensor_uses(model)
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise EdgeMobileError(
+            f"{model.source}: not all-integer: {'; '.join(problems[:3])}{more}"
+        )
