@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -16,6 +17,11 @@ from pathlib import Path
 
 from edgemobile import __version__
 from edgemobile.errors import EdgeMobileError
+
+
+# Further subcommands live in their own modules, each with register(subparsers, prep_flags)
+# adding its parser and setting ``func``; one line per module.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _quiet_tensorflow() -> None:
@@ -126,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the zoo")
     p.set_defaults(func=cmd_models)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub, prep)
     return parser
 
 
