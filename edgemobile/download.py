@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -68,7 +69,7 @@ def fetch(
         if checksum is None or _matches(target, checksum):
             return target
         if not quiet:
-            print(f"edgemobile: {target} fails its checksum; downloading it again", flush=True)
+            print(f"edgemobile: {target} fails its checksum; downloading it again", file=sys.stderr, flush=True)
     if os.environ.get("EDGEMOBILE_OFFLINE") == "1":
         raise EdgeMobileError(_offline_message(what, filename, url, target, "EDGEMOBILE_OFFLINE=1", hint))
     try:
@@ -98,6 +99,11 @@ def fetch(
                     "the file on the server changed or the download was corrupted — nothing was kept"
                 )
         os.replace(tmp, target)
+        if checksum is None and not quiet:
+            # The publisher gives no checksum (Keras' MobileNetV1 files): say what we got, so
+            # it can be compared and pinned; converted models record it in their provenance.
+            print(f"edgemobile: downloaded {filename}, sha256 {sha256.hexdigest()} "
+                  "(no published checksum to verify against)", file=sys.stderr, flush=True)
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc

@@ -1,0 +1,40 @@
+import pytest
+
+from edgemobile.errors import EdgeMobileError
+from edgemobile.models.zoo import families, get_family, resolve
+from edgemobile.quantization.convert import default_output_name
+
+
+def test_mobilenet_defaults_and_aliases():
+    for name in ("mobilenet", "mobilenet_v1", "MobileNet-V1", "mobilenetv1"):
+        variant = resolve(name)
+        assert (variant.family, variant.alpha, variant.resolution) == ("mobilenet_v1", 1.0, 224)
+    assert default_output_name(resolve("mobilenet"), "int8") == "mobilenet_v1_1.0_224_int8.tflite"
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("resolution", [128, 160, 192, 224])
+def test_every_mobilenet_v1_variant_has_spec_and_weights(alpha, resolution):
+    variant = resolve("mobilenet", alpha, resolution)
+    spec = variant.preprocess
+    assert spec.size == resolution and spec.resize_shorter == round(resolution / 0.875)
+    assert spec.mean == (127.5,) * 3 and spec.std == (127.5,) * 3  # pixels → [-1, 1]
+    text = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}[alpha]
+    assert variant.weights.filename == f"mobilenet_{text}_{resolution}_tf.h5"
+    assert variant.weights.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/")
+
+
+@pytest.mark.parametrize("alpha,resolution", [(0.25, 128), (1.0, 224)])
+def test_builds_fixed_shape_softmax_model(alpha, resolution):
+    pytest.importorskip("tensorflow")
+    model = resolve("mobilenet", alpha, resolution).build("none")
+    assert model.input_shape == (None, resolution, resolution, 3)
+    assert model.output_shape == (None, 1000)
+    assert model.layers[-1].name == "predictions" or "softmax" in str(model.layers[-1].get_config())
+
+
+def test_unknown_names_list_what_exists():
+    with pytest.raises(EdgeMobileError) as info:
+        get_family("resnet50")
+    assert "mobilenet_v1" in str(info.value)
+    assert "mobilenet_v1" in families()
