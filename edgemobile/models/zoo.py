@@ -23,6 +23,7 @@ from edgemobile.errors import EdgeMobileError
 # Modules that define FAMILIES; one line per family module.
 FAMILY_MODULES = (
     "edgemobile.models.mobilenet_v1",
+    "edgemobile.models.mobileone",
 )
 
 
@@ -137,3 +138,37 @@ def get_family(name: str) -> Family:
 def resolve(name: str, alpha: float | None = None, resolution: int | None = None) -> ModelVariant:
     """``resolve("mobilenet", 0.25)`` → the MobileNetV1 α0.25/224 variant."""
     return get_family(name).variant(alpha, resolution)
+
+
+def with_raw_pixel_input(variant: ModelVariant) -> ModelVariant:
+    """The same model taking raw 0..255 RGB pixels: the spec's per-channel ``(pixel - mean)
+    / std`` becomes the Keras model's first layer (a per-channel ``Rescaling``, converted to
+    one MUL and one ADD), and the returned variant's spec has mean 0 / std 1 (resize and crop
+    unchanged). For consumers that cannot express per-channel normalization (MediaPipe:
+    one mean/std for all channels on float inputs, per-tensor quantization on uint8 inputs).
+    A variant whose spec already is mean 0 / std 1 is returned unchanged."""
+    spec = variant.preprocess
+    if spec.mean == (0.0, 0.0, 0.0) and spec.std == (1.0, 1.0, 1.0):
+        return variant
+    inner_builder = variant.builder
+
+    def build_raw_pixel_model(_raw_variant: ModelVariant, weights_path: Path | None):
+        import keras
+
+        model = inner_builder(variant, weights_path)
+        pixels = keras.Input(shape=(variant.resolution, variant.resolution, 3), name="pixels")
+        normalized = keras.layers.Rescaling(
+            scale=[1.0 / s for s in spec.std],
+            offset=[-m / s for m, s in zip(spec.mean, spec.std)],
+            name="input_normalization",
+        )(pixels)
+        return keras.Model(pixels, model(normalized), name=f"{model.name}_raw_pixels")
+
+    return dataclasses.replace(
+        variant,
+        preprocess=dataclasses.replace(spec, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+        builder=build_raw_pixel_model,
+        description=f"{variant.description}; takes raw 0..255 pixels (mean {list(spec.mean)}, "
+        f"std {list(spec.std)} folded into the model)",
+        options=variant.options + (("raw_pixel_input", True),),
+    )
