@@ -21,7 +21,10 @@ from edgemobile.errors import EdgeMobileError
 
 # Further subcommands live in their own modules, each with register(subparsers, prep_flags)
 # adding its parser and setting ``func``; one line per module.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgemobile.cli.bundle",
+    "edgemobile.cli.bench",
+)
 
 
 def _quiet_tensorflow() -> None:
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration images drawn stratified across classes (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration images (default 0)")
     p.add_argument("-o", "--output", help="output file (default: <model>_<alpha>_<resolution>_<precision>.tflite)")
+    p.add_argument("--android", action="store_true", help="write an Android asset bundle folder instead "
+                   "(.tflite + labels.txt, MediaPipe-checked; uint8 unless --float32; -o names the folder)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_convert, precision=None)
@@ -139,30 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_convert(args: argparse.Namespace) -> int:
+    if args.android:
+        from edgemobile.cli.bundle import bundle_zoo_model
+
+        return bundle_zoo_model(args, args.model, args.output)
     from edgemobile.models.zoo import resolve
     from edgemobile.outputs import check_output, write_atomic
 
     variant = resolve(args.model, args.alpha, args.resolution)
     precision = args.precision or "float32"
-    from edgemobile.quantization.convert import (
-        DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet, convert_variant, default_output_name,
-    )
+    from edgemobile.quantization.convert import convert_variant, default_output_name
 
     output = Path(args.output or default_output_name(variant, precision))
     check_output(output, args.force)
-    calibration = None
-    if precision in FULL_INTEGER:
-        from edgemobile.data.calibration_sets import resolve_calibration
-
-        folder = resolve_calibration(args.calibration)
-        # A manifest is an explicit selection: use all of it unless told otherwise.
-        is_manifest = bool(args.calibration) and args.calibration.lower().endswith(".json")
-        count = args.num_calibration or (sys.maxsize if is_manifest else DEFAULT_NUM_CALIBRATION)
-        calibration = CalibrationSet.from_folder(
-            folder, count, args.seed, source=args.calibration or "imagenet_sample_1000 (default)",
-        )
-    elif args.calibration or args.num_calibration:
-        raise EdgeMobileError("--calibration/--num-calibration only apply to --int8 or --uint8")
+    calibration = calibration_from_args(args, precision)
     _quiet_tensorflow()
     with _silence_stdout():
         result = convert_variant(variant, precision, args.weights, calibration, progress=not args.quiet)
@@ -238,6 +233,25 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def calibration_from_args(args: argparse.Namespace, precision: str):
+    """The CalibrationSet --calibration/--num-calibration/--seed select (None unless full-integer)."""
+    from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet
+
+    if precision not in FULL_INTEGER:
+        if args.calibration or args.num_calibration:
+            raise EdgeMobileError("--calibration/--num-calibration only apply to --int8 or --uint8")
+        return None
+    from edgemobile.data.calibration_sets import resolve_calibration
+
+    folder = resolve_calibration(args.calibration)
+    # A manifest is an explicit selection: use all of it unless told otherwise.
+    is_manifest = bool(args.calibration) and args.calibration.lower().endswith(".json")
+    count = args.num_calibration or (sys.maxsize if is_manifest else DEFAULT_NUM_CALIBRATION)
+    return CalibrationSet.from_folder(
+        folder, count, args.seed, source=args.calibration or "imagenet_sample_1000 (default)",
+    )
+
+
 def _overrides(args: argparse.Namespace):
     from edgemobile.eval.predictors import PreprocessOverrides
 

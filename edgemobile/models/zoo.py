@@ -24,6 +24,7 @@ from edgemobile.errors import EdgeMobileError
 FAMILY_MODULES = (
     "edgemobile.models.mobilenet_v1",
     "edgemobile.models.mobileone",
+    "edgemobile.models.mobilenet_v3",
 )
 
 

@@ -1,0 +1,59 @@
+"""``edgemobile bench MODEL``: latency (median, p90) per threads × XNNPACK setting, model
+size, peak memory and an optional per-op profile — runtime install only, no TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub, prep) -> None:
+    from edgemobile.cli.main import _positive_int
+
+    p = sub.add_parser(
+        "bench", help="latency, model size and peak memory of a .tflite (threads, XNNPACK on/off)",
+        description="Time Interpreter.invoke() on a fixed input for every --threads × --xnnpack setting: "
+        "median and p90 latency, model size, peak resident memory of loading + running; --profile adds a "
+        "per-op breakdown (each op timed alone). Needs only the runtime install.",
+    )
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("--threads", type=_positive_int, nargs="+", default=[1],
+                   help="interpreter thread counts to try (default: 1), e.g. --threads 1 2 4")
+    p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per setting (default 50)")
+    p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed runs first (default 5)")
+    xnn = p.add_mutually_exclusive_group()
+    xnn.add_argument("--xnnpack", nargs="+", choices=("on", "off"), default=None,
+                     help="XNNPACK delegate settings to try (default: on), e.g. --xnnpack on off")
+    xnn.add_argument("--no-xnnpack", dest="xnnpack", action="store_const", const=["off"],
+                     help="same as --xnnpack off (reference kernels only)")
+    p.add_argument("--profile", action="store_true",
+                   help="per-op breakdown for the first setting (each op cut out and timed alone)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgemobile.deploy.bench import benchmark, format_report
+    from edgemobile.outputs import check_output, write_atomic
+
+    if args.json:
+        check_output(args.json, args.force)
+    xnnpack = [choice == "on" for choice in (args.xnnpack or ["on"])]
+    report = benchmark(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup,
+                       profile=args.profile, progress=not args.quiet)
+    print(format_report(report))
+    if args.json:
+        write_atomic(args.json, json.dumps(report, indent=2) + "\n", force=args.force)
+    return 0

@@ -1,0 +1,94 @@
+"""``edgemobile bundle MODEL --out android_assets/NAME``: an Android asset folder
+(``NAME.tflite`` with TFLite Metadata + ``labels.txt``) from a zoo model or an
+edgemobile-made .tflite; ``edgemobile convert --android`` goes through here too."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgemobile.errors import EdgeMobileError
+
+# Flags that only mean something when MODEL is a zoo name (dest → flag).
+_ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
+              "calibration": "--calibration", "num_calibration": "--num-calibration",
+              "precision": "--uint8/--float32"}
+
+
+def register(sub, prep) -> None:
+    from edgemobile.cli.main import _positive_int
+
+    p = sub.add_parser(
+        "bundle", help="write an Android asset folder: .tflite with metadata + labels.txt",
+        description="Make the folder an Android app ships in app/src/main/assets: NAME.tflite carrying "
+        "standard TFLite Metadata (RGB input + normalization, labels, provenance) and labels.txt beside it. "
+        "MODEL is a zoo name (converted; uint8 in/out unless --float32) or a .tflite made by edgemobile "
+        "(metadata re-embedded and validated). Refuses anything MediaPipe's ImageClassifier would reject.",
+    )
+    p.add_argument("model", help="zoo model name (e.g. mobilenet) or a .tflite made by edgemobile")
+    p.add_argument("--out", required=True, help="bundle folder to create, e.g. android_assets/mobilenet")
+    p.add_argument("--alpha", type=float, help="width multiplier of a zoo model (family default if omitted)")
+    p.add_argument("--resolution", type=int, help="input size of a zoo model (family default if omitted)")
+    p.add_argument("--weights", default=None,
+                   help="zoo model weights: 'imagenet' (default; download once), 'none' or a local file")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--uint8", dest="precision", action="store_const", const="uint8",
+                           help="full integer, uint8 input and output (default; raw pixels in)")
+    precision.add_argument("--float32", dest="precision", action="store_const", const="float32",
+                           help="float32 model (MediaPipe normalizes pixels per the metadata)")
+    p.add_argument("--calibration", help="calibration images (folder or manifest .json) for uint8; default: "
+                   "the published 1000-image ImageNet sample")
+    p.add_argument("--num-calibration", type=_positive_int, default=None,
+                   help="calibration images drawn stratified across classes (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration images (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bundle, precision=None)
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    ref = args.model
+    if ref.lower().endswith(".tflite") or Path(ref).is_file():
+        given = [flag for dest, flag in _ZOO_FLAGS.items() if getattr(args, dest) not in (None, False)]
+        if given:
+            raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
+        from edgemobile.deploy.bundle import bundle_from_tflite, check_bundle_folder
+
+        folder = check_bundle_folder(args.out, args.force)
+        return _write(folder, bundle_from_tflite(ref, folder.name), args.force)
+    return bundle_zoo_model(args, ref, args.out)
+
+
+def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> int:
+    """Convert zoo model ``name`` per the convert-style flags in ``args`` and write its
+    bundle to ``out`` (default: ``<model>_<precision>`` in the current folder)."""
+    from edgemobile.cli.main import (
+        _quiet_tensorflow,
+        _silence_stdout,
+        calibration_from_args,
+    )
+    from edgemobile.deploy.bundle import (
+        android_precision,
+        bundle_from_variant,
+        check_bundle_folder,
+    )
+    from edgemobile.models.zoo import resolve
+
+    variant = resolve(name, args.alpha, args.resolution)
+    precision = android_precision(args.precision)
+    folder = check_bundle_folder(out or f"{variant.name}_{precision}", args.force)
+    calibration = calibration_from_args(args, precision)
+    _quiet_tensorflow()
+    with _silence_stdout():
+        bundle = bundle_from_variant(variant, precision, args.weights or "imagenet", calibration,
+                                     folder.name, progress=not args.quiet)
+    return _write(folder, bundle, args.force)
+
+
+def _write(folder: Path, bundle, force: bool) -> int:
+    from edgemobile.deploy.bundle import write_bundle
+
+    write_bundle(folder, bundle, force=force)
+    print(f"wrote {folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
+          f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")
+    return 0

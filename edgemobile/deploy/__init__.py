@@ -1,0 +1,3 @@
+"""Shipping models: Android asset bundles (:mod:`edgemobile.deploy.bundle`, needs the
+converter install only when it converts) and the device benchmark
+(:mod:`edgemobile.deploy.bench`, runtime install: numpy + a TFLite interpreter)."""
