@@ -197,8 +197,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edgemobile.eval.predictors import TFLitePredictor
     from edgemobile.data.preprocessing import load_rgb
+    from edgemobile.eval.evaluate import top_k_indices
+    from edgemobile.eval.predictors import TFLitePredictor
     from edgemobile.outputs import check_output, write_atomic
 
     if args.json:
@@ -207,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = []
     for image in args.images:
         probs = predictor.predict(predictor.prepare(predictor.spec.crop_pixels(load_rgb(image)))[None])[0]
-        top = probs.argsort()[::-1][: args.top_k]
+        top = top_k_indices(probs, args.top_k)
         entries = [{"index": int(i), "id": predictor.classes.ids[i], "name": predictor.classes.short_name(i),
                     "probability": float(probs[i])} for i in top]
         results.append({"image": str(image), "top": entries})

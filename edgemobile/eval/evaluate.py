@@ -115,8 +115,14 @@ def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int 
     return [np.concatenate(o) if o else np.zeros((0, len(p.classes)), np.float32) for o, p in zip(outputs, predictors)]
 
 
+def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores along the last axis, best first; ties go to the lower
+    class index, so int8 models' many equal scores rank the same way every time."""
+    return np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+
+
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
-    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    topk = top_k_indices(probs, k)
     return float(100.0 * np.mean(np.any(topk == labels[:, None], axis=1)))
 
 

@@ -44,6 +44,7 @@ class TFLitePredictor:
         self.info = read_metadata(self.path)
         self.spec, self.spec_source = self._choose_spec(overrides)
         self.classes, self.offset = self._choose_classes(overrides)
+        self.pixel_offset = self._raw_pixel_offset()
 
     def _choose_spec(self, o: PreprocessOverrides) -> tuple[PreprocessSpec, str]:
         size = self.model.input_size
@@ -97,8 +98,24 @@ class TFLitePredictor:
             f"{self.path}: {n} outputs and no labels in the model; pass --labels FILE (one class per line)"
         )
 
+    def _raw_pixel_offset(self) -> int | None:
+        """For an integer input whose quantization *is* the spec's normalization (to within
+        half a step: scale = 1/std, zero point = mean), the constant that turns pixels into
+        input values — Android, MediaPipe and Coral feed raw pixels to such models, so eval
+        and predict do too. None when the input needs real quantization."""
+        inp = self.model.input
+        if not inp.quantized:
+            return None
+        pixel_zero = inp.zero_point + (128 if inp.dtype == np.int8 else 0)  # zero point on the 0..255 scale
+        for mean, std in zip(self.spec.mean, self.spec.std):
+            if abs(inp.scale * std - 1.0) > 1e-4 or abs(mean - pixel_zero) > 0.5 + 1e-6:
+                return None
+        return -128 if inp.dtype == np.int8 else 0
+
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         """Cropped uint8 pixels → exactly what the interpreter is fed (runs on decode threads)."""
+        if self.pixel_offset is not None:
+            return (pixels.astype(np.int16) + self.pixel_offset).astype(self.model.input.dtype)
         return self.model.encode(self.spec.normalize(pixels))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -118,6 +135,7 @@ class TFLitePredictor:
             "preprocessing_source": self.spec_source,
             "outputs": self.model.num_outputs,
             "background_class_dropped": bool(self.offset),
+            "input_feeding": "raw pixels" if self.pixel_offset is not None else "quantized normalized input",
             "runtime": self.model.backend,
         }
 
