@@ -141,12 +141,6 @@ def load_model_bytes(
     """(content, name for messages) of a model given as bytes or a path."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "model bytes"
-    try:
-        with open(model, "rb") as fh:
-            return fh.read(), str(model)
-    except FileNotFoundError:
-        raise EdgeMobileError(f"{model}: no such model file") from None
-    except IsADirectoryError:
-        raise EdgeMobileError(f"{model}: is a folder, not a .tflite model") from None
-    except OSError as exc:
-        raise EdgeMobileError(f"{model}: cannot read ({exc.strerror})") from None
+    from edgemobile.runtime.interpreter import read_tflite
+
+    return read_tflite(model), str(model)

@@ -54,6 +54,8 @@ def read_tflite(path: str | os.PathLike) -> bytes:
         raise EdgeMobileError(f"{path}: no such model file") from None
     except IsADirectoryError:
         raise EdgeMobileError(f"{path}: is a folder, not a .tflite model") from None
+    except OSError as exc:
+        raise EdgeMobileError(f"{path}: cannot read ({exc.strerror})") from None
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise EdgeMobileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     return data
