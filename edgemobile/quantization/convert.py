@@ -66,8 +66,15 @@ def representative_dataset(calibration: CalibrationSet, spec: PreprocessSpec, pr
     return generate
 
 
-def convert_keras(model, precision: str, representative: Callable | None = None) -> bytes:
-    """Convert a Keras model; ``representative`` is required for int8/uint8."""
+def convert_keras(model, precision: str, representative: Callable | None = None,
+                  calibrated_hook: Callable[[bytes], bytes] | None = None) -> bytes:
+    """Convert a Keras model; ``representative`` is required for int8/uint8.
+
+    ``calibrated_hook`` (full-integer only) receives the calibrated float model — the
+    converter's min/max statistics recorded in it — and returns it with the statistics it
+    wants quantized (:mod:`edgemobile.quantization.ranges`); the converter's own quantizer
+    then makes the integer model from it.
+    """
     if precision not in PRECISIONS:
         raise EdgeMobileError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     import tensorflow as tf
@@ -88,6 +95,12 @@ def convert_keras(model, precision: str, representative: Callable | None = None)
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
     try:
+        if calibrated_hook is not None and precision in FULL_INTEGER:
+            from tensorflow.lite.python.convert import mlir_quantize
+
+            converter._experimental_calibrate_only = True
+            calibrated = calibrated_hook(converter.convert())
+            return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
         return converter.convert()
     except EdgeMobileError:
         raise
