@@ -11,6 +11,8 @@ import pytest
 
 from edgemobile.models import mobilenet_v3 as v3
 from edgemobile.models.zoo import resolve
+from edgemobile.quantization.convert import convert_keras
+from edgemobile.quantization.exact_ranges import relu6_range_violations
 
 VARIANTS = [
     ("mobilenet_v3_small", 0.75), ("mobilenet_v3_small", 1.0),
@@ -127,7 +129,7 @@ def test_converts_to_all_integer_model_xnnpack_runs_whole(name, alpha):
 
     _, model = _models(name, alpha)
     x = _pixels(4, seed=1)
-    tflite = v3.convert_tflite(model, "int8", lambda: ([s[None]] for s in x))
+    tflite = convert_keras(model, "int8", lambda: ([s[None]] for s in x))
     converted = TFLiteClassifier(tflite, source=name)
     require_integer_only(converted)  # the project's check: no op touches a float tensor
     details = converted.interpreter.get_tensor_details()
@@ -138,7 +140,7 @@ def test_converts_to_all_integer_model_xnnpack_runs_whole(name, alpha):
     # one XNNPACK partition: no op inside the network falls back to a builtin kernel (only the
     # final int8 SOFTMAX may run after it: XNNPACK takes SOFTMAX in float only)
     assert len(delegates) == 1
-    assert v3.relu6_range_violations(tflite) == []  # calibrated without the in-place bug
+    assert relu6_range_violations(tflite) == []  # calibrated without the in-place bug
     scores = converted.run(x[0])  # random weights: near-uniform, mostly below int8's 1/256 step
     assert scores.shape == (1000,) and 0.0 <= scores.min() and scores.max() <= 1.0
 

@@ -48,10 +48,10 @@ DEFAULT_MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v1")
 
 def convert(model, precision: str, representative=None) -> bytes:
     """Keras → TFLite through the project's converter (int8 with exact calibration ranges)."""
-    from edgemobile.models.mobilenet_v3 import convert_tflite
+    from edgemobile.quantization.convert import convert_keras
 
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints the SavedModel signature
-        return convert_tflite(model, precision, representative)
+        return convert_keras(model, precision, representative)
 
 
 def randomize(model, seed: int = 0):

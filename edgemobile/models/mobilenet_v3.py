@@ -41,15 +41,9 @@ benchmarks). Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_lat
 as int8 the Keras graph runs 2.7× (Large) / 3.2× (Small) slower than :func:`build`'s; as
 float it is 5-9 % faster (float HARD_SWISH is one XNNPACK op, its decomposition two).
 
-Calibration caveat (important): TFLite's calibrator records the min/max of an op's inputs
-again *after* the op ran, and the arena planner lets an elementwise op write its output into
-a single-use input's buffer, so such an input gets its consumer's range merged into its own
-(tensorflow/tensorflow#127842). For ``x * relu6(x + 3)`` the relu6 tensor then gets the
-product's range (≈6× max|x|) and is quantized with ~7 levels. :func:`exact_minmax_hook`
-recomputes every min/max with no buffer sharing; :func:`convert_tflite` uses it. Converted
-without it, this graph's int8 model loses accuracy (shared MobileNetV3-Small weights: logits
-SQNR vs float 6.3 → 3.9 dB, int8/float top-1 agreement down 2-6 points).
-:func:`relu6_range_violations` detects a model quantized from such corrupted statistics.
+Calibration: TFLite's calibrator corrupts the range of ``relu6(x + 3)`` in this graph (an
+in-place buffer-reuse bug); :mod:`edgemobile.quantization.exact_ranges` recomputes exact
+ranges, and every full-integer conversion uses it.
 """
 
 from __future__ import annotations
@@ -236,86 +230,6 @@ def int8_friendly_graph(variant: ModelVariant):
 # -- conversion ---------------------------------------------------------------------------------
 
 
-def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) -> Callable[[bytes], bytes]:
-    """A ``calibrated_hook`` for :func:`edgemobile.quantization.convert.convert_keras` that
-    replaces the converter's recorded min/max of every activation by the true min/max over
-    ``representative``, measured with no buffer shared between tensors (see the module
-    docstring). Where TFLite's calibrator is right the statistics are unchanged, and so is the
-    quantized model."""
-
-    def hook(calibrated: bytes) -> bytes:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-        from ai_edge_litert.tools import flatbuffer_utils
-
-        interpreter = Interpreter(
-            model_content=bytes(calibrated), num_threads=1, experimental_preserve_all_tensors=True,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
-        model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
-        tensors = model.subgraphs[0].tensors
-        tracked = [i for i, t in enumerate(tensors)
-                   if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
-        inputs = interpreter.get_input_details()
-        lo = {i: np.inf for i in tracked}
-        hi = {i: -np.inf for i in tracked}
-        for sample in representative():
-            for detail, value in zip(inputs, sample):
-                interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
-            interpreter.invoke()
-            for i in tracked:
-                value = interpreter.get_tensor(i)
-                if value.size:
-                    lo[i] = min(lo[i], float(value.min()))
-                    hi[i] = max(hi[i], float(value.max()))
-        for i in tracked:
-            if np.isfinite(lo[i]) and np.isfinite(hi[i]):
-                tensors[i].quantization.min = [lo[i]]
-                tensors[i].quantization.max = [hi[i]]
-        return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-    return hook
-
-
-def convert_tflite(model, precision: str = "float32", representative=None) -> bytes:
-    """Keras → TFLite through the project's converter; full-integer precisions are calibrated
-    with :func:`exact_minmax_hook`. The one place benchmarks and tests convert V3 models."""
-    from edgemobile.quantization.convert import FULL_INTEGER, convert_keras
-
-    if precision in FULL_INTEGER:
-        return convert_keras(model, precision, representative, calibrated_hook=exact_minmax_hook(representative))
-    return convert_keras(model, precision)
-
-
-def relu6_range_violations(tflite: bytes, slack_steps: float = 1.0) -> list[str]:
-    """Quantized outputs of ops with a fused RELU6 whose int8 grid covers more than [0, 6]
-    (plus ``slack_steps`` steps) — the signature of the calibrator bug described above. Empty
-    for a correctly calibrated model."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    graph = model.subgraphs[0]
-    found = []
-    for op in graph.operators:
-        options = op.builtinOptions
-        if getattr(options, "fusedActivationFunction", None) != schema.ActivationFunctionType.RELU6:
-            continue
-        tensor = graph.tensors[op.outputs[0]]
-        q = tensor.quantization
-        integer = tensor.type in (schema.TensorType.INT8, schema.TensorType.UINT8)
-        if q is None or q.scale is None or len(q.scale) != 1 or not integer:
-            continue
-        scale, zero_point = float(q.scale[0]), int(q.zeroPoint[0])
-        top = (127 if tensor.type == schema.TensorType.INT8 else 255) - zero_point
-        if top * scale > 6.0 + slack_steps * scale:
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-            found.append(f"{name[:80]}: int8 grid reaches {top * scale:.3g} (> 6)")
-    return found
-
-
-# -- zoo ----------------------------------------------------------------------------------------
-
-
 def _variant_factory(size: str, minimalistic: bool):
     family = f"mobilenet_v3_{size}{'_minimalistic' if minimalistic else ''}"
     title = f"MobileNetV3-{size.title()}{' minimalistic' if minimalistic else ''}"
@@ -361,6 +275,5 @@ FAMILIES = (
 )
 
 __all__ = [
-    "FAMILIES", "build", "build_stock", "convert_tflite", "copy_weights", "exact_minmax_hook",
-    "int8_friendly_graph", "keras_weights", "relu6_range_violations",
+    "FAMILIES", "build", "build_stock", "copy_weights", "int8_friendly_graph", "keras_weights",
 ]

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -72,8 +73,9 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
 
     ``calibrated_hook`` (full-integer only) receives the calibrated float model — the
     converter's min/max statistics recorded in it — and returns it with the statistics it
-    wants quantized (:mod:`edgemobile.quantization.ranges`); the converter's own quantizer
-    then makes the integer model from it.
+    wants quantized; the converter's own quantizer then makes the integer model from it.
+    Default: exact min/max (:mod:`edgemobile.quantization.exact_ranges`), which repairs
+    ranges TFLite's calibrator corrupts.
     """
     if precision not in PRECISIONS:
         raise EdgeMobileError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -95,11 +97,17 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
     try:
-        if calibrated_hook is not None and precision in FULL_INTEGER:
+        if precision in FULL_INTEGER:
             from tensorflow.lite.python.convert import mlir_quantize
 
+            from edgemobile.quantization.exact_ranges import exact_minmax_hook
+
+            hook = calibrated_hook or exact_minmax_hook(representative)
             converter._experimental_calibrate_only = True
-            calibrated = calibrated_hook(converter.convert())
+            with warnings.catch_warnings():
+                # "Statistics for quantized inputs were expected": the calibrator's own notice.
+                warnings.simplefilter("ignore", UserWarning)
+                calibrated = hook(converter.convert())
             return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
         return converter.convert()
     except EdgeMobileError:
