@@ -28,9 +28,26 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter hides the output users came for.
+    """Import TensorFlow (if installed) with its C++ start-up chatter silenced: absl logs CUDA
+    and oneDNN notices to stderr before any setting can stop them, and they hide the output
+    users came for. Later imports are free; errors after start-up still show."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if "tensorflow" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _positive_int(text: str) -> int:
@@ -175,7 +192,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output(args.json, args.force)
-    _quiet_tensorflow()
     overrides = _overrides(args)
     model = _load(args.model, overrides, args, args.alpha, args.resolution, "imagenet")
     predictors = [model]
@@ -265,6 +281,8 @@ def _overrides(args: argparse.Namespace):
 def _load(ref: str, overrides, args, alpha, resolution, weights):
     from edgemobile.eval.predictors import load_predictor
 
+    if not (ref.lower().endswith(".tflite") or Path(ref).is_file()):
+        _quiet_tensorflow()  # a zoo model: the float Keras model runs in TensorFlow
     with _silence_stdout():
         return load_predictor(ref, overrides, alpha, resolution, weights, num_threads=args.threads or 1)
 
