@@ -437,7 +437,7 @@ def test_resolve_calibration_arguments(tmp_path):
     assert ".json" in one_line(exc)
     with pytest.raises(EdgeMobileError) as exc:
         cs.resolve_calibration(tmp_path / "missing.json")
-    assert "not found" in one_line(exc)
+    assert "no such calibration manifest" in one_line(exc)
 
 
 # --------------------------------------------------------------------------- bad manifests

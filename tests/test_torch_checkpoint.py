@@ -333,7 +333,7 @@ def test_detect_format_rejects_other_files(tmp_path):
     (tmp_path / "notes.txt").write_text("hello, these are not weights")
     with pytest.raises(EdgeMobileError, match="not a weights file"):
         detect_format(tmp_path / "notes.txt")
-    with pytest.raises(EdgeMobileError, match="not found"):
+    with pytest.raises(EdgeMobileError, match="no such weights file"):
         detect_format(tmp_path / "missing.pth")
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
         zf.writestr("readme.md", "x")

@@ -46,6 +46,7 @@ from typing import Any, Iterable
 from edgemobile.data.datasets import class_key, find_images
 from edgemobile.download import cache_dir, fetch, file_hash
 from edgemobile.errors import EdgeMobileError
+from edgemobile.inputs import reading
 from edgemobile.outputs import check_output, write_atomic
 from edgemobile.progress import Progress
 
@@ -206,15 +207,10 @@ def load_manifest(path: str | os.PathLike) -> CalibrationManifest:
     """Read and validate a manifest file (one-line errors naming the file)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise EdgeMobileError(f"{path}: calibration manifest not found") from None
-    except IsADirectoryError:
-        raise EdgeMobileError(f"{path}: is a folder, not a calibration manifest") from None
+        with reading(path, "calibration manifest"):
+            text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise EdgeMobileError(f"{path}: not a JSON calibration manifest (not UTF-8 text)") from None
-    except OSError as exc:
-        raise EdgeMobileError(f"{path}: cannot read the calibration manifest ({exc.strerror})") from None
     return _parse(text, str(path))
 
 

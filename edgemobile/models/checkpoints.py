@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.inputs import reading
 
 # torch.save's legacy (non-zip) format starts with this number, pickled with protocol 2.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -90,16 +91,10 @@ def detect_format(path: str | os.PathLike) -> str:
     ``keras_zip``; raises :class:`EdgeMobileError` for anything else.
     """
     path = Path(path)
-    try:
+    with reading(path, "weights file"):
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(64)
-    except FileNotFoundError:
-        raise EdgeMobileError(f"{path}: weights file not found") from None
-    except IsADirectoryError:
-        raise EdgeMobileError(f"{path}: is a folder, not a weights file") from None
-    except OSError as exc:
-        raise EdgeMobileError(f"{path}: cannot read ({exc.strerror})") from None
 
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.inputs import reading
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -48,14 +49,8 @@ def interpreter_backend() -> tuple[str, type]:
 def read_tflite(path: str | os.PathLike) -> bytes:
     """The bytes of a .tflite file, or a one-line error if it is not one."""
     path = Path(path)
-    try:
+    with reading(path, "model file"):
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise EdgeMobileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise EdgeMobileError(f"{path}: is a folder, not a .tflite model") from None
-    except OSError as exc:
-        raise EdgeMobileError(f"{path}: cannot read ({exc.strerror})") from None
     if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise EdgeMobileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     return data
