@@ -20,22 +20,13 @@ from edgemobile.models.mobileone import (
     reparameterize,
     set_state_dict,
 )
+from random_weights import randomize_batchnorm
 
 SIZE = 64  # five stride-2 stages: 64 -> 2x2 at the last stage, enough to exercise padding
 PLAIN_FUSED_LAYERS = {
     "InputLayer", "ZeroPadding2D", "Conv2D", "DepthwiseConv2D", "ReLU", "GlobalAveragePooling2D",
     "Dense", "Activation", "Multiply",
 }
-
-
-def randomize_batchnorm(model, seed: int = 0) -> None:
-    """Moving statistics, gammas and betas far from their initial values."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.3, 0.3, c),
-                               rng.uniform(-0.5, 0.5, c), rng.uniform(0.5, 2.0, c)])
 
 
 def relative_error(a, b) -> float:

@@ -29,6 +29,7 @@ from edgemobile.models.checkpoints import (
     read_safetensors,
     read_state_dict,
 )
+from random_weights import randomize_batchnorm
 
 # -- writers ----------------------------------------------------------------------------------
 
@@ -356,17 +357,6 @@ def test_writer_matches_torch_save_layout():
 # -- MobileOne checkpoints written the way Apple's and timm's files are laid out -------------
 
 
-def _random_batchnorm(model, seed):
-    import keras
-
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.uniform(-0.3, 0.3, c),
-                               rng.uniform(-0.5, 0.5, c), rng.uniform(0.5, 2.0, c)])
-
-
 def _with_batch_counters(state):
     """Add the int64 ``num_batches_tracked`` buffers torch writes next to every BatchNorm."""
     out = collections.OrderedDict()
@@ -394,7 +384,7 @@ def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
 
     size = 64
     train = mobileone.build_train_model("s0", input_shape=(size, size, 3), classifier_activation=None)
-    _random_batchnorm(train, seed=7)
+    randomize_batchnorm(train, seed=7)
     state = _with_batch_counters(mobileone.export_state_dict(train))
     assert "stage1.0.rbr_conv.3.bn.running_var" in state and "stage1.0.rbr_skip.weight" not in state
     assert state["stage1.0.rbr_conv.0.conv.weight"].shape == (48, 1, 3, 3)  # depthwise, PyTorch layout
@@ -427,7 +417,7 @@ def test_mobileone_timm_safetensors_round_trip(tmp_path):
 
     size = 64
     train = mobileone.build_train_model("s4", input_shape=(size, size, 3), classifier_activation=None)
-    _random_batchnorm(train, seed=11)
+    randomize_batchnorm(train, seed=11)
     state = _with_batch_counters(mobileone.export_state_dict(train))
     timm_state = {_apple_to_timm(k): v for k, v in state.items()}
     assert "stages.2.19.attn.fc1.weight" in timm_state and "stem.conv_kxk.0.conv.weight" in timm_state

@@ -12,11 +12,13 @@ from edgemobile.errors import EdgeMobileError
 # Flags that only mean something when MODEL is a zoo name (dest → flag).
 _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
               "calibration": "--calibration", "num_calibration": "--num-calibration",
-              "precision": "--uint8/--float32"}
+              "precision": "--uint8/--float32", "ranges": "--ranges", "equalize": "--equalize",
+              "bias_correction": "--bias-correction", "adaround": "--adaround", "plain": "--plain",
+              "technique_images": "--technique-images"}
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import _positive_int
+    from edgemobile.cli.main import add_calibration_flags
 
     p = sub.add_parser(
         "bundle", help="write an Android asset folder: .tflite with metadata + labels.txt",
@@ -36,11 +38,7 @@ def register(sub, prep) -> None:
                            help="full integer, uint8 input and output (default; raw pixels in)")
     precision.add_argument("--float32", dest="precision", action="store_const", const="float32",
                            help="float32 model (MediaPipe normalizes pixels per the metadata)")
-    p.add_argument("--calibration", help="calibration images (folder or manifest .json) for uint8; default: "
-                   "the published 1000-image ImageNet sample")
-    p.add_argument("--num-calibration", type=_positive_int, default=None,
-                   help="calibration images drawn stratified across classes (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration images (default 0)")
+    add_calibration_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bundle, precision=None)
@@ -73,15 +71,17 @@ def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> in
         check_bundle_folder,
     )
     from edgemobile.models.zoo import resolve
+    from edgemobile.quantization.pipeline import options_from_args
 
     variant = resolve(name, args.alpha, args.resolution)
     precision = android_precision(args.precision)
     folder = check_bundle_folder(out or f"{variant.name}_{precision}", args.force)
     calibration = calibration_from_args(args, precision)
+    techniques = options_from_args(args)
     _quiet_tensorflow()
     with _silence_stdout():
         bundle = bundle_from_variant(variant, precision, args.weights or "imagenet", calibration,
-                                     folder.name, progress=not args.quiet)
+                                     folder.name, progress=not args.quiet, techniques=techniques)
     return _write(folder, bundle, args.force)
 
 

@@ -24,6 +24,8 @@ from edgemobile.errors import EdgeMobileError
 COMMAND_MODULES: tuple[str, ...] = (
     "edgemobile.cli.bundle",
     "edgemobile.cli.bench",
+    "edgemobile.cli.inspect",
+    "edgemobile.cli.report",
 )
 
 
@@ -113,11 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("int8", "full integer, int8 input and output"),
                        ("uint8", "full integer, uint8 input and output (Android/MediaPipe/Coral)")):
         precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name, help=text)
-    p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
-                   "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
-    p.add_argument("--num-calibration", type=_positive_int, default=None,
-                   help="calibration images drawn stratified across classes (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="seed for drawing calibration images (default 0)")
+    add_calibration_flags(p)
     p.add_argument("-o", "--output", help="output file (default: <model>_<alpha>_<resolution>_<precision>.tflite)")
     p.add_argument("--android", action="store_true", help="write an Android asset bundle folder instead "
                    "(.tflite + labels.txt, MediaPipe-checked; uint8 unless --float32; -o names the folder)")
@@ -175,12 +173,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     output = Path(args.output or default_output_name(variant, precision))
     check_output(output, args.force)
     calibration = calibration_from_args(args, precision)
+    from edgemobile.quantization.pipeline import options_from_args
+
+    techniques = options_from_args(args)
     _quiet_tensorflow()
     with _silence_stdout():
-        result = convert_variant(variant, precision, args.weights, calibration, progress=not args.quiet)
+        result = convert_variant(variant, precision, args.weights, calibration, progress=not args.quiet,
+                                 techniques=techniques)
     data = result.tflite
     write_atomic(output, data, force=args.force)
-    cal = f", calibrated on {len(calibration.paths)} images" if calibration else ""
+    cal = f", calibrated on {len(calibration.paths)} images with {techniques.label()}" if calibration else ""
     print(f"wrote {output} ({len(data) / 1e6:.2f} MB, {precision}{cal}, {result.seconds:.1f} s)")
     return 0
 
@@ -250,6 +252,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for drawing calibration images") -> None:
+    """--calibration/--num-calibration/--seed (see :func:`calibration_from_args`) and the int8
+    technique flags: every command that makes a full-integer model takes them."""
+    from edgemobile.quantization.pipeline import add_technique_flags
+
+    p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
+                   "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
+    p.add_argument("--num-calibration", type=_positive_int, default=None,
+                   help="calibration images drawn stratified across classes (default 500)")
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    add_technique_flags(p)
+
+
 def calibration_from_args(args: argparse.Namespace, precision: str):
     """The CalibrationSet --calibration/--num-calibration/--seed select (None unless full-integer)."""
     from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet

@@ -86,12 +86,14 @@ def android_precision(precision: str | None) -> str:
     return precision
 
 
-def bundle_from_variant(variant, precision: str, weights, calibration, name: str, progress: bool = True) -> Bundle:
+def bundle_from_variant(variant, precision: str, weights, calibration, name: str, progress: bool = True,
+                        techniques=None) -> Bundle:
     """Convert a zoo model for Android (uint8 in/out by default) and prepare its bundle."""
     from edgemobile.quantization.convert import convert_variant
 
     precision = android_precision(precision)
-    result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress)
+    result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
+                             techniques=techniques)
     return bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"

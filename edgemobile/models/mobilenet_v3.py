@@ -49,9 +49,6 @@ ranges, and every full-integer conversion uses it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable
-
-import numpy as np
 
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.models.mobilenet_v1 import load_keras_weights

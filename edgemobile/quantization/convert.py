@@ -122,6 +122,7 @@ class ConversionResult:
     tflite: bytes
     provenance: dict
     seconds: float
+    quantization: dict | None = None  # full-integer: what each technique did (pipeline report)
 
 
 def convert_variant(
@@ -130,20 +131,31 @@ def convert_variant(
     weights: str | os.PathLike | None = "imagenet",
     calibration: CalibrationSet | None = None,
     progress: bool = True,
+    techniques=None,
 ) -> ConversionResult:
-    """Build a zoo model, convert it, verify full-integer models, and embed metadata."""
+    """Build a zoo model, convert it, verify full-integer models, and embed metadata.
+
+    ``techniques``: a :class:`edgemobile.quantization.pipeline.QuantOptions` for full-integer
+    precisions (default: ``pipeline.DEFAULT``, the best combination; ``QuantOptions.plain()``
+    is the converter alone).
+    """
     from edgemobile.quantization.integer_check import require_integer_only
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
     start = time.perf_counter()
     weights_path = variant.weights_path(weights)
     model = variant.builder(variant, weights_path)
-    representative = None
+    quantization = None
     if precision in FULL_INTEGER:
         if calibration is None:
             raise EdgeMobileError(f"{precision} conversion needs calibration images")
-        representative = representative_dataset(calibration, variant.preprocess, progress)
-    tflite = convert_keras(model, precision, representative)
+        from edgemobile.quantization.pipeline import DEFAULT, convert_full_integer, load_images
+
+        images = load_images(calibration.paths, variant.preprocess, progress)
+        done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress)
+        tflite, quantization = done.tflite, done.report
+    else:
+        tflite = convert_keras(model, precision)
     converted = TFLiteClassifier(tflite, source=f"converted {variant.name} ({precision})")
     if precision in FULL_INTEGER:
         require_integer_only(converted)
@@ -155,12 +167,14 @@ def convert_variant(
         "precision": precision,
         "weights": _describe_weights(weights_path),
         "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
+        "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds")} if quantization else None,
         "converter": _converter_versions(),
         "edgemobile": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     tflite = embed_metadata(tflite, model_info(variant, provenance))
-    return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start)
+    return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start,
+                            quantization=quantization)
 
 
 def model_info(variant, provenance: dict) -> ModelInfo:

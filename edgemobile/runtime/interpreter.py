@@ -154,7 +154,7 @@ class TFLiteClassifier:
 
     def graph_ops(self) -> list[dict]:
         """The model's own ops; delegate nodes (XNNPACK partitions) are left out."""
-        return [op for op in self.interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        return model_ops(self.interpreter)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Normalized float input → the model's input dtype (quantized when integer)."""
@@ -184,6 +184,22 @@ class TFLiteClassifier:
     def invoke_only(self) -> None:
         """Run inference on whatever input is set (for interpreter-only benchmarks)."""
         self.interpreter.invoke()
+
+
+def model_ops(interpreter) -> list[dict]:
+    """``interpreter``'s ops in execution order, without delegate nodes (XNNPACK partitions)."""
+    return [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
+def tensor_inspector(model: bytes, num_threads: int = 2):
+    """An allocated interpreter whose every intermediate tensor stays readable after
+    ``invoke()``: all tensors preserved, builtin reference kernels (XNNPACK would fuse ops
+    and share buffers)."""
+    backend, cls = interpreter_backend()
+    interpreter = cls(model_content=bytes(model), num_threads=num_threads, experimental_preserve_all_tensors=True,
+                      experimental_op_resolver_type=_builtin_ref_resolver(backend))
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def _builtin_ref_resolver(backend: str):

@@ -1,0 +1,60 @@
+"""``edgemobile inspect MODEL``: where int8 loses accuracy, layer by layer — the converted
+model against its float twin on calibration images, weight-range statistics per channel,
+and (``--sensitivity``) which layers' weights or activations dominate the output error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub, prep) -> None:
+    from edgemobile.cli.main import _positive_int, add_calibration_flags
+
+    p = sub.add_parser(
+        "inspect", help="per-layer int8 quantization error of a zoo model (SQNR, weight ranges, sensitivity)",
+        description="Convert a zoo model to int8 exactly as 'convert --int8' would (same technique flags) and "
+        "compare every intermediate tensor with the float model on calibration images: cumulative SQNR (all "
+        "error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
+        "and the spread of per-channel weight ranges. --sensitivity adds a simulation quantizing one layer's "
+        "weights or one activation tensor at a time, ranking the layers that dominate the output error.",
+    )
+    p.add_argument("model", help="zoo model name, e.g. mobilenet (see 'edgemobile models')")
+    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+    add_calibration_flags(p)
+    p.add_argument("--images", type=_positive_int, default=32,
+                   help="calibration images the float/int8 comparison runs on (default 32)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also rank layers by what quantizing each alone costs (simulation; slower)")
+    p.add_argument("--sensitivity-images", type=_positive_int, default=64,
+                   help="images for --sensitivity (default 64)")
+    p.add_argument("--json", help="also write the full diagnosis to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args
+    from edgemobile.models.zoo import resolve
+    from edgemobile.outputs import check_output, write_atomic
+    from edgemobile.quantization.inspect import diagnose, format_diagnosis
+    from edgemobile.quantization.pipeline import options_from_args
+
+    if args.json:
+        check_output(args.json, args.force)
+    variant = resolve(args.model, args.alpha, args.resolution)
+    options = options_from_args(args)
+    calibration = calibration_from_args(args, "int8")
+    _quiet_tensorflow()
+    with _silence_stdout():
+        result = diagnose(variant, args.weights, calibration, options, images=args.images,
+                          sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
+                          progress=not args.quiet)
+    print(format_diagnosis(result))
+    if args.json:
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n", force=args.force)
+    return 0

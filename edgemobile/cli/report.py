@@ -1,0 +1,87 @@
+"""``edgemobile report --model SPEC … --data DIR --out DIR``: float vs int8 accuracy, size and
+latency of zoo models in one Markdown table, a JSON file and a top-1-vs-latency plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edgemobile.errors import EdgeMobileError
+
+FILES = ("report.md", "report.json", "report.png")
+
+
+def register(sub, prep) -> None:
+    from edgemobile.cli.main import _positive_int, add_calibration_flags
+
+    p = sub.add_parser(
+        "report", help="float vs int8 top-1/top-5, agreement, size and latency of zoo models: Markdown, JSON, plot",
+        description="Convert each model to float32 and int8, evaluate both on the same labeled images, time "
+        "one-thread inference, and write report.md (table), report.json and report.png (top-1 vs latency) "
+        "to --out. --ablation converts each model once per technique configuration instead (plain converter, "
+        "each technique alone, all) to show what each one buys.",
+    )
+    p.add_argument("--model", dest="models", action="append", required=True, metavar="SPEC",
+                   help="zoo model with settings, repeatable: NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT], "
+                   "e.g. mobilenet:alpha=0.25,weights=mobilenet_2_5_224_tf.h5")
+    p.add_argument("--data", required=True, help="labeled images (synset subfolders or <synset>_*.JPEG files)")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and report.png (created)")
+    add_calibration_flags(p, "seed for calibration and --limit draws")
+    p.add_argument("--ablation", action="store_true",
+                   help="one int8 model per configuration: plain converter, each technique alone, all")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only N images, drawn stratified across classes")
+    p.add_argument("--bench-runs", type=int, default=30, help="timed runs per model for latency (default 30; 0: skip)")
+    p.add_argument("--force", action="store_true", help="overwrite existing report files in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_report)
+
+
+def check_out_dir(out: str, force: bool) -> Path:
+    """Fail before any work if the report files cannot be written."""
+    from edgemobile.outputs import check_output
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise EdgeMobileError(f"{folder}: exists and is not a folder")
+    if not folder.parent.exists():
+        raise EdgeMobileError(f"{folder}: folder {folder.parent} does not exist")
+    if folder.exists():
+        for name in FILES:
+            check_output(folder / name, force)
+    return folder
+
+
+def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True) -> list[Path]:
+    from edgemobile.eval.report import markdown, plot
+    from edgemobile.outputs import write_atomic
+
+    folder.mkdir(exist_ok=True)
+    written = [write_atomic(folder / "report.md", markdown(result), force=force),
+               write_atomic(folder / "report.json", json.dumps(result, indent=2) + "\n", force=force)]
+    if with_plot:
+        written.append(write_atomic(folder / "report.png", plot(result), force=force))
+    return written
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args
+    from edgemobile.eval.report import ModelSpec, markdown, run_report
+    from edgemobile.quantization.pipeline import options_from_args
+
+    if args.bench_runs < 0:
+        raise EdgeMobileError(f"--bench-runs must be 0 or more, got {args.bench_runs}")
+    folder = check_out_dir(args.out, args.force)
+    specs = [ModelSpec.parse(text) for text in args.models]
+    for spec in specs:
+        spec.variant()  # unknown names and settings fail before any work
+    calibration = calibration_from_args(args, "int8")
+    options = options_from_args(args)
+    _quiet_tensorflow()
+    with _silence_stdout():
+        result = run_report(specs, args.data, calibration, options, ablation=args.ablation, limit=args.limit,
+                            seed=args.seed, bench_runs=args.bench_runs, progress=not args.quiet)
+    print(markdown(result))
+    for path in write_report(folder, result, args.force, with_plot=args.bench_runs > 0):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,235 @@
+"""Accuracy and speed of zoo models as float and int8 TFLite, side by side.
+
+:func:`run_report` converts each model to float32 and to int8 (with the chosen quantization
+techniques), evaluates both on the same labeled images, compares the int8 model with the
+float one (top-1 delta, top-1 agreement, KL, total variation) and times one-thread
+``invoke()`` of each with :func:`edgemobile.deploy.bench.benchmark`. With ``ablation`` every
+model is converted once per technique configuration — the plain converter, each technique
+alone, all of them — to show what each one buys. Results: a Markdown table
+(:func:`markdown`), a JSON-ready dict and a PNG plot of top-1 against latency (:func:`plot`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemobile.errors import EdgeMobileError
+
+SPEC_KEYS = ("alpha", "resolution", "weights", "label")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A zoo model with its settings: ``NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT]``."""
+
+    name: str
+    alpha: float | None = None
+    resolution: int | None = None
+    weights: str = "imagenet"
+    label: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        name, _, rest = text.partition(":")
+        if not name.strip():
+            raise EdgeMobileError(f"model spec {text!r}: no model name (NAME[:alpha=A,resolution=R,weights=FILE])")
+        values: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in SPEC_KEYS:
+                raise EdgeMobileError(f"model spec {text!r}: expected key=value with key one of "
+                                      f"{', '.join(SPEC_KEYS)}, got {item!r}")
+            try:
+                values[key] = float(value) if key == "alpha" else int(value) if key == "resolution" else value
+            except ValueError:
+                raise EdgeMobileError(f"model spec {text!r}: {key} must be a number, got {value!r}") from None
+        return cls(name=name.strip(), **values)
+
+    def variant(self):
+        from edgemobile.models.zoo import resolve
+
+        return resolve(self.name, self.alpha, self.resolution)
+
+    def display(self) -> str:
+        return self.label or self.variant().name
+
+
+def ablation_configs(default) -> list[tuple[str, Any]]:
+    """(label, QuantOptions) pairs: the plain converter, each technique alone, the model's
+    ``default`` combination, and all techniques together when that is not the default."""
+    from edgemobile.quantization.pipeline import QuantOptions
+
+    plain = QuantOptions.plain()
+    configs = [
+        ("plain converter", plain),
+        ("MSE ranges", dataclasses.replace(plain, ranges="mse")),
+        ("equalization", dataclasses.replace(plain, equalize=True)),
+        ("bias correction", dataclasses.replace(plain, bias_correction=True)),
+        ("AdaRound", dataclasses.replace(plain, adaround=True)),
+        (f"default ({default.label()})", default),
+    ]
+    everything = dataclasses.replace(default, ranges="mse", equalize=True, bias_correction=True, adaround=True)
+    if everything != default:
+        configs.append((f"all ({everything.label()})", everything))
+    return configs
+
+
+def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1) -> np.ndarray:
+    from edgemobile.eval.evaluate import run_predictors
+    from edgemobile.eval.predictors import TFLitePredictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.tflite"
+        path.write_bytes(model)
+        predictor = TFLitePredictor(path, num_threads=threads)
+        return run_predictors([predictor], [p for p, _ in pairs], progress=progress, desc=f"evaluating {name}")[0]
+
+
+def _latency(model: bytes, runs: int) -> float | None:
+    if runs <= 0:
+        return None
+    from edgemobile.deploy.bench import benchmark
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model)
+        report = benchmark(path, threads=[1], xnnpack=[True], runs=runs, warmup=5, progress=False)
+    return float(report["settings"][0]["median_ms"])
+
+
+def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, options=None, ablation: bool = False,
+               limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True) -> dict:
+    """Evaluate every model as float and int8 (or once per ablation configuration).
+
+    ``options``: the int8 techniques (default ``pipeline.DEFAULT``)."""
+    from edgemobile.data.datasets import labeled_images, stratified_sample
+    from edgemobile.data.labels import imagenet_classes
+    from edgemobile.eval.evaluate import compare, topk_accuracy
+    from edgemobile.quantization.convert import convert_variant
+    from edgemobile.quantization.pipeline import DEFAULT
+
+    options = options or DEFAULT
+    configs = ablation_configs(options) if ablation else [(options.label(), options)]
+    pairs = labeled_images(data, imagenet_classes())
+    if limit and limit < len(pairs):
+        chosen = set(stratified_sample([p for p, _ in pairs], Path(data), limit, seed))
+        pairs = [pair for pair in pairs if pair[0] in chosen]
+    labels = np.array([label for _, label in pairs])
+    rows = []
+    for spec in specs:
+        variant = spec.variant()
+        start = time.perf_counter()
+        float_model = convert_variant(variant, "float32", spec.weights, progress=progress).tflite
+        float_seconds = time.perf_counter() - start
+        float_probs = _predict(float_model, f"{variant.name} float32", pairs, progress)
+        float_latency = _latency(float_model, bench_runs)
+        base = {"model": spec.display(), "zoo": variant.name, "weights": str(spec.weights)}
+        rows.append(dict(base, config="float", precision="float32", techniques=None,
+                         top1=topk_accuracy(float_probs, labels, 1), top5=topk_accuracy(float_probs, labels, 5),
+                         size_mb=len(float_model) / 1e6, latency_ms=float_latency,
+                         conversion_seconds=round(float_seconds, 1)))
+        for label, config in configs:
+            result = convert_variant(variant, "int8", spec.weights, calibration, progress=progress, techniques=config)
+            probs = _predict(result.tflite, f"{variant.name} int8", pairs, progress)
+            c = compare(probs, float_probs, labels)
+            rows.append(dict(base, config=label, precision="int8", techniques=config.as_dict(),
+                             top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+                             top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
+                             kl=c.mean_kl, total_variation=c.mean_total_variation,
+                             size_mb=len(result.tflite) / 1e6, latency_ms=_latency(result.tflite, bench_runs),
+                             conversion_seconds=round(result.seconds, 1)))
+    return {
+        "data": str(data),
+        "images": int(len(pairs)),
+        "calibration": calibration.describe() if calibration is not None else None,
+        "ablation": ablation,
+        "latency": f"median of {bench_runs} one-thread invokes, XNNPACK on" if bench_runs > 0 else None,
+        "rows": rows,
+    }
+
+
+def _num(value, fmt: str = ".2f", signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+{fmt}}" if signed else f"{value:{fmt}}"
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table: per model a float row and its int8 row(s)."""
+    if result["ablation"]:
+        header = ["model", "configuration", "top-1", "top-5", "top-1 drop", "agreement %", "KL", "convert s"]
+        lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
+        for r in result["rows"]:
+            int8 = r["precision"] == "int8"
+            lines += _md_row([r["model"], r["config"] if int8 else "float32", _num(r["top1"]), _num(r["top5"]),
+                              _num(r.get("top1_drop"), ".2f", True) if int8 else "",
+                              _num(r.get("agreement")) if int8 else "", _num(r.get("kl"), ".3f") if int8 else "",
+                              _num(r["conversion_seconds"], ".0f") if int8 else ""])
+    else:
+        header = ["model", "top-1 float", "top-1 int8", "drop", "top-5 float", "top-5 int8", "agreement %",
+                  "KL", "size float / int8 MB", "latency float / int8 ms"]
+        lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
+        for f, q in _pairs(result["rows"]):
+            lines += _md_row([f["model"], _num(f["top1"]), _num(q["top1"]), _num(q["top1_drop"], ".2f", True),
+                              _num(f["top5"]), _num(q["top5"]), _num(q["agreement"]), _num(q["kl"], ".3f"),
+                              f"{f['size_mb']:.2f} / {q['size_mb']:.2f}",
+                              f"{_num(f['latency_ms'])} / {_num(q['latency_ms'])}"])
+    notes = [f"{result['images']} images from {result['data']}"]
+    if result.get("calibration"):
+        notes.append(f"calibration: {result['calibration']['images']} images from {result['calibration']['source']}")
+    if result.get("latency") and not result["ablation"]:
+        notes.append(f"latency: {result['latency']}")
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def _md_row(cells: list[str]) -> list[str]:
+    return ["| " + " | ".join(str(c) for c in cells) + " |"]
+
+
+def _pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    out, current = [], None
+    for r in rows:
+        if r["precision"] == "float32":
+            current = r
+        elif current is not None:
+            out.append((current, r))
+    return out
+
+
+def plot(result: dict) -> bytes:
+    """PNG: top-1 against one-thread latency, float (circles) and int8 (squares) per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    pairs = _pairs(result["rows"])
+    if not pairs or any(p[0]["latency_ms"] is None for p in pairs):
+        plt.close(fig)
+        raise EdgeMobileError("no latency measured (bench runs 0): nothing to plot")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (f, q) in enumerate(pairs):
+        color = colors[k % len(colors)]
+        ax.plot([f["latency_ms"], q["latency_ms"]], [f["top1"], q["top1"]], color=color, lw=1, alpha=0.6)
+        ax.scatter([f["latency_ms"]], [f["top1"]], color=color, marker="o", label=f"{f['model']} float32")
+        ax.scatter([q["latency_ms"]], [q["top1"]], color=color, marker="s",
+                   label=f"{q['model']} int8" + (f" ({q['config']})" if result["ablation"] else ""))
+    ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
+    ax.set_ylabel(f"top-1 % ({result['images']} images)")
+    ax.set_title("top-1 vs latency: float32 (o) and int8 (s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

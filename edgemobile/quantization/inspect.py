@@ -1,0 +1,333 @@
+"""Per-layer diagnosis of what int8 quantization does to a model.
+
+Two views, both on calibration images:
+
+* **the converted model** (:func:`compare_tflite`): the int8 model and the float model it
+  came from run side by side, every intermediate tensor kept; for each op's output,
+  *cumulative SQNR* (float tensor vs dequantized int8 tensor — all error up to here),
+  *activation SQNR* (the float tensor rounded onto its own int8 grid — the error this
+  tensor's grid alone adds), its range and scale; for each conv/dense op, *weight SQNR*
+  (float vs int8 weights, per-channel grid as converted) and the spread of per-channel
+  weight ranges (max / median of max|w|, dead channels);
+* **sensitivity** (:func:`sensitivity`): the float Keras model simulated with only one
+  layer's weights — or only one activation tensor — quantized (:mod:`.simulate`), and the
+  SQNR of the logits that matter (:func:`~.simulate.logit_sqnr`): what each one costs on
+  its own, which ranks the layers that dominate.
+
+TFLite's ``QuantizationDebugger`` is the prior art for the first view: it builds a debug
+model with NumericVerify ops and reports per-op error with *float* inputs to each op. Here
+the deployed model itself is measured (no debug build, so every kernel and rounding is the
+real one), end to end as well as per tensor, and the sensitivity view says which errors
+matter at the output rather than how large they are locally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+LINEAR_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → output-channel axis of its filter
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise <= 0:
+        return float("inf")
+    if signal <= 0:
+        return float("-inf")
+    return float(10 * np.log10(signal / noise))
+
+
+@dataclasses.dataclass
+class TensorRow:
+    index: int
+    op: str
+    name: str
+    shape: tuple
+    scale: float
+    zero_point: int
+    grid: tuple[float, float]  # smallest and largest value the int8 grid represents
+    cumulative_sqnr: float
+    activation_sqnr: float
+    weights: dict | None = None
+
+    def as_dict(self) -> dict:
+        row = dataclasses.asdict(self)
+        row["shape"] = list(self.shape)
+        row["grid"] = [round(v, 6) for v in self.grid]
+        for key in ("cumulative_sqnr", "activation_sqnr"):
+            row[key] = _finite(row[key])
+        return row
+
+
+def _finite(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 2)
+
+
+def weight_stats(float_w: np.ndarray, q_w: np.ndarray, scales: np.ndarray, zero_points: np.ndarray,
+                 axis: int) -> dict:
+    """Per-channel view of one filter: float vs dequantized int8 and the channel-range spread."""
+    w = np.moveaxis(np.asarray(float_w, np.float64), axis, 0).reshape(np.shape(float_w)[axis], -1)
+    q = np.moveaxis(np.asarray(q_w, np.float64), axis, 0).reshape(w.shape)
+    scales = np.broadcast_to(np.asarray(scales, np.float64).reshape(-1), (w.shape[0],))
+    zero_points = np.broadcast_to(np.asarray(zero_points, np.float64).reshape(-1), (w.shape[0],))
+    dq = (q - zero_points[:, None]) * scales[:, None]
+    peak = np.max(np.abs(w), axis=1)
+    alive = peak > 0
+    median = float(np.median(peak[alive])) if alive.any() else 0.0
+    return {
+        "channels": int(w.shape[0]),
+        "fan_in": int(w.shape[1]),
+        "sqnr": _finite(_db(float(np.sum(w**2)), float(np.sum((w - dq) ** 2)))),
+        "range_max": round(float(peak.max()), 6),
+        "range_median": round(median, 6),
+        "range_max_over_median": round(float(peak.max() / median), 2) if median > 0 else None,
+        "dead_channels": int(np.sum(~alive)),
+        "per_channel": bool(np.size(scales) > 1),
+    }
+
+
+def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, progress=None) -> list[TensorRow]:
+    """Every op output of ``int8_model`` against the same tensor of ``float_model`` (same
+    graph: the converter's calibrated float model, or a float conversion with the same ops)."""
+    from edgemobile.runtime.interpreter import model_ops, tensor_inspector
+
+    fi, qi = tensor_inspector(float_model), tensor_inspector(int8_model)
+    f_ops, q_ops = model_ops(fi), model_ops(qi)
+    if [o["op_name"] for o in f_ops] != [o["op_name"] for o in q_ops]:
+        raise ValueError("the float and int8 models have different graphs")
+    q_det = {d["index"]: d for d in qi.get_tensor_details()}
+    q_in = qi.get_input_details()[0]
+    f_in = fi.get_input_details()[0]
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    encoder = TFLiteClassifier(int8_model)
+    pairs = [(int(fo["outputs"][0]), int(qo["outputs"][0]), qo) for fo, qo in zip(f_ops, q_ops)]
+    signal = np.zeros(len(pairs))
+    noise = np.zeros(len(pairs))
+    grid_noise = np.zeros(len(pairs))
+    for x in images:
+        fi.set_tensor(f_in["index"], x[None].astype(np.float32))
+        fi.invoke()
+        qi.set_tensor(q_in["index"], encoder.encode(x)[None])
+        qi.invoke()
+        for k, (ft, qt, _) in enumerate(pairs):
+            f = fi.get_tensor(ft).astype(np.float64)
+            scale, zp = q_det[qt]["quantization"]
+            if not scale:
+                continue
+            q = qi.get_tensor(qt).astype(np.float64)
+            info = np.iinfo(q_det[qt]["dtype"])
+            steps = np.sign(f / scale) * np.floor(np.abs(f / scale) + 0.5)  # TFLite rounding
+            grid = (np.clip(steps + zp, info.min, info.max) - zp) * scale
+            signal[k] += np.sum(f**2)
+            noise[k] += np.sum((f - (q - zp) * scale) ** 2)
+            grid_noise[k] += np.sum((f - grid) ** 2)
+        if progress is not None:
+            progress.update()
+    rows = []
+    for k, (ft, qt, op) in enumerate(pairs):
+        scale, zp = q_det[qt]["quantization"]
+        if not scale:
+            continue
+        info = np.iinfo(q_det[qt]["dtype"])
+        weights = None
+        if op["op_name"] in LINEAR_OPS and len(op["inputs"]) > 1:
+            fw_index, qw_index = int(f_ops[k]["inputs"][1]), int(op["inputs"][1])
+            qparams = q_det[qw_index]["quantization_parameters"]
+            weights = weight_stats(fi.get_tensor(fw_index), qi.get_tensor(qw_index), qparams["scales"],
+                                   qparams["zero_points"], LINEAR_OPS[op["op_name"]])
+        rows.append(TensorRow(
+            index=qt, op=op["op_name"], name=q_det[qt]["name"], shape=tuple(int(s) for s in q_det[qt]["shape"]),
+            scale=float(scale), zero_point=int(zp), grid=((info.min - zp) * scale, (info.max - zp) * scale),
+            cumulative_sqnr=_db(signal[k], noise[k]), activation_sqnr=_db(signal[k], grid_noise[k]),
+            weights=weights,
+        ))
+    return rows
+
+
+def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progress=None) -> dict[str, Any]:
+    """Logit SQNR of the simulated int8 model with everything, only weights, only
+    activations, and each layer's weights / each activation tensor alone quantized.
+    ``model`` is a BatchNorm-folded Keras model (:func:`.graph.fold_batchnorm`)."""
+    from edgemobile.quantization import graph as G
+    from edgemobile.quantization import simulate as S
+
+    def run(**kwargs) -> float:
+        value = S.simulate(model, images, range_method=range_method, **kwargs).logit_sqnr()
+        if progress is not None:
+            progress.update()
+        return _finite(value) if value is not None else None
+
+    roles = S.layer_roles(model)
+    tensors = ["input"] + [layer.name for layer in model.operations if roles.get(layer.name) in (S.OWN, S.LINEAR)]
+    result: dict[str, Any] = {
+        "all": run(),
+        "weights_only": run(quantize_activations=False),
+        "activations_only": run(quantize_weights=False),
+        "layers": [],
+    }
+    for layer in G.linear_layers(model):
+        result["layers"].append({"layer": layer.name, "what": "weights",
+                                 "logit_sqnr": run(quantize_activations=False, only={layer.name})})
+    for name in tensors:
+        result["layers"].append({"layer": name, "what": "activations",
+                                 "logit_sqnr": run(quantize_weights=False, only={name})})
+    return result
+
+
+def sensitivity_steps(model) -> int:
+    """How many simulations :func:`sensitivity` runs (for a progress bar)."""
+    from edgemobile.quantization import graph as G
+    from edgemobile.quantization import simulate as S
+
+    roles = S.layer_roles(model)
+    return 3 + len(G.linear_layers(model)) + 1 + sum(1 for r in roles.values() if r in (S.OWN, S.LINEAR))
+
+
+def dominant(sens: dict, top: int = 5) -> list[dict]:
+    """The ``top`` entries costing the most on their own (lowest logit SQNR), with each one's
+    share of the summed error power."""
+    rows = [r for r in sens["layers"] if r["logit_sqnr"] is not None]
+    power = {id(r): 10 ** (-r["logit_sqnr"] / 10) for r in rows}
+    total = sum(power.values()) or 1.0
+    ranked = sorted(rows, key=lambda r: r["logit_sqnr"])[:top]
+    return [dict(r, share=round(power[id(r)] / total, 3)) for r in ranked]
+
+
+def format_tensor_table(rows: list[TensorRow]) -> str:
+    header = ("op", "tensor", "shape", "cum SQNR", "act SQNR", "w SQNR", "w ch max/med", "grid")
+    lines = [header]
+    for r in rows:
+        w = r.weights or {}
+        lines.append((
+            r.op, _short(r.name), "x".join(str(s) for s in r.shape[1:]),
+            _fmt(r.cumulative_sqnr), _fmt(r.activation_sqnr), _fmt(w.get("sqnr")),
+            _spread(w),
+            f"[{r.grid[0]:.3g}, {r.grid[1]:.3g}]",
+        ))
+    return _table(lines)
+
+
+def format_sensitivity(sens: dict, top: int = 10) -> str:
+    lines = [f"simulated int8 logit SQNR: all {_fmt(sens['all'])} dB, weights only {_fmt(sens['weights_only'])} dB, "
+             f"activations only {_fmt(sens['activations_only'])} dB",
+             "dominant (each alone quantized; lower SQNR = costs more):"]
+    rows = [("layer", "what", "logit SQNR", "share")]
+    for r in dominant(sens, top):
+        rows.append((r["layer"], r["what"], _fmt(r["logit_sqnr"]), f"{100 * r['share']:.0f} %"))
+    return "\n".join(lines) + "\n" + _table(rows)
+
+
+def _spread(weights: dict) -> str:
+    if not weights:
+        return ""
+    dead = f" ({weights['dead_channels']} dead)" if weights["dead_channels"] else ""
+    return f"{weights['range_max_over_median']}{dead}"
+
+
+def _short(name: str, width: int = 44) -> str:
+    first = name.split(";")[0]
+    return first if len(first) <= width else "…" + first[-(width - 1):]
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.1f}"
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        cells = [str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        out.append("  ".join(cells))
+        if n == 0:
+            out.append("-" * len(out[0]))
+    return "\n".join(out)
+
+
+# -- the inspect command -----------------------------------------------------------------------
+
+
+def diagnose(variant, weights, calibration, options, images: int = 32, sensitivity_images: int = 0,
+             progress: bool = True) -> dict:
+    """Convert ``variant`` to int8 with ``options`` and diagnose it (see the module docstring)."""
+    from edgemobile.progress import Progress
+    from edgemobile.quantization import graph as G
+    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.pipeline import convert_full_integer, load_images
+
+    model = variant.build(weights)
+    x = load_images(calibration.paths, variant.preprocess, progress)
+    done = convert_full_integer(model, "int8", x, options, progress)
+    float_model = convert_keras(model, "float32")
+    sample = x[: max(1, images)]
+    bar = Progress(len(sample), "comparing float and int8") if progress else None
+    try:
+        rows = compare_tflite(float_model, done.tflite, sample, bar)
+        reference = "float model"
+    except ValueError:  # the techniques changed the graph: compare with the model quantized
+        rows = compare_tflite(done.calibrated, done.tflite, sample, bar)
+        reference = "float model after the techniques (graphs differ)"
+    if bar:
+        bar.close()
+    result: dict[str, Any] = {
+        "model": variant.name,
+        "techniques": options.label(),
+        "options": options.as_dict(),
+        "calibration": calibration.describe(),
+        "compared_on_images": int(len(sample)),
+        "reference": reference,
+        "conversion": done.report,
+        "tensors": [r.as_dict() for r in rows],
+        "sensitivity": None,
+    }
+    if sensitivity_images:
+        folded = G.fold_batchnorm(model)
+        xs = x[:sensitivity_images]
+        bar = Progress(sensitivity_steps(folded), "sensitivity", unit="sim") if progress else None
+        sens = sensitivity(folded, xs, options.ranges, bar)
+        if bar:
+            bar.close()
+        sens["images"] = int(len(xs))
+        sens["dominant"] = dominant(sens)
+        result["sensitivity"] = sens
+    return result
+
+
+def format_diagnosis(result: dict) -> str:
+    rows = [TensorRow(**dict(r, shape=tuple(r["shape"]), grid=tuple(r["grid"]),
+                             cumulative_sqnr=_nan(r["cumulative_sqnr"]), activation_sqnr=_nan(r["activation_sqnr"])))
+            for r in result["tensors"]]
+    lines = [f"{result['model']} int8 ({result['techniques']}) vs the {result['reference']}, "
+             f"{result['compared_on_images']} calibration images; SQNR in dB (higher is better)",
+             format_tensor_table(rows)]
+    worst = _worst_steps(rows)
+    if worst:
+        lines.append("largest SQNR drops along the network: " + ", ".join(
+            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst))
+    weights = [r for r in rows if r.weights]
+    if weights:
+        spread = max(weights, key=lambda r: r.weights["range_max_over_median"] or 0)
+        lowest = min(weights, key=lambda r: r.weights["sqnr"] if r.weights["sqnr"] is not None else np.inf)
+        lines.append(f"widest per-channel weight ranges: {_short(spread.name, 30)} "
+                     f"(max/median {spread.weights['range_max_over_median']}); lowest weight SQNR: "
+                     f"{_short(lowest.name, 30)} ({_fmt(lowest.weights['sqnr'])} dB)")
+    if result.get("sensitivity"):
+        lines.append(format_sensitivity(result["sensitivity"]))
+    return "\n".join(lines)
+
+
+def _nan(value):
+    return float("nan") if value is None else value
+
+
+def _worst_steps(rows: list[TensorRow], top: int = 3) -> list[tuple[TensorRow, float]]:
+    steps, previous = [], None
+    for r in rows:
+        if previous is not None and np.isfinite(r.cumulative_sqnr) and np.isfinite(previous):
+            steps.append((r, previous - r.cumulative_sqnr))
+        if np.isfinite(r.cumulative_sqnr):
+            previous = r.cumulative_sqnr
+    return sorted([s for s in steps if s[1] > 0], key=lambda s: -s[1])[:top]

@@ -1,0 +1,277 @@
+"""Post-training techniques that make full-int8 conversion nearly lossless, composed.
+
+Every technique works on the Keras model or on the calibration statistics *before* the
+converter quantizes, so the result is a standard all-integer TFLite model:
+
+=================  ====================================================================
+``ranges``         activation-range selection (:mod:`.ranges`): ``minmax`` (converter
+                   default), ``percentile`` or ``mse``; reaches the converter as
+                   calibration statistics
+``equalize``       cross-layer equalization (:mod:`.equalization`) of conv → ReLU → conv
+                   pairs, stretching narrow activation channels
+``bias_correction``  empirical bias correction (:mod:`.bias_correction`): each layer's mean
+                   output shift under quantization, measured on calibration images through
+                   a simulation of the int8 model (:mod:`.simulate`), removed from its bias
+``adaround``       learned up/down rounding of every weight on the converter's own int8
+                   grid (:mod:`.adaround`)
+=================  ====================================================================
+
+Order: BatchNorm folding (always, when any technique runs — the converter folds the same
+way), equalization, then one sequential pass over the layers in which each conv/dense layer
+is AdaRounded and bias-corrected against the float model, given the inputs the
+already-quantized layers before it produce; the range choice shapes that simulation and is
+finally handed to the converter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from edgemobile.errors import EdgeMobileError
+
+RANGE_CHOICES = ("minmax", "percentile", "mse")
+DEFAULT_TECHNIQUE_IMAGES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantOptions:
+    """Which techniques a full-integer conversion uses (defaults: the best combination)."""
+
+    ranges: str = "mse"
+    equalize: bool = True
+    bias_correction: bool = True
+    adaround: bool = True
+    technique_images: int = DEFAULT_TECHNIQUE_IMAGES  # calibration images used by the Keras-side passes
+    adaround_iterations: int = 500
+
+    def __post_init__(self) -> None:
+        if self.ranges not in RANGE_CHOICES:
+            raise EdgeMobileError(f"unknown range method {self.ranges!r}; choose from {', '.join(RANGE_CHOICES)}")
+        if self.technique_images < 1 or self.adaround_iterations < 1:
+            raise EdgeMobileError("technique images and AdaRound iterations must be positive")
+
+    @classmethod
+    def plain(cls) -> "QuantOptions":
+        """The converter alone: min/max ranges, no technique."""
+        return cls(ranges="minmax", equalize=False, bias_correction=False, adaround=False)
+
+    @property
+    def keras_side(self) -> bool:
+        """True when the Keras model is changed before conversion."""
+        return self.equalize or self.bias_correction or self.adaround
+
+    @property
+    def active(self) -> bool:
+        return self.keras_side or self.ranges != "minmax"
+
+    def label(self) -> str:
+        parts = [f"{self.ranges} ranges"] if self.ranges != "minmax" else []
+        parts += [name for name, on in (("equalization", self.equalize), ("bias correction", self.bias_correction),
+                                        ("AdaRound", self.adaround)) if on]
+        return " + ".join(parts) if parts else "plain converter (min/max)"
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DEFAULT = QuantOptions()
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A model ready for the converter and the statistics hook that goes with it."""
+
+    model: Any
+    calibrated_hook: Callable[[bytes], bytes] | None
+    report: dict
+
+
+def prepare(model, images: np.ndarray, options: QuantOptions, representative: Callable | None = None,
+            progress: bool = True) -> Prepared:
+    """Apply ``options`` to a Keras ``model`` using calibration ``images`` (normalized, NHWC).
+
+    ``representative`` is the converter's calibration generator; the range hook replays it
+    (default: ``images`` one by one). The input ``model`` is left untouched."""
+    from edgemobile.quantization import graph as G
+
+    images = np.asarray(images, np.float32)
+    report: dict[str, Any] = {"techniques": options.label(), "options": options.as_dict()}
+    start = time.perf_counter()
+    if options.keras_side:
+        x = images[: options.technique_images]
+        model = G.fold_batchnorm(model)
+        report["technique_images"] = int(len(x))
+        if options.equalize:
+            from edgemobile.quantization.equalization import equalize
+
+            done = equalize(model, x)
+            report["equalization"] = [d.as_dict() for d in done]
+        if options.bias_correction or options.adaround:
+            report["layers"] = _sequential_pass(model, x, options, progress)
+    report["keras_seconds"] = round(time.perf_counter() - start, 2)
+    hook = None
+    if options.ranges != "minmax":
+        hook = _range_hook(options.ranges, representative or _replay(images), report, len(images) if progress else 0)
+    return Prepared(model, hook, report)
+
+
+def _replay(images: np.ndarray) -> Callable:
+    return lambda: ([x[None]] for x in images)
+
+
+def _range_hook(method: str, representative: Callable, report: dict, bar_total: int) -> Callable[[bytes], bytes]:
+    from edgemobile.progress import Progress
+    from edgemobile.quantization.ranges import apply_ranges
+
+    def hook(calibrated: bytes) -> bytes:
+        start = time.perf_counter()
+        bar = Progress(bar_total, f"choosing {method} ranges") if bar_total else None
+        out, rows = apply_ranges(calibrated, representative, method, progress=bar)
+        if bar:
+            bar.close()
+        changed = [r for r in rows if tuple(np.round(r.calibrated, 6)) != tuple(np.round(r.chosen, 6))]
+        report["ranges"] = {"method": method, "tensors": len(rows), "changed": len(changed),
+                            "changes": [r.as_dict() for r in changed],
+                            "seconds": round(time.perf_counter() - start, 2)}
+        return out
+
+    return hook
+
+
+def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool) -> list[dict]:
+    from edgemobile.progress import Progress
+    from edgemobile.quantization import graph as G
+    from edgemobile.quantization.adaround import adaround_layer
+    from edgemobile.quantization.bias_correction import correct_bias
+    from edgemobile.quantization.simulate import nearest_output, simulate, snapshot
+
+    reference = snapshot(model)
+    layers: list[dict] = []
+    bar = Progress(len(G.linear_layers(model)), "quantizing layers", unit="layer") if progress else None
+
+    def on_linear(layer, ref_in, mod_in, ref_out):
+        row: dict[str, Any] = {"layer": layer.name, "kind": layer.kind}
+        if options.adaround:
+            result = adaround_layer(layer, ref_in, mod_in, options.adaround_iterations,
+                                    centered=options.bias_correction)
+            row.update(result.as_dict())
+            mod_out = np.asarray(layer.layer(mod_in))
+        else:
+            mod_out = np.asarray(nearest_output(layer, mod_in))
+        if options.bias_correction:
+            mod_out, shift = correct_bias(layer, ref_out, mod_out)
+            row["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
+        layers.append(row)
+        if bar:
+            bar.update()
+        return mod_out
+
+    simulate(model, x, range_method=options.ranges, on_linear=on_linear, reference=reference)
+    if bar:
+        bar.close()
+    return layers
+
+
+# -- conversion --------------------------------------------------------------------------------
+
+
+def load_images(paths, spec, progress: bool = True, desc: str = "loading calibration images") -> np.ndarray:
+    """Calibration images prepared by ``spec``, decoded once into one (N, H, W, 3) array."""
+    from edgemobile.data.pipeline import prefetch_map
+    from edgemobile.progress import Progress
+
+    paths = list(paths)
+    bar = Progress(len(paths), desc) if progress else None
+    out = None
+    for k, x in enumerate(prefetch_map(spec, paths)):
+        if out is None:
+            out = np.empty((len(paths), *x.shape), np.float32)
+        out[k] = x
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+    if out is None:
+        raise EdgeMobileError("no calibration images")
+    return out
+
+
+@dataclasses.dataclass
+class FullInteger:
+    tflite: bytes
+    calibrated: bytes  # the calibrated float model the int8 model was quantized from
+    report: dict
+
+
+def convert_full_integer(model, precision: str, images: np.ndarray, options: QuantOptions = DEFAULT,
+                         progress: bool = True) -> FullInteger:
+    """``model`` → all-integer TFLite with ``options``, calibrated on ``images``."""
+    from edgemobile.progress import Progress
+    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook
+
+    start = time.perf_counter()
+    replay = _replay(images)
+
+    def calibrate():  # the converter's calibration pass, with a progress bar
+        bar = Progress(len(images), "calibrating") if progress else None
+        for x in images:
+            yield [x[None]]
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+
+    prepared = prepare(model, images, options, replay, progress)
+    captured: dict[str, bytes] = {}
+
+    def hook(calibrated: bytes) -> bytes:
+        captured["calibrated"] = calibrated
+        if prepared.calibrated_hook is not None:
+            return prepared.calibrated_hook(calibrated)
+        return exact_minmax_hook(replay)(calibrated)
+
+    tflite = convert_keras(prepared.model, precision, calibrate, hook)
+    report = dict(prepared.report, calibration_images=int(len(images)),
+                  seconds=round(time.perf_counter() - start, 2))
+    return FullInteger(tflite, captured["calibrated"], report)
+
+
+# -- command-line flags (shared by convert, inspect and report) --------------------------------
+
+
+def add_technique_flags(parser: argparse.ArgumentParser) -> None:
+    """``--ranges``, ``--equalize``, ``--bias-correction``, ``--adaround`` (each with ``--no-``)
+    and ``--plain``; defaults are :data:`DEFAULT`."""
+    group = parser.add_argument_group("int8 quality techniques (defaults: the best combination)")
+    group.add_argument("--ranges", choices=RANGE_CHOICES, default=None,
+                       help="activation ranges: converter min/max, 99.99th percentile, or MSE-optimal clipping "
+                       f"(default {DEFAULT.ranges})")
+    for flag, field, text in (("equalize", "equalize", "cross-layer equalization"),
+                              ("bias-correction", "bias_correction", "empirical bias correction"),
+                              ("adaround", "adaround", "AdaRound: learned weight rounding")):
+        group.add_argument(f"--{flag}", dest=field, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
+    group.add_argument("--plain", action="store_true",
+                       help="the converter alone (min/max ranges, no technique); other technique flags add to it")
+    group.add_argument("--technique-images", type=_positive_int, default=None,
+                       help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
+
+
+def _positive_int(text: str) -> int:
+    from edgemobile.cli.main import _positive_int as parse
+
+    return parse(text)
+
+
+def options_from_args(args: argparse.Namespace) -> QuantOptions:
+    """The techniques the flags ask for, starting from :data:`DEFAULT` (or ``--plain``)."""
+    base = QuantOptions.plain() if getattr(args, "plain", False) else DEFAULT
+    changes = {k: getattr(args, k) for k in ("ranges", "equalize", "bias_correction", "adaround", "technique_images")
+               if getattr(args, k, None) is not None}
+    return dataclasses.replace(base, **changes)

@@ -1,0 +1,285 @@
+"""Activation-range selection: which [min, max] each int8 activation tensor is quantized to.
+
+TFLite's calibrator records the absolute min/max of every activation over the calibration
+images and the quantizer turns that range into an int8 scale/zero-point. One outlier pixel
+can stretch a range and coarsen the grid for every other value; clipping it trades a large
+error on a few values for a smaller rounding error on all the others. Methods:
+
+* ``minmax`` — the converter's default (absolute min/max);
+* ``percentile`` — the 0.01 / 99.99 percentiles (``percentile=`` to change);
+* ``mse`` — the range minimising the expected squared quantization error of the tensor
+  (clipping error of the values outside plus a uniform rounding error Δ²/12 for those
+  inside), searched on a histogram of the calibration activations.
+
+Exact zeros (ReLU outputs, padding) are exactly representable whatever the range, so they
+carry no rounding error in the search. Two tensors get special treatment by ``percentile``
+and ``mse``:
+
+* the logits feeding a softmax keep their maximum (clipping the winning class's logit is
+  never harmless), and their bottom is raised to ``LOGIT_SPAN`` below the smallest per-image
+  top logit: int8 softmax outputs have a 1/256 step, so a logit that far below its image's
+  top one yields probability 0 whatever its exact value — the range it spanned was wasted;
+* the model input keeps its min/max: for uint8 models fed raw pixels (Android, MediaPipe)
+  the input grid *is* the normalization, and the metadata must agree with it.
+
+The chosen ranges reach the converter as *calibration statistics*: the model is calibrated
+with ``converter._experimental_calibrate_only``, the min/max recorded for each tensor are
+replaced by :func:`apply_ranges`, and the converter's own quantizer (``mlir_quantize``)
+then builds a standard all-integer model from them — see
+:func:`edgemobile.quantization.convert.convert_keras`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgemobile.errors import EdgeMobileError
+
+RANGE_METHODS = ("minmax", "percentile", "mse")
+LOGIT_SPAN = 8.0  # e^-8 ≈ 1/3000: below half a step of the int8 softmax output
+DEFAULT_PERCENTILE = 99.99
+BINS = 2048
+QMIN, QMAX = -128, 127
+
+
+# -- the int8 activation grid ------------------------------------------------------------------
+
+
+def quant_params(lo: float, hi: float) -> tuple[float, int]:
+    """TFLite's asymmetric int8 (scale, zero_point) for a range (0 is always included)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0:
+        return 1.0, 0
+    scale = (hi - lo) / (QMAX - QMIN)
+    zero_point = int(np.clip(_round_half_away(QMIN - lo / scale), QMIN, QMAX))
+    return scale, zero_point
+
+
+def _round_half_away(x):
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``x`` rounded onto the int8 grid of [lo, hi] and back (TFLite rounding: half away from 0)."""
+    scale, zero_point = quant_params(lo, hi)
+    q = np.clip(_round_half_away(np.asarray(x, np.float32) / np.float32(scale)) + zero_point, QMIN, QMAX)
+    return ((q - zero_point) * np.float32(scale)).astype(np.float32)
+
+
+# -- histograms and range rules ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Histogram:
+    """Counts of a tensor's values over [lo, hi] in ``BINS`` bins; exact zeros kept apart."""
+
+    lo: float
+    hi: float
+    counts: np.ndarray
+    zeros: int = 0
+
+    @classmethod
+    def empty(cls, lo: float, hi: float, bins: int = BINS) -> "Histogram":
+        lo, hi = float(lo), float(hi)
+        if not hi > lo:
+            hi = lo + 1e-6
+        return cls(lo, hi, np.zeros(bins, np.int64))
+
+    @classmethod
+    def of(cls, values: np.ndarray, bins: int = BINS) -> "Histogram":
+        values = np.asarray(values, np.float32).ravel()
+        h = cls.empty(float(values.min()), float(values.max()), bins)
+        h.add(values)
+        return h
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32).ravel()
+        nonzero = values[values != 0]
+        self.zeros += values.size - nonzero.size
+        bins = len(self.counts)
+        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.int64)
+        self.counts += np.bincount(np.clip(idx, 0, bins - 1), minlength=bins)
+
+    @property
+    def centers(self) -> np.ndarray:
+        width = (self.hi - self.lo) / len(self.counts)
+        return self.lo + (np.arange(len(self.counts)) + 0.5) * width
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.zeros
+
+
+def select_range(h: Histogram, method: str, percentile: float = DEFAULT_PERCENTILE,
+                 keep_max: bool = False, floor: float | None = None) -> tuple[float, float]:
+    """The [lo, hi] ``method`` picks for a tensor with histogram ``h``; ``keep_max`` and
+    ``floor``: the logits rule (keep the top, raise the bottom to ``floor``)."""
+    if method not in RANGE_METHODS:
+        raise EdgeMobileError(f"unknown range method {method!r}; choose from {', '.join(RANGE_METHODS)}")
+    lo, hi = min(h.lo, 0.0), max(h.hi, 0.0)
+    if method == "minmax" or h.counts.sum() == 0:
+        return lo, hi
+    if method == "percentile":
+        lo, hi = _percentile_range(h, percentile, keep_max)
+    else:
+        lo, hi = _mse_range(h, keep_max)
+    if floor is not None and keep_max:
+        lo = min(max(min(h.lo, 0.0), floor), 0.0)
+    return lo, hi
+
+
+def logit_floor(per_image_max: np.ndarray) -> float:
+    """Lowest logit worth representing: ``LOGIT_SPAN`` below the smallest per-image top logit."""
+    return float(np.min(per_image_max)) - LOGIT_SPAN
+
+
+def _percentile_range(h: Histogram, percentile: float, keep_max: bool) -> tuple[float, float]:
+    centers, counts = h.centers, h.counts.astype(np.float64)
+    cdf = np.cumsum(counts) / max(h.total, 1)
+    zero_at = np.searchsorted(centers, 0.0)
+    cdf = cdf + np.where(np.arange(len(cdf)) >= zero_at, h.zeros / max(h.total, 1), 0.0)
+    width = (h.hi - h.lo) / len(counts)
+    hi = h.hi if keep_max else float(centers[min(np.searchsorted(cdf, percentile / 100.0), len(cdf) - 1)] + width / 2)
+    lo = float(centers[np.searchsorted(cdf, 1.0 - percentile / 100.0)] - width / 2) if h.lo < 0 else 0.0
+    return min(lo, 0.0), max(min(hi, h.hi), 0.0)
+
+
+def _mse_range(h: Histogram, keep_max: bool) -> tuple[float, float]:
+    """Minimise Σ clipping error² + Δ²/12 · (non-zero values inside) over candidate ranges."""
+    x = h.centers.astype(np.float64)
+    n = h.counts.astype(np.float64)
+    # Prefix sums give each candidate's clipping error in O(1): Σ n (x - c)² over x > c.
+    s0, s1, s2 = (np.concatenate([[0.0], np.cumsum(n * x**k)]) for k in (0, 1, 2))
+    lo0, hi0 = min(h.lo, 0.0), max(h.hi, 0.0)
+
+    def upper_error(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = np.searchsorted(x, c, side="right")  # bins above c start at k
+        a0, a1, a2 = s0[-1] - s0[k], s1[-1] - s1[k], s2[-1] - s2[k]
+        return a2 - 2 * c * a1 + c * c * a0, a0
+
+    def lower_error(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = np.searchsorted(x, c, side="left")  # bins below c end before k
+        a0, a1, a2 = s0[k], s1[k], s2[k]
+        return a2 - 2 * c * a1 + c * c * a0, a0
+
+    fractions = np.linspace(0.05, 1.0, 96)
+    highs = np.array([hi0]) if keep_max or hi0 <= 0 else hi0 * fractions
+    lows = lo0 * fractions if lo0 < 0 else np.array([0.0])
+    up_err, up_n = upper_error(highs)
+    low_err, low_n = lower_error(lows)
+    total = n.sum()
+    # grid: rows = lows, columns = highs
+    delta = (highs[None, :] - lows[:, None]) / (QMAX - QMIN)
+    inside = total - up_n[None, :] - low_n[:, None]
+    err = up_err[None, :] + low_err[:, None] + delta**2 / 12.0 * inside
+    i, j = np.unravel_index(int(np.argmin(err)), err.shape)
+    return float(lows[i]), float(highs[j])
+
+
+# -- calibrated TFLite models -------------------------------------------------------------------
+
+# Ops whose output must share its input's quantization (the quantizer propagates one scale).
+SAME_SCALE_OPS = frozenset({
+    "PAD", "PADV2", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "TRANSPOSE",
+    "STRIDED_SLICE", "SLICE", "GATHER", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+})
+# Ops with a fixed int8 output grid in TFLite (their recorded range is ignored).
+FIXED_OUTPUT_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX"})
+
+
+@dataclasses.dataclass
+class TensorRange:
+    index: int
+    name: str
+    op: str
+    calibrated: tuple[float, float]
+    chosen: tuple[float, float]
+
+    def as_dict(self) -> dict:
+        return {"tensor": self.name, "op": self.op, "calibrated": list(self.calibrated),
+                "chosen": list(self.chosen)}
+
+
+def _stat_slots(buf: bytearray) -> dict[int, tuple[str, int, int]]:
+    """Tensor index → (name, byte offset of its recorded min, of its recorded max)."""
+    from edgemobile.metadata._flatbuf import root
+
+    model = root(bytes(buf))
+    subgraph = model.tables(2)[0]
+    slots = {}
+    for index, tensor in enumerate(subgraph.tables(0)):
+        q = tensor.table(4)
+        if q is None:
+            continue
+        mins, maxs = q._vector(0, 4), q._vector(1, 4)
+        if mins and maxs and mins[1] == 1 and maxs[1] == 1:
+            slots[index] = (tensor.string(3) or str(index), mins[0], maxs[0])
+    return slots
+
+
+def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
+    from edgemobile.runtime.interpreter import model_ops
+
+    ops = model_ops(interpreter)
+    producers = {int(t): op["op_name"] for op in ops for t in op["outputs"]}
+    return ops, producers
+
+
+def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
+                 percentile: float = DEFAULT_PERCENTILE, progress=None) -> tuple[bytes, list[TensorRange]]:
+    """Replace the calibrated min/max of every activation tensor by the ``method`` range,
+    measured by running the calibrated float model on ``inputs()`` (the converter's
+    representative dataset: lists holding one batch of one image).
+
+    Starts from the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
+    calibrator can record merged ranges); ``minmax`` stops there."""
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook
+    from edgemobile.runtime.interpreter import tensor_inspector
+
+    buf = bytearray(exact_minmax_hook(inputs)(calibrated))
+    slots = _stat_slots(buf)
+    recorded = {i: (struct.unpack_from("<f", buf, lo)[0], struct.unpack_from("<f", buf, hi)[0])
+                for i, (_, lo, hi) in slots.items()}
+    if method == "minmax":
+        return bytes(buf), [TensorRange(i, slots[i][0], "", recorded[i], recorded[i]) for i in sorted(slots)]
+    interpreter = tensor_inspector(bytes(buf))
+    ops, producers = _graph(interpreter)
+    softmax_inputs = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
+    for op in reversed(ops):  # a reshape before the softmax carries the logits too
+        if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
+            softmax_inputs.add(int(op["inputs"][0]))
+    tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
+    histograms = {i: Histogram.empty(*recorded[i]) for i in tracked}
+    input_index = interpreter.get_input_details()[0]["index"]
+    tops: dict[int, list[float]] = {i: [] for i in softmax_inputs}
+    for (x,) in inputs():
+        interpreter.set_tensor(input_index, x)
+        interpreter.invoke()
+        for i in tracked:
+            value = interpreter.get_tensor(i)
+            histograms[i].add(value)
+            if i in tops:
+                tops[i].append(float(value.max()))
+        if progress:
+            progress.update()
+    chosen = {}
+    for i in tracked:
+        floor = logit_floor(np.array(tops[i])) if tops.get(i) else None
+        chosen[i] = select_range(histograms[i], method, percentile, keep_max=i in softmax_inputs, floor=floor)
+    for op in ops:  # same-scale ops take their input's range, in graph order
+        if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1:
+            src, dst = int(op["inputs"][0]), int(op["outputs"][0])
+            if src in chosen and dst in chosen:
+                chosen[dst] = chosen[src]
+    report = []
+    for i in sorted(chosen):
+        name, lo_at, hi_at = slots[i]
+        lo, hi = chosen[i]
+        struct.pack_into("<f", buf, lo_at, lo)
+        struct.pack_into("<f", buf, hi_at, hi)
+        report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], (lo, hi)))
+    return bytes(buf), report

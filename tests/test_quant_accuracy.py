@@ -1,0 +1,48 @@
+"""CI guard on real data: MobileNetV1 α0.25/224 (original Keras ImageNet weights) converted
+with the default ``--int8`` — the best technique combination — stays within 1.5 top-1 points
+of the float model and agrees with it on ≥ 92 % of ImageNet val images (the plain converter:
+−3.0 points, 83 %). Loose on purpose: 700 images, 200 calibration images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgemobile.cli.main import main
+
+pytest.importorskip("tensorflow")
+
+WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
+
+
+@pytest.fixture(scope="module")
+def int8_model(shared, tmp_path_factory):
+    path = tmp_path_factory.mktemp("quant") / "mobilenet_0.25_int8.tflite"
+    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--int8", "--weights", str(shared / WEIGHTS),
+                 "--calibration", str(shared / "imagenet/calib"), "--num-calibration", "200",
+                 "-o", str(path), "--quiet"]) == 0
+    return path
+
+
+def test_default_int8_is_close_to_float(shared, int8_model, capsys, tmp_path):
+    report = tmp_path / "eval.json"
+    code = main(["eval", str(int8_model), "--data", str(shared / "imagenet/val"), "--reference", "mobilenet",
+                 "--reference-weights", str(shared / WEIGHTS), "--json", str(report), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(report.read_text())
+    assert result["images"] == 700
+    comparison = result["comparison"]
+    assert comparison["top1_delta"] >= -1.5, comparison
+    assert comparison["top1_agreement"] >= 92.0, comparison
+    provenance = result["model"]
+    assert provenance["preprocessing_source"] == "model metadata"
+
+
+def test_default_int8_records_its_techniques(int8_model):
+    from edgemobile.metadata import read_metadata
+    from edgemobile.quantization.pipeline import DEFAULT
+
+    quantization = read_metadata(int8_model).extra["provenance"]["quantization"]
+    assert quantization["options"] == DEFAULT.as_dict()
+    assert quantization["techniques"] == DEFAULT.label()

@@ -1,0 +1,132 @@
+"""BatchNorm folding, per-channel weight views and the int8 simulation the quantization
+techniques build on: folding is exact, and the grid they round onto is the converter's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from edgemobile.quantization import graph as G
+from edgemobile.quantization import simulate as S
+from random_weights import randomize_batchnorm
+
+
+def tiny_model(seed: int = 0, relu6: bool = True, softmax_in_dense: bool = True):
+    """Conv → BN → ReLU6 → DW → BN → ReLU6 → PW → BN → ReLU → GAP → Dense, with BatchNorm
+    statistics far from their initial values."""
+    keras.utils.set_random_seed(seed)
+    act = (lambda n: keras.layers.ReLU(6.0, name=n)) if relu6 else (lambda n: keras.layers.ReLU(name=n))
+    x = inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = act("conv_relu")(x)
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name="dw")(x)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = act("dw_relu")(x)
+    x = keras.layers.Conv2D(12, 1, use_bias=False, name="pw")(x)
+    x = keras.layers.BatchNormalization(name="pw_bn")(x)
+    x = keras.layers.ReLU(name="pw_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if softmax_in_dense:
+        x = keras.layers.Dense(10, activation="softmax", name="fc")(x)
+    else:
+        x = keras.layers.Dense(10, name="fc")(x)
+        x = keras.layers.Activation("softmax", name="softmax")(x)
+    model = keras.Model(inp, x)
+    randomize_batchnorm(model, seed, gamma=(0.5, 2.0), beta=(-0.5, 1.0), variance=(0.2, 3.0))
+    return model
+
+
+def images(n: int = 16, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 16, 16, 3)).astype(np.float32)
+
+
+def test_fold_batchnorm_is_exact_and_splits_activations():
+    model = tiny_model()
+    folded = G.fold_batchnorm(model)
+    x = images()
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
+    names = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in names
+    assert folded.get_layer("fc").activation is keras.activations.linear  # softmax split off
+    assert isinstance(folded.get_layer("fc_act"), keras.layers.Activation)
+    assert all(L.layer.use_bias for L in G.linear_layers(folded))
+    # the original is untouched
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+
+
+@pytest.mark.parametrize("kind", ["conv", "dw", "fc"])
+def test_rows_round_trip(kind):
+    folded = G.fold_batchnorm(tiny_model())
+    layer = {L.name: L for L in G.linear_layers(folded)}[kind]
+    rows = layer.rows()
+    assert rows.shape[0] == layer.out_channels
+    np.testing.assert_array_equal(layer.from_rows(rows), layer.kernel)
+
+
+def test_quantize_rows_matches_the_converter_grid():
+    """The grid techniques round onto is exactly TFLite's per-channel int8 weight grid."""
+    pytest.importorskip("tensorflow")
+    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    folded = G.fold_batchnorm(tiny_model())
+    x = images(8)
+    tflite = convert_keras(folded, "int8", lambda: ([xi[None]] for xi in x))
+    interpreter = TFLiteClassifier(tflite).interpreter
+    details = interpreter.get_tensor_details()
+    int8_filters = [d for d in details if d["dtype"] == np.int8 and len(d["shape"]) in (2, 4)
+                    and len(d["quantization_parameters"]["scales"]) > 1]
+    for L in G.linear_layers(folded):
+        expected = G.quantize_rows(L.rows())
+        found = False
+        for d in int8_filters:
+            q = interpreter.get_tensor(d["index"]).astype(np.float64)
+            if (q.ndim == 2) != (L.kind == "dense") or (q.ndim == 4 and (q.shape[0] == 1) != (L.kind == "depthwise")):
+                continue
+            scales = d["quantization_parameters"]["scales"]
+            axis = 3 if L.kind == "depthwise" else 0
+            q = np.moveaxis(q, axis, 0).reshape(len(scales), -1) * scales[:, None]
+            if q.shape == expected.shape:
+                # TFLite filter layouts: (O, H, W, I) / (1, H, W, O) / (O, I) vs Keras rows (O, H·W·I)
+                if np.allclose(q, expected, rtol=0, atol=1e-6 * np.abs(expected).max()):
+                    found = True
+        assert found, L.name
+
+
+def test_simulation_tracks_the_converted_model():
+    pytest.importorskip("tensorflow")
+    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    folded = G.fold_batchnorm(tiny_model(relu6=False))
+    x = images(24)
+    tflite = TFLiteClassifier(convert_keras(folded, "int8", lambda: ([xi[None]] for xi in x)))
+    real = np.stack([tflite.run(xi) for xi in x])
+    sim = S.simulate(folded, x)
+    float_out = np.asarray(folded(x))
+    # the simulation is far closer to the int8 model than the float model is
+    assert np.abs(sim.quantized - real).mean() < 0.5 * np.abs(float_out - real).mean()
+    assert sim.logits is not None and sim.logit_sqnr() > 10
+
+
+def test_layer_roles():
+    roles = S.layer_roles(G.fold_batchnorm(tiny_model()))
+    assert roles["conv"] == S.FUSED_LINEAR and roles["conv_relu"] == S.OWN
+    assert roles["pad"] == S.PASS and roles["fc"] == S.LINEAR and roles["fc_act"] == S.FIXED
+
+
+def test_simulated_ranges_see_every_channel(monkeypatch):
+    """Regression: the histogram subsample once strode through the flat NHWC buffer with a step
+    sharing a factor with the channel count (4 over 16 channels: only channels 0, 4, 8, 12),
+    so the channel setting the range was never seen and MSE clipped it away — and bias
+    correction then chased shifts that existed only in the simulation."""
+    monkeypatch.setattr(S, "HISTOGRAM_SAMPLES", 250_000)  # the production ratio, at 1/16 of the size
+    rng = np.random.default_rng(0)
+    x = rng.exponential(0.05, (20, 56, 56, 16)).astype(np.float32)  # 1.0 M values: a 4x subsample
+    x[..., 5] = rng.uniform(0.0, 8.0, x.shape[:-1])  # one wide channel
+    lo, hi = S.tensor_range(x, "mse")
+    assert lo == 0.0 and hi > 6.0, hi  # the wide channel's values keep their range

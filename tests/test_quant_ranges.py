@@ -1,0 +1,88 @@
+"""Activation-range selection: the rules pick sensible ranges, and the converter really
+quantizes with the ranges chosen (they reach it as calibration statistics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemobile.errors import EdgeMobileError
+from edgemobile.quantization import ranges as R
+
+
+def heavy_tailed(n: int = 400_000, seed: int = 0) -> np.ndarray:
+    """A ReLU-like activation: 30 % exact zeros, an exponential tail."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(n) < 0.3, 0.0, rng.exponential(1.0, n)).astype(np.float32)
+
+
+def quant_mse(x: np.ndarray, lo: float, hi: float) -> float:
+    return float(np.mean((R.fake_quant(x, lo, hi) - x) ** 2))
+
+
+def test_range_rules():
+    x = heavy_tailed()
+    h = R.Histogram.of(x)
+    assert h.zeros == int(np.sum(x == 0))
+    top = float(x.max())
+    assert R.select_range(h, "minmax") == (0.0, top)
+    lo, hi = R.select_range(h, "percentile")
+    assert lo == 0.0 and 5.0 < hi < top
+    lo, hi = R.select_range(h, "mse")
+    assert lo == 0.0 and 5.0 < hi < top
+    # the MSE choice really has lower quantization error than min/max and than the percentile
+    assert quant_mse(x, lo, hi) < quant_mse(x, 0.0, top)
+    assert quant_mse(x, lo, hi) < quant_mse(x, *R.select_range(h, "percentile"))
+    with pytest.raises(EdgeMobileError):
+        R.select_range(h, "kl")
+
+
+def test_logits_keep_their_top_and_drop_the_useless_bottom():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (64, 100)).astype(np.float32)
+    logits[:, 0] += 12  # a confident class per image
+    h = R.Histogram.of(logits)
+    floor = R.logit_floor(logits.max(axis=1))
+    lo, hi = R.select_range(h, "mse", keep_max=True, floor=floor)
+    assert hi == pytest.approx(float(logits.max()))
+    assert lo >= floor - 1e-6 and lo > float(logits.min())
+
+
+def test_quant_params_match_tflite_nudging():
+    scale, zero_point = R.quant_params(-1.0, 1.0)
+    assert scale == pytest.approx(2 / 255) and zero_point == -1  # -0.5 rounds away from zero
+    assert R.quant_params(0.0, 6.0) == (pytest.approx(6 / 255), -128)
+
+
+def test_converter_honours_chosen_ranges():
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    model = keras.Model(inp, out)
+    images = np.random.default_rng(0).normal(0, 1, (32, 8, 8, 3)).astype(np.float32)
+    images[0] *= 30  # one outlier image stretches every min/max
+    representative = lambda: ([xi[None]] for xi in images)  # noqa: E731
+    chosen = {}
+
+    def hook(calibrated):
+        out, rows = R.apply_ranges(calibrated, representative, "mse")
+        chosen.update({r.name: r for r in rows})
+        return out
+
+    plain = TFLiteClassifier(convert_keras(model, "int8", representative))
+    clipped = TFLiteClassifier(convert_keras(model, "int8", representative, hook))
+    conv = next(r for name, r in chosen.items() if "conv" in name.lower())
+    assert conv.chosen[1] < conv.calibrated[1]  # the outlier was clipped
+    details = {d["name"]: d for d in clipped.interpreter.get_tensor_details()}
+    scale, zero_point = details[conv.name]["quantization"]
+    expected_scale, expected_zero = R.quant_params(*conv.chosen)
+    assert scale == pytest.approx(expected_scale, rel=1e-5) and zero_point == expected_zero
+    plain_scale = {d["name"]: d for d in plain.interpreter.get_tensor_details()}[conv.name]["quantization"][0]
+    assert scale < plain_scale

@@ -1,0 +1,113 @@
+"""Regenerate the README's int8 ablation table on real data.
+
+    python tools/accuracy_table.py [--shared ../shared] [--num-calibration 500]
+                                   [--models a25,a50,a75,v3s,s0] [--out DIR] [--update-readme]
+
+For each model family with real weights in the shared data folder (see ../shared/README.md):
+the float model, then int8 models from the plain converter, each technique alone, and the
+default combination, all evaluated on ``imagenet/val`` against the float TFLite model
+(top-1, drop, agreement, KL) — :func:`edgemobile.eval.report.run_report` with ``ablation``.
+Calibration: ``--num-calibration`` images drawn from ``imagenet/calib`` (seed 0), the same
+for every configuration. Writes ``accuracy_table.md`` and ``accuracy_table.json`` to
+``--out`` (default: a temp folder); ``--update-readme`` also replaces the table between the
+``<!-- accuracy-table:begin -->`` / ``<!-- accuracy-table:end -->`` markers in README.md.
+Heavy (tens of minutes on 2 cores): a tool, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgemobile.eval.report import ModelSpec, markdown, run_report  # noqa: E402
+from edgemobile.outputs import write_atomic  # noqa: E402
+from edgemobile.quantization.convert import CalibrationSet  # noqa: E402
+
+BEGIN, END = "<!-- accuracy-table:begin -->", "<!-- accuracy-table:end -->"
+
+# key: (zoo name, alpha, weights file under shared/weights, label, weights provenance)
+MODELS = {
+    "a25": ("mobilenet_v1", 0.25, 224, "mobilenet_v1/mobilenet_2_5_224_tf.h5", "MobileNetV1 0.25/224", "original"),
+    "a50": ("mobilenet_v1", 0.5, 160, "mobilenet_v1/mobilenet_5_0_160_tf.h5", "MobileNetV1 0.5/160", "QAT-derived"),
+    "a75": ("mobilenet_v1", 0.75, 192, "mobilenet_v1/mobilenet_7_5_192_tf.h5", "MobileNetV1 0.75/192", "QAT-derived"),
+    "v3s": ("mobilenet_v3_small", 1.0, 224, "mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float.h5",
+            "MobileNetV3-Small 1.0/224", "QAT-derived"),
+    "s0": ("mobileone_s0", None, 224, "mobileone/mobileone_s0.pth.tar", "MobileOne-S0", "original, fused"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="shared data folder (default ../shared)")
+    parser.add_argument("--num-calibration", type=int, default=500, help="calibration images (default 500)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys from {', '.join(MODELS)}")
+    parser.add_argument("--limit", type=int, help="evaluate only N val images (quick look)")
+    parser.add_argument("--out", help="folder for accuracy_table.md/.json (default: a new temp folder)")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    shared = Path(args.shared)
+    if not (shared / "imagenet" / "val").is_dir():
+        sys.exit(f"accuracy_table: {shared}/imagenet/val not found (pass --shared)")
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        sys.exit(f"accuracy_table: unknown model keys {unknown}; choose from {', '.join(MODELS)}")
+    out = Path(args.out or tempfile.mkdtemp(prefix="accuracy_table_"))
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = CalibrationSet.from_folder(shared / "imagenet" / "calib", args.num_calibration, 0,
+                                             source="shared/imagenet/calib (stratified, seed 0)")
+    results = []
+    for key in keys:
+        name, alpha, resolution, weights, label, provenance = MODELS[key]
+        spec = ModelSpec(name, alpha, resolution, str(shared / "weights" / weights), f"{label} ({provenance})")
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
+            result = run_report([spec], shared / "imagenet" / "val", calibration, ablation=True, limit=args.limit,
+                                bench_runs=0, progress=not args.quiet)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        result["data"] = os.path.relpath(result["data"], ROOT)  # the README names ../shared, not this machine's path
+        results.append(result)
+        print(markdown(result), flush=True)
+    table = combined_markdown(results)
+    write_atomic(out / "accuracy_table.md", table, force=True)
+    write_atomic(out / "accuracy_table.json", json.dumps(results, indent=2) + "\n", force=True)
+    print(f"wrote {out / 'accuracy_table.md'} and accuracy_table.json")
+    if args.update_readme:
+        update_readme(ROOT / "README.md", table)
+        print("updated README.md")
+
+
+def combined_markdown(results: list[dict]) -> str:
+    """One table for every family (rows grouped by model), then the shared notes."""
+    lines, notes = [], ""
+    for n, result in enumerate(results):
+        text, _, notes = markdown(result).partition("\n\n")
+        rows = text.splitlines()
+        lines += rows if n == 0 else rows[2:]
+    return "\n".join(lines) + "\n\n" + notes
+
+
+def update_readme(path: Path, table: str) -> None:
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"accuracy_table: {path} has no {BEGIN} ... {END} markers")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    write_atomic(path, f"{head}{BEGIN}\n{table.rstrip()}\n{END}{tail}", force=True)
+
+
+if __name__ == "__main__":
+    main()
