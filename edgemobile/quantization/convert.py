@@ -2,7 +2,7 @@
 
 Always ``TFLiteConverter.from_keras_model`` (``from_concrete_functions`` on a Keras 3 model
 silently produces NaNs). Full-integer conversions are calibrated on images prepared by the
-model's own :class:`PreprocessSpec` — the same code path eval and predict use — and are
+model's own ``PreprocessSpec`` (:func:`edgemobile.quantization.pipeline.load_images`) — the same code path eval and predict use — and are
 verified to be all-integer before anything is written.
 """
 
@@ -14,18 +14,13 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
-
-import numpy as np
+from typing import Callable
 
 from edgemobile import __version__
 from edgemobile.data.datasets import find_images, stratified_sample
-from edgemobile.data.pipeline import prefetch_map
-from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.data.labels import imagenet_classes
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
-from edgemobile.progress import Progress
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "uint8")
 FULL_INTEGER = ("int8", "uint8")
@@ -50,21 +45,6 @@ class CalibrationSet:
 
     def describe(self) -> dict:
         return {"source": self.source, "images": len(self.paths), "seed": self.seed, "sampling": "stratified by class"}
-
-
-def representative_dataset(calibration: CalibrationSet, spec: PreprocessSpec, progress: bool = True) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The converter's calibration generator: each image through ``spec``, decoded ahead."""
-
-    def generate() -> Iterator[list[np.ndarray]]:
-        bar = Progress(len(calibration.paths), "calibrating") if progress else None
-        for x in prefetch_map(spec, calibration.paths):
-            yield [x[None].astype(np.float32)]
-            if bar:
-                bar.update()
-        if bar:
-            bar.close()
-
-    return generate
 
 
 def convert_keras(model, precision: str, representative: Callable | None = None,
