@@ -64,6 +64,7 @@ def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> in
         _quiet_tensorflow,
         _silence_stdout,
         calibration_from_args,
+        options_from_args,
     )
     from edgemobile.deploy.bundle import (
         android_precision,
@@ -71,7 +72,6 @@ def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> in
         check_bundle_folder,
     )
     from edgemobile.models.zoo import resolve
-    from edgemobile.quantization.pipeline import options_from_args
 
     variant = resolve(name, args.alpha, args.resolution)
     precision = android_precision(args.precision)

@@ -38,11 +38,10 @@ def register(sub, prep) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args
+    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args, options_from_args
     from edgemobile.models.zoo import resolve
     from edgemobile.outputs import check_output, write_atomic
     from edgemobile.quantization.inspect import diagnose, format_diagnosis
-    from edgemobile.quantization.pipeline import options_from_args
 
     if args.json:
         check_output(args.json, args.force)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import io
 import json
@@ -173,8 +174,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     output = Path(args.output or default_output_name(variant, precision))
     check_output(output, args.force)
     calibration = calibration_from_args(args, precision)
-    from edgemobile.quantization.pipeline import options_from_args
-
     techniques = options_from_args(args)
     _quiet_tensorflow()
     with _silence_stdout():
@@ -255,14 +254,43 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for drawing calibration images") -> None:
     """--calibration/--num-calibration/--seed (see :func:`calibration_from_args`) and the int8
     technique flags: every command that makes a full-integer model takes them."""
-    from edgemobile.quantization.pipeline import add_technique_flags
-
     p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
                    "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
     p.add_argument("--num-calibration", type=_positive_int, default=None,
                    help="calibration images drawn stratified across classes (default 500)")
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
     add_technique_flags(p)
+
+
+def add_technique_flags(parser: argparse.ArgumentParser) -> None:
+    """``--ranges``, ``--equalize``, ``--bias-correction``, ``--adaround`` (each with ``--no-``),
+    ``--plain`` and ``--technique-images`` (see :mod:`edgemobile.quantization.pipeline`);
+    defaults are ``pipeline.DEFAULT``."""
+    from edgemobile.quantization.pipeline import DEFAULT, RANGE_CHOICES
+
+    group = parser.add_argument_group("int8 quality techniques (defaults: the best combination)")
+    group.add_argument("--ranges", choices=RANGE_CHOICES, default=None,
+                       help="activation ranges: converter min/max, 99.99th percentile, or MSE-optimal clipping "
+                       f"(default {DEFAULT.ranges})")
+    for flag, field, text in (("equalize", "equalize", "cross-layer equalization"),
+                              ("bias-correction", "bias_correction", "empirical bias correction"),
+                              ("adaround", "adaround", "AdaRound: learned weight rounding")):
+        group.add_argument(f"--{flag}", dest=field, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
+    group.add_argument("--plain", action="store_true",
+                       help="the converter alone (min/max ranges, no technique); other technique flags add to it")
+    group.add_argument("--technique-images", type=_positive_int, default=None,
+                       help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
+
+
+def options_from_args(args: argparse.Namespace):
+    """The ``QuantOptions`` the technique flags ask for, starting from ``pipeline.DEFAULT`` (or ``--plain``)."""
+    from edgemobile.quantization.pipeline import DEFAULT, QuantOptions
+
+    base = QuantOptions.plain() if getattr(args, "plain", False) else DEFAULT
+    changes = {k: getattr(args, k) for k in ("ranges", "equalize", "bias_correction", "adaround", "technique_images")
+               if getattr(args, k, None) is not None}
+    return dataclasses.replace(base, **changes)
 
 
 def calibration_from_args(args: argparse.Namespace, precision: str):

@@ -65,9 +65,8 @@ def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args
+    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args, options_from_args
     from edgemobile.eval.report import ModelSpec, markdown, run_report
-    from edgemobile.quantization.pipeline import options_from_args
 
     if args.bench_runs < 0:
         raise EdgeMobileError(f"--bench-runs must be 0 or more, got {args.bench_runs}")

@@ -25,7 +25,6 @@ finally handed to the converter.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from typing import Any, Callable
@@ -240,38 +239,3 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     report = dict(prepared.report, calibration_images=int(len(images)),
                   seconds=round(time.perf_counter() - start, 2))
     return FullInteger(tflite, captured["calibrated"], report)
-
-
-# -- command-line flags (shared by convert, inspect and report) --------------------------------
-
-
-def add_technique_flags(parser: argparse.ArgumentParser) -> None:
-    """``--ranges``, ``--equalize``, ``--bias-correction``, ``--adaround`` (each with ``--no-``)
-    and ``--plain``; defaults are :data:`DEFAULT`."""
-    group = parser.add_argument_group("int8 quality techniques (defaults: the best combination)")
-    group.add_argument("--ranges", choices=RANGE_CHOICES, default=None,
-                       help="activation ranges: converter min/max, 99.99th percentile, or MSE-optimal clipping "
-                       f"(default {DEFAULT.ranges})")
-    for flag, field, text in (("equalize", "equalize", "cross-layer equalization"),
-                              ("bias-correction", "bias_correction", "empirical bias correction"),
-                              ("adaround", "adaround", "AdaRound: learned weight rounding")):
-        group.add_argument(f"--{flag}", dest=field, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
-    group.add_argument("--plain", action="store_true",
-                       help="the converter alone (min/max ranges, no technique); other technique flags add to it")
-    group.add_argument("--technique-images", type=_positive_int, default=None,
-                       help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
-
-
-def _positive_int(text: str) -> int:
-    from edgemobile.cli.main import _positive_int as parse
-
-    return parse(text)
-
-
-def options_from_args(args: argparse.Namespace) -> QuantOptions:
-    """The techniques the flags ask for, starting from :data:`DEFAULT` (or ``--plain``)."""
-    base = QuantOptions.plain() if getattr(args, "plain", False) else DEFAULT
-    changes = {k: getattr(args, k) for k in ("ranges", "equalize", "bias_correction", "adaround", "technique_images")
-               if getattr(args, k, None) is not None}
-    return dataclasses.replace(base, **changes)
