@@ -120,6 +120,23 @@ def benchmark(
     return report
 
 
+def _time_invokes(invoke, runs: int, warmup: int, tick=None) -> list[float]:
+    """Milliseconds of each of ``runs`` timed calls of ``invoke`` after ``warmup`` untimed ones;
+    ``tick()`` after every call (progress)."""
+    for _ in range(warmup):
+        invoke()
+        if tick:
+            tick()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        invoke()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+        if tick:
+            tick()
+    return times
+
+
 def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, first: bool) -> tuple[dict, dict]:
     gc.collect()
     reset = _reset_peak_rss()
@@ -132,17 +149,7 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
     model.interpreter.set_tensor(model.input.index, _random_input(info))
     model.invoke_only()  # first invoke: delegate preparation and allocation happen here
     load_ms = (time.perf_counter() - start) * 1e3
-    for _ in range(warmup):
-        model.invoke_only()
-        if bar:
-            bar.update()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        model.invoke_only()
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-        if bar:
-            bar.update()
+    times = _time_invokes(model.invoke_only, runs, warmup, bar.update if bar else None)
     peak, method = _peak_rss_kb(reset)
     del model
     gc.collect()
@@ -240,7 +247,7 @@ def profile_ops(
     reference = TFLiteClassifier(data, source="profile")
     if sample is None:
         sample = _random_input({"dtype": reference.input.dtype.name, "shape": list(reference.input.shape)})
-    values = _all_tensor_values(data, interpreter_cls, _builtin_ref_resolver(backend), reference.input.index, sample)
+    values = _all_tensor_values(data, reference.input.index, sample)
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
@@ -264,13 +271,7 @@ def profile_ops(
             entry["kernel"] = "xnnpack" if delegated else "builtin"
             for detail, original in zip(interp.get_input_details(), feeds):
                 interp.set_tensor(detail["index"], values[original])
-            for _ in range(warmup):
-                interp.invoke()
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                interp.invoke()
-                times.append((time.perf_counter_ns() - t0) / 1e6)
+            times = _time_invokes(interp.invoke, runs, warmup)
             entry["median_ms"] = round(statistics.median(times), 4)
             del interp
         except (_NotProfiled, ValueError, RuntimeError, KeyError) as exc:
@@ -290,10 +291,10 @@ class _NotProfiled(Exception):
     pass
 
 
-def _all_tensor_values(data, interpreter_cls, ref_resolver, input_index, sample) -> dict[int, np.ndarray]:
-    interp = interpreter_cls(model_content=data, num_threads=1, experimental_preserve_all_tensors=True,
-                             experimental_op_resolver_type=ref_resolver)
-    interp.allocate_tensors()
+def _all_tensor_values(data, input_index, sample) -> dict[int, np.ndarray]:
+    from edgemobile.runtime.interpreter import tensor_inspector
+
+    interp = tensor_inspector(data, num_threads=1)
     interp.set_tensor(input_index, sample)
     interp.invoke()
     values = {}

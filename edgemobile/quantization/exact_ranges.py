@@ -27,13 +27,11 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
     quantized model."""
 
     def hook(calibrated: bytes) -> bytes:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
         from ai_edge_litert.tools import flatbuffer_utils
 
-        interpreter = Interpreter(
-            model_content=bytes(calibrated), num_threads=1, experimental_preserve_all_tensors=True,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interpreter.allocate_tensors()
+        from edgemobile.runtime.interpreter import tensor_inspector
+
+        interpreter = tensor_inspector(calibrated, num_threads=1)
         model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
         tensors = model.subgraphs[0].tensors
         tracked = [i for i, t in enumerate(tensors)
