@@ -21,6 +21,18 @@ def check_output(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Fail early if ``folder`` cannot be an output folder: a file is in its place, or the
+    folder it would be created in is missing. Whether an existing folder may be reused, and
+    which files in it would be overwritten, is the caller's rule."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise EdgeMobileError(f"{folder}: exists and is not a folder")
+    if not folder.parent.is_dir():
+        raise EdgeMobileError(f"{folder}: folder {folder.parent} does not exist")
+    return folder
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str, force: bool = False) -> Path:
     """Write ``data`` to a temp file beside ``path``, then rename it into place."""
     path = check_output(path, force)

@@ -39,13 +39,9 @@ def register(sub, prep) -> None:
 
 def check_out_dir(out: str, force: bool) -> Path:
     """Fail before any work if the report files cannot be written."""
-    from edgemobile.outputs import check_output
+    from edgemobile.outputs import check_output, check_output_folder
 
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise EdgeMobileError(f"{folder}: exists and is not a folder")
-    if not folder.parent.exists():
-        raise EdgeMobileError(f"{folder}: folder {folder.parent} does not exist")
+    folder = check_output_folder(out)
     if folder.exists():
         for name in FILES:
             check_output(folder / name, force)

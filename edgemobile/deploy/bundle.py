@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.outputs import check_output_folder
 from edgemobile.metadata import (
     LABELS_FILE,
     ModelInfo,
@@ -180,12 +181,9 @@ def check_bundle_folder(folder: str | os.PathLike, force: bool = False) -> Path:
     if folder.suffix.lower() == ".tflite":
         raise EdgeMobileError(f"{folder}: a bundle is a folder (it will hold NAME.tflite + labels.txt); "
                               "give a folder name without .tflite")
-    if folder.exists() and not folder.is_dir():
-        raise EdgeMobileError(f"{folder}: exists and is not a folder")
+    check_output_folder(folder)
     if folder.exists() and not force:
         raise EdgeMobileError(f"{folder}: already exists; pass --force to replace it")
-    if not folder.parent.is_dir():
-        raise EdgeMobileError(f"{folder}: folder {folder.parent} does not exist")
     return folder
 
 
