@@ -9,7 +9,7 @@ import json
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import _positive_int, add_calibration_flags
+    from edgemobile.cli.main import _positive_int, add_calibration_flags, add_zoo_model_flags
 
     p = sub.add_parser(
         "inspect", help="per-layer int8 quantization error of a zoo model (SQNR, weight ranges, sensitivity)",
@@ -20,10 +20,7 @@ def register(sub, prep) -> None:
         "weights or one activation tensor at a time, ranking the layers that dominate the output error.",
     )
     p.add_argument("model", help="zoo model name, e.g. mobilenet (see 'edgemobile models')")
-    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
-    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+    add_zoo_model_flags(p)
     add_calibration_flags(p)
     p.add_argument("--images", type=_positive_int, default=32,
                    help="calibration images the float/int8 comparison runs on (default 32)")

@@ -106,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build a zoo model with its weights and convert it to TFLite. Full-integer "
                        "models are calibrated with the model's own preprocessing and checked to be all-integer.")
     p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenet (see 'edgemobile models')")
-    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
-    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+    add_zoo_model_flags(p)
     precision = p.add_mutually_exclusive_group()
     for name, text in (("float32", "float32 model (default)"), ("float16", "float16 weights"),
                        ("dynamic", "dynamic-range: int8 weights, float activations"),
@@ -251,6 +248,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # -- helpers -------------------------------------------------------------------------------
+def add_zoo_model_flags(p: argparse.ArgumentParser) -> None:
+    """--alpha/--resolution/--weights of a zoo model (convert, inspect)."""
+    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+
+
 def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for drawing calibration images") -> None:
     """--calibration/--num-calibration/--seed (see :func:`calibration_from_args`) and the int8
     technique flags: every command that makes a full-integer model takes them."""
