@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--skip-bad-images", action="store_true", help="leave out images that cannot be decoded "
+                   "(counted and listed in --json; metrics over the rest) instead of stopping at the first")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", parents=[prep], help="classify images: top-k classes with probabilities",
@@ -185,7 +188,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from edgemobile.data.datasets import labeled_images, stratified_sample
-    from edgemobile.eval.evaluate import evaluate, format_table
+    from edgemobile.eval.evaluate import BadImageError, evaluate, format_table
     from edgemobile.outputs import check_output, write_atomic
 
     if args.json:
@@ -203,7 +206,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit and args.limit < len(pairs):
         chosen = set(stratified_sample([p for p, _ in pairs], Path(args.data), args.limit, args.seed))
         pairs = [pair for pair in pairs if pair[0] in chosen]
-    result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet)
+    try:
+        result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet,
+                          skip_bad_images=args.skip_bad_images)
+    except BadImageError as exc:
+        raise EdgeMobileError(f"{exc}; stopped there — pass --skip-bad-images to evaluate the other images") from None
     print(format_table(result))
     if args.json:
         write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
@@ -342,17 +349,34 @@ def _silence_stdout():
         yield
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except EdgeMobileError as exc:
         print(f"edgemobile: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("edgemobile: interrupted", file=sys.stderr)
+        print("\nedgemobile: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("\nedgemobile: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class EvalResult:
     comparison: Comparison | None
     seconds: float
     images_per_second: float
+    skipped: list[dict] = dataclasses.field(default_factory=list)  # undecodable images left out: image, error
 
     def as_dict(self) -> dict:
         result = {
@@ -66,6 +67,10 @@ class EvalResult:
         if len(self.accuracies) > 1:
             result["reference"] = self.accuracies[1].as_dict()
             result["comparison"] = self.comparison.as_dict() if self.comparison else None
+        if self.skipped:
+            result["skipped_images"] = self.skipped
+            result["note"] = (f"metrics are over the {self.accuracies[0].images} images evaluated; "
+                              f"{len(self.skipped)} undecodable images were skipped")
         return result
 
 
@@ -79,14 +84,36 @@ def _check_classes(predictors: Sequence) -> None:
             )
 
 
-def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int = 16, progress: bool = True,
-                   desc: str = "evaluating", workers: int | None = None) -> list[np.ndarray]:
-    """Probabilities of every predictor for every image, shape (images, classes) each."""
+class BadImageError(EdgeMobileError):
+    """An image of the evaluation set that cannot be decoded (the message names it)."""
 
-    def prepare(path: Path) -> list[np.ndarray]:
+
+def decode_or_skip(path: Path, skipped: list | None, index: int):
+    """``load_rgb(path)``; an undecodable image raises :class:`BadImageError`, or — when
+    ``skipped`` is a list — is recorded there as ``(index, path, reason)`` and gives None."""
+    try:
+        return load_rgb(path)
+    except EdgeMobileError as exc:
+        if skipped is None:
+            raise BadImageError(str(exc)) from None
+        skipped.append((index, Path(path), str(exc)))
+        return None
+
+
+def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int = 16, progress: bool = True,
+                   desc: str = "evaluating", workers: int | None = None,
+                   skipped: list | None = None) -> list[np.ndarray]:
+    """Probabilities of every predictor for every image, shape (images, classes) each.
+
+    An undecodable image stops the run (:class:`BadImageError`) unless ``skipped`` is a list:
+    then it is left out of the outputs and recorded there (see :func:`decode_or_skip`)."""
+
+    def prepare(item: tuple[int, Path]) -> list[np.ndarray] | None:
         # Decode once; crop once per distinct spec; encode per predictor — all off the
         # inference thread.
-        image = load_rgb(path)
+        image = decode_or_skip(item[1], skipped, item[0])
+        if image is None:
+            return None
         crops: dict = {}
         for p in predictors:
             if p.spec not in crops:
@@ -104,7 +131,11 @@ def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int 
             bar.update(len(pending))
         pending.clear()
 
-    for row in prefetch_map(prepare, items, workers=workers, depth=4 * batch_size):
+    for row in prefetch_map(prepare, enumerate(items), workers=workers, depth=4 * batch_size):
+        if row is None:
+            if bar:
+                bar.update(1)
+            continue
         pending.append(row)
         if len(pending) == batch_size:
             flush()
@@ -141,22 +172,34 @@ def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) 
 
 
 def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str = "", progress: bool = True,
-             batch_size: int = 16) -> EvalResult:
-    """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given)."""
+             batch_size: int = 16, skip_bad_images: bool = False) -> EvalResult:
+    """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given).
+
+    An undecodable image raises :class:`BadImageError`; with ``skip_bad_images`` the metrics
+    are over the images that decode, and the others are listed in ``EvalResult.skipped``."""
     if not pairs:
         raise EdgeMobileError(f"{data}: no labeled images to evaluate")
     _check_classes(predictors)
     paths = [p for p, _ in pairs]
     labels = np.array([label for _, label in pairs])
+    skipped: list | None = [] if skip_bad_images else None
     start = time.perf_counter()
-    probs = run_predictors(predictors, paths, batch_size=batch_size, progress=progress)
+    probs = run_predictors(predictors, paths, batch_size=batch_size, progress=progress, skipped=skipped)
     seconds = time.perf_counter() - start
+    if skipped:
+        skipped.sort()
+        keep = np.ones(len(paths), bool)
+        keep[[index for index, _, _ in skipped]] = False
+        if not keep.any():
+            raise EdgeMobileError(f"{data}: none of the {len(paths)} images could be decoded (first: {skipped[0][2]})")
+        labels, paths = labels[keep], [p for p, k in zip(paths, keep) if k]
     accuracies = [
         Accuracy(p.name, topk_accuracy(pr, labels, 1), topk_accuracy(pr, labels, 5), len(paths), p.describe())
         for p, pr in zip(predictors, probs)
     ]
     comparison = compare(probs[0], probs[1], labels) if len(predictors) > 1 else None
-    return EvalResult(data, accuracies, comparison, seconds, len(paths) / seconds if seconds else 0.0)
+    return EvalResult(data, accuracies, comparison, seconds, len(paths) / seconds if seconds else 0.0,
+                      skipped=[{"image": str(path), "error": reason} for _, path, reason in skipped or []])
 
 
 def format_table(result: EvalResult) -> str:
@@ -173,6 +216,9 @@ def format_table(result: EvalResult) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.append(f"{result.accuracies[0].images} images from {result.data}, "
                  f"{result.images_per_second:.1f} images/s")
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} undecodable images (listed in --json); the metrics above are "
+                     f"over the {result.accuracies[0].images} images actually evaluated")
     if c is not None:
         lines.append(f"top-1 agreement {c.top1_agreement:.2f} %, mean KL(reference||model) {c.mean_kl:.4f} nats, "
                      f"mean total variation {c.mean_total_variation:.4f}")
