@@ -8,6 +8,8 @@ Kinds (each a seed file, mutated ``--cases`` times, fed to one CLI command):
 
 - ``tflite_meta``: a uint8 .tflite with edgemobile metadata (Google's QAT MobileNetV1 0.25/128
   with metadata embedded here) → ``predict`` / ``eval``
+- ``metadata_json``: the ``edgemobile.json`` document packed in that model (read back by every
+  command that loads it) → ``predict`` / ``eval``
 - ``tflite_third_party``: the same model without metadata → ``predict`` / ``eval``
 - ``jpeg``, ``png``: an ImageNet image → ``predict`` / ``eval --skip-bad-images``
 - ``labels``: a 1001-line label file → ``predict --labels``
@@ -177,8 +179,6 @@ def run_forked(entry: Callable[[list[str]], int], argv: list[str], workdir: Path
     _, status = os.waitpid(pid, 0)
     stdout = out_path.read_text(errors="replace") if out_path.exists() else ""
     stderr = err_path.read_text(errors="replace") if err_path.exists() else ""
-    out_path.unlink(missing_ok=True)
-    err_path.unlink(missing_ok=True)
     if os.WIFSIGNALED(status):
         return None, os.WTERMSIG(status), stdout, stderr
     return os.WEXITSTATUS(status), None, stdout, stderr
@@ -329,6 +329,21 @@ def build_kinds(work: Path, shared: Path | None) -> dict[str, Kind]:
         return argv
 
     kinds["tflite_meta"] = Kind("tflite_meta", "model.tflite", with_meta, argv=model_argv, hot=_model_hot_spans(with_meta))
+    import io
+    import zipfile
+
+    from edgemobile.metadata import INFO_FILE, LABELS_FILE, read_associated_files
+    from edgemobile.metadata.writer import _append_zip
+
+    packed = read_associated_files(with_meta)
+    flatbuffer = with_meta[:min(i.header_offset for i in zipfile.ZipFile(io.BytesIO(with_meta)).infolist())]
+
+    def place_info(case_dir: Path, data: bytes) -> None:  # edgemobile.json, mutated, packed into the model
+        (case_dir / "model.tflite").write_bytes(
+            _append_zip(flatbuffer, {LABELS_FILE: packed[LABELS_FILE], INFO_FILE: data}))
+
+    kinds["metadata_json"] = Kind("metadata_json", "model.tflite", packed[INFO_FILE], argv=model_argv, json=True,
+                                  prepare=place_info)
     kinds["tflite_third_party"] = Kind("tflite_third_party", "model.tflite", third_party, argv=model_argv,
                                        hot=_model_hot_spans(third_party))
     kinds["jpeg"] = Kind("jpeg", "image.JPEG", jpeg, argv=image_argv(".JPEG"), hot=[(0, 1024)])
@@ -382,7 +397,11 @@ def fuzz(kinds: dict[str, Kind], cases: int, seed: int, work: Path, keep: Path |
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for kind in kinds.values():  # import in the parent, once
         _entry(kind.entry)
-    import ai_edge_litert.interpreter  # noqa: F401  (loaded before forking, not per child)
+    # What the commands import lazily, loaded before forking rather than once per child.
+    import ai_edge_litert.interpreter  # noqa: F401
+    import edgemobile.data.datasets  # noqa: F401
+    import edgemobile.eval.evaluate  # noqa: F401
+    import edgemobile.eval.predictors  # noqa: F401
 
     results: dict[str, dict] = {}
     for kind in kinds.values():

@@ -261,6 +261,9 @@ def _check_relpath(path: Any, origin: str, where: str) -> str:
         raise EdgeMobileError(
             f"{origin}: {where} path {path!r} must be relative with '/' separators and no '.', '..' or empty parts"
         )
+    if any(len(part.encode("utf-8")) > 255 for part in path.split("/")):
+        raise EdgeMobileError(f"{origin}: {where} path {path[:60]!r}… has a part longer than 255 bytes (a file name "
+                              "no file system accepts)")
     return path
 
 

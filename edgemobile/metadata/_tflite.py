@@ -116,6 +116,29 @@ def parse_model(buf: bytes | memoryview) -> ModelView:
     )
 
 
+_MODEL_OPERATOR_CODES, _MODEL_SIGNATURE_DEFS = 1, 7
+_OPCODE_CUSTOM, _SG_OPERATORS, _SG_NAME = 1, 3, 4
+_SIG_INPUTS, _SIG_OUTPUTS, _SIG_KEY, _TMAP_NAME = 0, 1, 2, 0
+
+
+def check_strings(buf: bytes | memoryview) -> None:
+    """:class:`FlatBufferError` unless every string the interpreter's Python API decodes —
+    tensor and subgraph names, custom op codes, signature keys and names — is in bounds and
+    UTF-8 (a corrupted name otherwise ends in a ``UnicodeDecodeError`` from ``TensorName``)."""
+    model = root(buf, TFLITE_FILE_IDENTIFIER)
+    for code in model.tables(_MODEL_OPERATOR_CODES):
+        code.string(_OPCODE_CUSTOM)
+    for sg in model.tables(_MODEL_SUBGRAPHS):
+        sg.string(_SG_NAME)
+        for tensor in sg.tables(_SG_TENSORS):
+            tensor.string(_T_NAME)
+    for sig in model.tables(_MODEL_SIGNATURE_DEFS):
+        sig.string(_SIG_KEY)
+        for slot in (_SIG_INPUTS, _SIG_OUTPUTS):
+            for entry in sig.tables(slot):
+                entry.string(_TMAP_NAME)
+
+
 def _tensor(subgraph: Table, index: int) -> TensorInfo:
     t = subgraph.table_at(_SG_TENSORS, index)
     dtype = int(t.scalar(_T_TYPE, "b", 0))

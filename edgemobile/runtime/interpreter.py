@@ -56,6 +56,20 @@ def read_tflite(path: str | os.PathLike) -> bytes:
     return data
 
 
+def check_flatbuffer(data: bytes, source: str) -> None:
+    """Reject, with one line, a model whose flatbuffer the interpreter or its Python API would
+    choke on in ways it does not report cleanly: offsets past the end, names that are not UTF-8.
+    Stdlib reader only; the interpreter's own verifier checks the rest."""
+    from edgemobile.metadata._flatbuf import FlatBufferError
+    from edgemobile.metadata._tflite import check_strings, parse_model
+
+    try:
+        parse_model(data)
+        check_strings(data)
+    except FlatBufferError as exc:
+        raise EdgeMobileError(f"{source}: not a valid TFLite model ({exc})") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
     index: int
@@ -99,6 +113,7 @@ class TFLiteClassifier:
     ):
         self.source = source or ("<bytes>" if isinstance(model, bytes) else str(model))
         self.model_bytes = model if isinstance(model, bytes) else read_tflite(model)
+        check_flatbuffer(self.model_bytes, self.source)
         self.backend, interpreter_cls = interpreter_backend()
         kwargs: dict = {"model_content": self.model_bytes, "num_threads": num_threads}
         if not use_xnnpack:
