@@ -6,10 +6,20 @@ Files live where Keras keeps its downloads (``$KERAS_HOME/<subdir>``, default
 (unless its checksum is known and does not match). Downloads go to a temp file in the
 cache folder, are hashed while streaming, and are renamed into place only when complete
 and verified. ``EDGEMOBILE_OFFLINE=1`` forbids network access altogether.
+
+Concurrency and faults: a download holds an exclusive lock (``.<filename>.lock`` beside it,
+``fcntl.flock``; released by the OS when the process dies), so two processes filling the same
+cache at once end with one copy — the second waits, then finds it verified. A killed download
+leaves only its ``.part`` temp file, which no later run trusts and the next download of the
+same file deletes. A file downloaded without a published checksum gets its sha256 recorded in
+``.<filename>.sha256``; a cache hit is checked against the published checksum, else that
+record, so a file changed on disk after it was verified is downloaded again (or, offline,
+refused in one line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -58,24 +68,90 @@ def fetch(
     hint: str = "",
     quiet: bool = False,
     timeout: float = 60.0,
+    remember: bool = True,
 ) -> Path:
     """Return the cached path of ``filename``, downloading it from ``url`` if needed.
 
-    ``checksum`` (sha256 or md5 hex) is verified on download and on cache hits; ``hint``
-    is appended to the offline error (e.g. "or pass --weights FILE").
+    ``checksum`` (sha256 or md5 hex) is verified on download and on cache hits; without one,
+    the sha256 of the download is recorded and checked on cache hits instead (unless
+    ``remember`` is False: the caller keeps its own record). ``hint`` is appended to the
+    offline error (e.g. "or pass --weights FILE").
     """
     target = cache_dir(subdir) / filename
-    if target.is_file():
-        if checksum is None or _matches(target, checksum):
-            return target
-        if not quiet:
-            print(f"edgemobile: {target} fails its checksum; downloading it again", file=sys.stderr, flush=True)
-    if os.environ.get("EDGEMOBILE_OFFLINE") == "1":
+    offline = os.environ.get("EDGEMOBILE_OFFLINE") == "1"
+    if _cached(target, checksum, quiet, offline, what):
+        return target
+    if offline:
         raise EdgeMobileError(_offline_message(what, filename, url, target, "EDGEMOBILE_OFFLINE=1", hint))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgeMobileError(f"{target.parent}: cannot create the download cache ({exc.strerror})") from None
+    with _locked(target):
+        # Another process may have filled the cache while this one waited for the lock.
+        if _cached(target, checksum, quiet=True, offline=False, what=what):
+            return target
+        for stale in target.parent.glob(f".{filename}.*.part"):  # left by a killed download
+            stale.unlink(missing_ok=True)
+        return _download(url, target, checksum, what, hint, quiet, timeout, remember)
+
+
+def _record_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.sha256")
+
+
+def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what: str) -> bool:
+    """True if ``target`` is in the cache and matches its published checksum (else the sha256
+    recorded when it was downloaded); a mismatch is announced (offline: refused in one line)."""
+    if not target.is_file():
+        return False
+    expected, kind = checksum, "its published checksum"
+    if expected is None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            expected, kind = _record_path(target).read_text("ascii").strip() or None, "the sha256 recorded at download"
+    if expected is None or _matches(target, expected):
+        return True
+    if offline:
+        raise EdgeMobileError(f"{target}: cached {what} does not match {kind} (changed on disk since it was "
+                              "verified) and EDGEMOBILE_OFFLINE=1 forbids downloading it again; delete it or run online")
+    if not quiet:
+        print(f"edgemobile: {target} does not match {kind}; downloading it again", file=sys.stderr, flush=True)
+    return False
+
+
+@contextlib.contextmanager
+def _locked(target: Path):
+    """An exclusive lock on ``.<name>.lock`` beside ``target``, removed again when released
+    (no-op where flock is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    lock_path = target.with_name(f".{target.name}.lock")
+    while True:
+        try:
+            fh = open(lock_path, "a+b")
+        except OSError as exc:
+            raise EdgeMobileError(f"{lock_path}: cannot create the download lock ({exc.strerror})") from None
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(fh.fileno()).st_ino:
+                break  # still the lock file: ours
+        except FileNotFoundError:
+            pass
+        fh.close()  # its holder removed it while this process waited: take the next one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        fh.close()  # releases the lock
+
+
+def _download(url: str, target: Path, checksum: str | None, what: str, hint: str, quiet: bool, timeout: float,
+              remember: bool) -> Path:
+    filename = target.name
     fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
@@ -98,6 +174,13 @@ def fetch(
                     f"{url}: downloaded {what} {filename} has checksum {got}, expected {checksum}; "
                     "the file on the server changed or the download was corrupted — nothing was kept"
                 )
+        record = _record_path(target)
+        if checksum is None and remember:
+            record_tmp = record.with_name(record.name + ".tmp")
+            record_tmp.write_text(sha256.hexdigest() + "\n", "ascii")
+            os.replace(record_tmp, record)
+        else:
+            record.unlink(missing_ok=True)
         os.replace(tmp, target)
         if checksum is None and not quiet:
             # The publisher gives no checksum (Keras' MobileNetV1 files): say what we got, so

@@ -488,3 +488,27 @@ def test_materialize_without_a_source_is_an_error(tmp_path):
     with pytest.raises(EdgeMobileError) as exc:
         cs.materialize(data)
     assert "does not exist" in one_line(exc)
+
+
+def test_two_processes_filling_the_same_set_at_once(calib, server, tmp_path):
+    """Both succeed, every file is downloaded once, and the trust-on-first-use record (half the
+    entries have no published sha256) holds every image."""
+    data = subset_manifest(calib, n=16, name="concurrent")
+    for entry in data["files"][::2]:
+        entry["sha256"] = entry["size"] = None
+    manifest = tmp_path / "m.json"
+    manifest.write_text(cs.dump_manifest(data))
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = [sys.executable, "-m", "edgemobile.data.calibration_sets", "fetch", str(manifest), "--base-url", server.url]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    folder = cs.cache_dir(f"{cs.CACHE_SUBDIR}/concurrent")
+    assert {out.strip().splitlines()[-1] for out, _ in outs} == {str(folder)}
+    assert server.requests == Counter({f["path"]: 1 for f in data["files"]})
+    for entry in data["files"]:
+        assert sha256(folder / entry["path"]) == sha256(calib / entry["path"])
+    tofu = json.loads((folder / cs.TOFU_FILE).read_text())["files"]
+    assert sorted(tofu) == sorted(f["path"] for f in data["files"][::2])
+    assert leftovers(folder) == []

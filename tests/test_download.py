@@ -4,7 +4,10 @@ HTTP server, never the internet."""
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,103 @@ def test_weights_none_and_local_file(tmp_path):
     assert variant.weights_path(local) == local
     with pytest.raises(EdgeMobileError, match="weights file not found"):
         variant.weights_path(tmp_path / "missing.h5")
+
+
+# -- concurrency and faults -------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+@pytest.fixture
+def slow_server():
+    """Serves BIG at /big.bin in 64 KiB pieces, ``delay`` seconds apart; counts requests."""
+    state = {"delay": 0.05, "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            state["requests"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BIG)))
+            self.end_headers()
+            try:
+                for start in range(0, len(BIG), 1 << 16):
+                    self.wfile.write(BIG[start:start + (1 << 16)])
+                    self.wfile.flush()
+                    time.sleep(state["delay"])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/big.bin", state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _fetch_process(url: str, checksum: str | None) -> subprocess.Popen:
+    code = ("import sys; from edgemobile.download import fetch; from edgemobile.cli.main import main\n"
+            "from edgemobile.errors import EdgeMobileError\n"
+            f"try: print(fetch({url!r}, 'big.bin', checksum={checksum!r}, quiet=True))\n"
+            "except EdgeMobileError as e: print('edgemobile: error:', e, file=sys.stderr); sys.exit(2)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _cache_entries() -> list[str]:
+    return sorted(p.name for p in cache_dir().iterdir())
+
+
+@pytest.mark.parametrize("checksum", [hashlib.sha256(BIG).hexdigest(), None])
+def test_two_processes_downloading_at_once_share_one_copy(online, slow_server, checksum):
+    url, state = slow_server
+    procs = [_fetch_process(url, checksum) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert {out.strip() for out, _ in results} == {str(cache_dir() / "big.bin")}
+    assert (cache_dir() / "big.bin").read_bytes() == BIG
+    assert state["requests"] == 1  # the second process waited for the first one's copy
+    # No lock or temp file is left; without a published checksum, the sha256 is recorded.
+    assert _cache_entries() == sorted(["big.bin"] + ([".big.bin.sha256"] if checksum is None else []))
+
+
+def test_killed_download_leaves_nothing_trusted(online, slow_server):
+    url, state = slow_server
+    state["delay"] = 0.5
+    proc = _fetch_process(url, None)
+    deadline = time.monotonic() + 60
+    while not (cache_dir().is_dir() and list(cache_dir().glob(".big.bin.*.part"))):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    assert not (cache_dir() / "big.bin").exists()
+    assert [name for name in _cache_entries() if name.endswith(".part")]  # only an untrusted temp file
+    state["delay"] = 0
+    path = fetch(url, "big.bin", quiet=True)
+    assert path.read_bytes() == BIG
+    assert _cache_entries() == [".big.bin.sha256", "big.bin"]  # the stale temp file is gone
+
+
+def test_cached_file_changed_after_download_is_caught(online, server, monkeypatch, capsys):
+    """Keras publishes no checksum for MobileNetV1 weights: the sha256 recorded at download
+    catches a later change."""
+    url, requests = server
+    path = fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5")
+    assert fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5") == path and len(requests) == 1
+    path.write_bytes(PAYLOAD[:-1] + b"!")
+    capsys.readouterr()
+    assert fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5").read_bytes() == PAYLOAD
+    assert "does not match the sha256 recorded at download; downloading it again" in capsys.readouterr().err
+    assert len(requests) == 2
+    path.write_bytes(b"changed again")
+    monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")
+    with pytest.raises(EdgeMobileError) as info:
+        fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5", what="weights")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "changed on disk" in message

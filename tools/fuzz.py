@@ -160,6 +160,11 @@ def run_forked(entry: Callable[[list[str]], int], argv: list[str], workdir: Path
             fd_err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(fd_out, 1)
             os.dup2(fd_err, 2)
+            sys.stdout = open(1, "w", closefd=False)  # also when the parent had replaced them (pytest)
+            sys.stderr = open(2, "w", closefd=False)
+            import faulthandler
+
+            faulthandler.disable()  # a crash is reported by its signal, not a dump (pytest enables it)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(timeout)
             try:

@@ -431,6 +431,7 @@ def _materialize_remote(manifest: CalibrationManifest, base_url: str | None, cac
                         what="calibration image",
                         hint=hint,
                         quiet=True,
+                        remember=False,  # the trust-on-first-use record is this module's
                     )
                     if expected is None:
                         accept(entry, folder / entry.path, url, downloaded=True)

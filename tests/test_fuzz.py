@@ -1,0 +1,111 @@
+"""Seeded, bounded fuzzing of every file edgemobile reads, through its command line.
+
+Each kind runs ``tools/fuzz.py`` in a fresh subprocess (so nothing this test process imported,
+TensorFlow included, is inherited by the forked cases); every mutated input must end in success
+or in one ``edgemobile: error:`` line — no traceback, no crash signal, no hang, no half-written
+output. ``python tools/fuzz.py --cases 5000`` runs the same at scale.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "fuzz.py"
+# Cases per kind: a few hundred, sized so that all kinds together stay well under two minutes
+# on two shared cores (a case costs ~40–80 ms: fork, load the model, run one command).
+CASES = {"manifest": 300, "tofu": 200, "tflite_meta": 150, "metadata_json": 150, "tflite_third_party": 150,
+         "jpeg": 150, "png": 150, "labels": 150, "ground_truth": 150}
+WITHOUT_SHARED = ("manifest", "tofu")
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("edgemobile_fuzz_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("kind", list(CASES))
+def test_fuzzed_inputs_end_cleanly(kind, tmp_path):
+    shared = shared_path()
+    if kind not in WITHOUT_SHARED and not (shared / "weights").is_dir():
+        pytest.skip(f"shared data not found at {shared} (set EDGEMOBILE_SHARED to its location)")
+    out = tmp_path / "fuzz.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "EDGEMOBILE_SHARED": str(shared)}
+    proc = subprocess.run([sys.executable, str(TOOL), "--cases", str(CASES[kind]), "--kinds", kind, "--seed", "0",
+                           "--json", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.exists(), proc.stderr[-2000:]
+    result = json.loads(out.read_text())[kind]
+    assert sum(result["counts"].values()) == CASES[kind]
+    assert result["counts"]["other"] == 0, json.dumps(result["other"][:5], indent=1)
+    assert proc.returncode == 0
+    # The seed is not so gentle that nothing fails, nor so rough that nothing runs.
+    assert result["counts"]["clean error"] > 0
+    if kind not in ("png", "tofu", "ground_truth"):  # CRCs / strict formats: almost every edit is refused
+        assert result["counts"]["ok"] > 0
+
+
+# -- the harness itself sees what it must ---------------------------------------------------
+def _crash(argv):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _traceback(argv):
+    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+def _half_json(argv):
+    Path(argv[0]).write_text('{"top1": 7')
+    return 0
+
+
+def _clean_error(argv):
+    print("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", file=sys.stderr)
+    print("edgemobile: error: x.tflite: not a valid TFLite model", file=sys.stderr)
+    return 2
+
+
+def _two_errors(argv):
+    print("edgemobile: error: one\nedgemobile: error: two", file=sys.stderr)
+    return 2
+
+
+def _ok(argv):
+    Path(argv[0]).write_text('{"top1": 7}')
+    print("done")
+    return 0
+
+
+@pytest.mark.parametrize("entry, expected, detail", [
+    (_crash, "other", "SIGSEGV"), (_traceback, "other", "traceback: UnicodeDecodeError"),
+    (_half_json, "other", "half-written"), (_clean_error, "clean error", "not a valid TFLite"),
+    (_two_errors, "other", "exit 2"), (_ok, "ok", ""),
+])
+def test_harness_classifies_outcomes(entry, expected, detail, tmp_path):
+    fuzz = _load_tool()
+    out = tmp_path / "out"
+    out.mkdir()
+    code, sig, _, stderr = fuzz.run_forked(entry, [str(out / "r.json")], tmp_path, timeout=30)
+    outcome, text = fuzz.classify(code, sig, stderr, out)
+    assert outcome == expected and detail in text
+
+
+def test_mutations_are_seeded():
+    fuzz = _load_tool()
+    data = bytes(range(256)) * 8
+    a = [fuzz.mutate(data, fuzz.random.Random(fuzz.case_seed(0, "k", i))) for i in range(20)]
+    b = [fuzz.mutate(data, fuzz.random.Random(fuzz.case_seed(0, "k", i))) for i in range(20)]
+    assert a == b and all(m != data for m in a) and len(set(a)) == 20
