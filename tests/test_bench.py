@@ -55,6 +55,22 @@ def test_xnnpack_flags(model, capsys, tmp_path):
     assert exc.value.code == 2
 
 
+def test_each_setting_reports_what_xnnpack_took(shared, tmp_path, capsys):
+    """Not the flag that was asked for: Google's uint8 MobileNetV3 keeps its HARD_SWISH ops on
+    the builtin kernels even with XNNPACK on."""
+    v3 = shared / "weights/mobilenet_v3/v3-small_224_1.0_uint8.tflite"
+    report_path = tmp_path / "v3.json"
+    code, out, err = run(capsys, "bench", v3, "--xnnpack", "on", "off", *FAST, "--json", report_path)
+    assert code == 0, err
+    on, off = json.loads(report_path.read_text())["settings"]
+    ops = len(TFLiteClassifier(v3, use_xnnpack=False).graph_ops())
+    assert on["xnnpack_applied"] is True and 0 < on["xnnpack_ops"] < on["ops"] == ops
+    assert on["builtin_ops"]["HARD_SWISH (uint8)"] > 0
+    assert sum(on["builtin_ops"].values()) == ops - on["xnnpack_ops"]
+    assert off["xnnpack_applied"] is False and off["xnnpack_ops"] == 0 and off["ops"] == ops
+    assert f"{on['xnnpack_ops']}/{ops}" in out and f"0/{ops}" in out and "HARD_SWISH (uint8)" in out
+
+
 def test_profile_times_every_op_alone(model, tmp_path, capsys):
     report_path = tmp_path / "profile.json"
     code, out, err = run(capsys, "bench", model, "--profile", *FAST, "--json", report_path)

@@ -38,6 +38,7 @@ import numpy as np
 
 from edgemobile.errors import EdgeMobileError
 from edgemobile.progress import Progress
+from edgemobile.runtime.delegation import xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
     interpreter_backend,
@@ -149,6 +150,7 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
     model.interpreter.set_tensor(model.input.index, _random_input(info))
     model.invoke_only()  # first invoke: delegate preparation and allocation happen here
     load_ms = (time.perf_counter() - start) * 1e3
+    delegation = xnnpack_delegation(model.interpreter)  # what XNNPACK took, not what was asked for
     times = _time_invokes(model.invoke_only, runs, warmup, bar.update if bar else None)
     peak, method = _peak_rss_kb(reset)
     del model
@@ -156,6 +158,10 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
     result = {
         "threads": setting.threads,
         "xnnpack": setting.xnnpack,
+        "xnnpack_applied": delegation.applied if delegation else None,
+        "xnnpack_ops": len(delegation.delegated) if delegation else None,
+        "ops": delegation.total if delegation else None,
+        "builtin_ops": dict(delegation.fallback_by_type()) if delegation else None,
         **_stats(times),
         "load_and_first_run_ms": round(load_ms, 2),
         "peak_rss_mb": round(peak / 1024, 1) if peak is not None else None,
@@ -267,8 +273,8 @@ def profile_ops(
             single, feeds = _single_op_model(schema, model, graph, op)
             interp = interpreter_cls(model_content=single, num_threads=threads, **resolver)
             interp.allocate_tensors()
-            delegated = any(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
-            entry["kernel"] = "xnnpack" if delegated else "builtin"
+            delegation = xnnpack_delegation(interp)
+            entry["kernel"] = None if delegation is None else "xnnpack" if delegation.applied else "builtin"
             for detail, original in zip(interp.get_input_details(), feeds):
                 interp.set_tensor(detail["index"], values[original])
             times = _time_invokes(interp.invoke, runs, warmup)
@@ -397,15 +403,23 @@ def format_report(report: dict, top: int = 15) -> str:
         (f"runtime {report['runtime']} {report['runtime_version'] or ''} on {report['machine']}; "
          f"{report['runs']} timed runs after {report['warmup']} warm-up"),
         "",
-        (f"{'threads':>7}  {'xnnpack':>7}  {'median ms':>9}  {'p90 ms':>8}  {'min ms':>8}  {'peak RSS MB':>11}  "
-         f"{'Δ load+run MB':>13}"),
+        (f"{'threads':>7}  {'xnnpack':>7}  {'XNNPACK ops':>11}  {'median ms':>9}  {'p90 ms':>8}  {'min ms':>8}  "
+         f"{'peak RSS MB':>11}  {'Δ load+run MB':>13}"),
     ]
     for s in report["settings"]:
         peak = f"{s['peak_rss_mb']:.1f}" if s["peak_rss_mb"] is not None else "-"
         delta = f"{s['peak_rss_delta_mb']:.1f}" if s["peak_rss_delta_mb"] is not None else "-"
-        lines.append(f"{s['threads']:>7}  {'on' if s['xnnpack'] else 'off':>7}  {s['median_ms']:>9.3f}  "
+        taken = f"{s['xnnpack_ops']}/{s['ops']}" if s.get("ops") is not None else "unknown"
+        lines.append(f"{s['threads']:>7}  {'on' if s['xnnpack'] else 'off':>7}  {taken:>11}  {s['median_ms']:>9.3f}  "
                      f"{s['p90_ms']:>8.3f}  {s['min_ms']:>8.3f}  {peak:>11}  {delta:>13}")
     lines.append(f"memory: {report['memory_method']}")
+    requested = [s for s in report["settings"] if s["xnnpack"]]
+    if any(s.get("xnnpack_applied") is False for s in requested):
+        lines.append("XNNPACK was requested but not applied: every op ran on TFLite's builtin kernels")
+    on = next((s for s in requested if s.get("builtin_ops")), None)
+    if on:
+        lines.append("ops on TFLite's builtin kernels with XNNPACK on: " +
+                     ", ".join(f"{count}× {label}" for label, count in on["builtin_ops"].items()))
     prof = report.get("profile")
     if prof:
         setting = prof["setting"]
