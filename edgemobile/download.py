@@ -208,5 +208,6 @@ def copy_into_cache(src: str | os.PathLike, filename: str, subdir: str = "models
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{filename}.copy")
     shutil.copyfile(src, tmp)
+    _record_path(target).unlink(missing_ok=True)  # a sha256 recorded for an earlier download no longer applies
     os.replace(tmp, target)
     return target

@@ -109,3 +109,33 @@ def test_mutations_are_seeded():
     a = [fuzz.mutate(data, fuzz.random.Random(fuzz.case_seed(0, "k", i))) for i in range(20)]
     b = [fuzz.mutate(data, fuzz.random.Random(fuzz.case_seed(0, "k", i))) for i in range(20)]
     assert a == b and all(m != data for m in a) and len(set(a)) == 20
+
+
+# -- what the fuzzing found -------------------------------------------------------------------
+def test_model_with_a_corrupted_tensor_name_is_one_line(shared, tmp_path, capsys):
+    """Found by fuzzing: a tensor name that is not UTF-8 made the interpreter's TensorName raise
+    UnicodeDecodeError; the project's own flatbuffer reader now refuses the model first."""
+    from edgemobile.cli.main import main
+
+    data = bytearray((shared / "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite").read_bytes())
+    at = data.find(b"MobilenetV1/Predictions/Reshape_1")
+    assert at > 0
+    data[at + 3] = 0xFF
+    bad = tmp_path / "bad_name.tflite"
+    bad.write_bytes(bytes(data))
+    image = sorted((shared / "imagenet" / "val").rglob("*.JPEG"))[0]
+    assert main(["predict", str(bad), str(image)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("INFO:")]
+    assert len(err) == 1 and err[0].startswith(f"edgemobile: error: {bad}: not a valid TFLite model")
+    assert "not UTF-8" in err[0]
+
+
+def test_manifest_path_too_long_for_a_file_system_is_one_line(tmp_path):
+    """Found by fuzzing: a 300-character file name ended in OSError (File name too long)."""
+    from edgemobile.data import calibration_sets as cs
+    from edgemobile.errors import EdgeMobileError
+
+    data = {"format": cs.FORMAT, "version": cs.VERSION, "name": "long", "root": str(tmp_path),
+            "files": [{"path": "x" * 300 + ".JPEG", "sha256": "0" * 64, "size": 1}]}
+    with pytest.raises(EdgeMobileError, match="longer than 255 bytes"):
+        cs.validate_manifest(data, "m.json")
