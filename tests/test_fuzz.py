@@ -103,6 +103,24 @@ def test_harness_classifies_outcomes(entry, expected, detail, tmp_path):
     assert outcome == expected and detail in text
 
 
+def _crash_on_case_3(argv):
+    if argv[-1] == "3":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if argv[-1] == "5":
+        raise KeyError("boom")
+    return 2 if int(argv[-1]) % 2 else 0
+
+
+def test_batch_child_crash_is_recorded_and_the_next_case_runs(tmp_path):
+    fuzz = _load_tool()
+    kind = fuzz.Kind("k", "f.bin", b"seed", argv=lambda f, out, i: [str(f), str(i)])
+    outcomes = list(fuzz.run_batch(kind, range(8), 0, tmp_path, timeout=30, batch=4, entry=_crash_on_case_3))
+    assert [o.case for o in outcomes] == list(range(8))
+    assert [o.outcome for o in outcomes] == ["ok", "other", "ok", "other", "ok", "other", "ok", "other"]
+    assert outcomes[3].detail == "killed by SIGSEGV" and "KeyError" in outcomes[5].detail
+    assert "exit 2" in outcomes[1].detail  # exit 2 without an "edgemobile: error:" line is not clean
+
+
 def test_mutations_are_seeded():
     fuzz = _load_tool()
     data = bytes(range(256)) * 8

@@ -17,10 +17,12 @@ Kinds (each a seed file, mutated ``--cases`` times, fed to one CLI command):
 - ``manifest``: a local calibration manifest → ``python -m edgemobile.data.calibration_sets fetch``
 - ``tofu``: the trust-on-first-use record a hosted calibration set reads back on every run
 
-A parent process imports edgemobile once and forks one child per case, which runs the CLI's
-own ``main(argv)`` with stdout/stderr captured (the ~1 s of imports a fresh interpreter costs
-would otherwise dominate); a child that raises anything but SystemExit prints the traceback,
-and a child killed by a signal — a crash in the C++ interpreter — is seen by ``waitpid``.
+A parent process imports edgemobile once and forks children that run the CLI's own
+``main(argv)`` case after case (up to 200 each), stdout/stderr captured per case at the file
+descriptors (the ~1 s of imports a fresh interpreter costs would otherwise dominate): a case
+that raises anything but SystemExit prints its traceback, and a case that kills its child —
+a crash in the C++ interpreter, or a hang past ``timeout`` — is seen by ``waitpid``, recorded,
+and a new child resumes after it.
 Mutations are seeded: ``(--seed, kind, case)`` reproduces one exactly. The models and images
 come from ``../shared`` (or ``EDGEMOBILE_SHARED``); kinds needing them are skipped without it.
 tests/test_fuzz.py runs a few hundred cases per kind of the same.
@@ -376,7 +378,8 @@ def case_seed(seed: int, kind: str, case: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{kind}/{case}".encode()).digest()[:8], "little")
 
 
-def run_case(kind: Kind, case: int, seed: int, work: Path, timeout: int = 60) -> Outcome:
+def prepare_case(kind: Kind, case: int, seed: int, work: Path) -> tuple[list[str], Path]:
+    """Write case ``case``'s mutated file under ``work/case``: (argv, output folder)."""
     rng = random.Random(case_seed(seed, kind.name, case))
     data = mutate_json(kind.seed, rng) if kind.json else mutate(kind.seed, rng, kind.hot)
     case_dir = work / "case"
@@ -388,11 +391,111 @@ def run_case(kind: Kind, case: int, seed: int, work: Path, timeout: int = 60) ->
         kind.prepare(case_dir, data)
     else:
         target.write_bytes(data)
-    argv = kind.argv(target, out, case)
     os.environ["KERAS_HOME"] = str(case_dir / "keras")
-    code, sig, _, stderr = run_forked(_entry(kind.entry), argv, case_dir, timeout)
+    return kind.argv(target, out, case), out
+
+
+def run_case(kind: Kind, case: int, seed: int, work: Path, timeout: int = 60) -> Outcome:
+    """One case in its own forked child."""
+    argv, out = prepare_case(kind, case, seed, work)
+    code, sig, _, stderr = run_forked(_entry(kind.entry), argv, work / "case", timeout)
     outcome, detail = classify(code, sig, stderr, out)
     return Outcome(kind.name, case, outcome, detail, argv)
+
+
+def _run_here(entry: Callable[[list[str]], int], argv: list[str], workdir: Path, timeout: int) -> tuple[int, str]:
+    """``entry(argv)`` in this process with fds 1 and 2 sent to files: (exit code, stderr)."""
+    err_path = workdir / ".stderr"
+    saved = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
+    fd_out = os.open(workdir / ".stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd_err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd_out, 1)
+    os.dup2(fd_err, 2)
+    os.close(fd_out)
+    os.close(fd_err)
+    sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
+    signal.alarm(timeout)
+    try:
+        code = entry(argv)
+        code = 0 if code is None else int(code)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 70
+    finally:
+        signal.alarm(0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved_streams
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    return code, err_path.read_text(errors="replace")
+
+
+def run_batch(kind: Kind, cases: range, seed: int, work: Path, timeout: int = 60, keep: Path | None = None,
+              batch: int = 200, entry: Callable[[list[str]], int] | None = None):
+    """Outcomes of ``cases``, run up to ``batch`` at a time in one forked child (the fork and
+    its copy-on-write faults cost as much as a case). A case that kills the child — a crash
+    signal, or SIGALRM after ``timeout`` s — is recorded as such, and a new child carries on
+    with the next case. ``entry`` replaces the kind's command (tests of the harness)."""
+    entry = entry or _entry(kind.entry)
+    next_case = cases.start
+    while next_case < cases.stop:
+        stop = min(cases.stop, next_case + batch)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: run the cases, one JSON line per outcome
+            code = 0
+            try:
+                os.close(read_fd)
+                import faulthandler
+
+                faulthandler.disable()  # a crash is reported by its signal, not a dump
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                for case in range(next_case, stop):
+                    os.write(write_fd, f"start {case}\n".encode())
+                    argv, out = prepare_case(kind, case, seed, work)
+                    rc, stderr = _run_here(entry, argv, work / "case", timeout)
+                    outcome, detail = classify(rc, None, stderr, out)
+                    if outcome == "other" and keep is not None:
+                        shutil.copytree(work / "case", keep / f"{kind.name}-{case}", dirs_exist_ok=True)
+                    result = Outcome(kind.name, case, outcome, detail, argv)
+                    os.write(write_fd, (json.dumps(dataclasses.asdict(result)) + "\n").encode())
+            except BaseException:
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        running = None
+        with os.fdopen(read_fd) as pipe:
+            for line in pipe:
+                if line.startswith("start "):
+                    running = int(line.split()[1])
+                    continue
+                result = Outcome(**json.loads(line))
+                running, next_case = None, result.case + 1
+                yield result
+        _, status = os.waitpid(pid, 0)
+        if running is None and next_case < stop:
+            running = next_case  # the child died between cases: charge the next one
+        if running is not None:
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                detail = f"killed by {signal.Signals(sig).name}" + (" (timeout)" if sig == signal.SIGALRM else "")
+            else:
+                detail = f"child exited with {os.WEXITSTATUS(status)} during the case"
+            if keep is not None:
+                shutil.copytree(work / "case", keep / f"{kind.name}-{running}", dirs_exist_ok=True)
+            yield Outcome(kind.name, running, "other", detail, [])
+            next_case = running + 1
 
 
 def fuzz(kinds: dict[str, Kind], cases: int, seed: int, work: Path, keep: Path | None = None,
@@ -416,16 +519,14 @@ def fuzz(kinds: dict[str, Kind], cases: int, seed: int, work: Path, keep: Path |
         counts = dict.fromkeys(OUTCOMES, 0)
         others: list[Outcome] = []
         start = time.perf_counter()
-        for case in range(cases):
-            result = run_case(kind, case, seed, work, timeout)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+        for done, result in enumerate(run_batch(kind, range(cases), seed, work, timeout, keep), 1):
             counts[result.outcome] += 1
             if result.outcome == "other":
                 others.append(result)
-                if keep is not None:
-                    keep.mkdir(parents=True, exist_ok=True)
-                    shutil.copytree(work / "case", keep / f"{kind.name}-{case}", dirs_exist_ok=True)
-            if progress and (case + 1) % 250 == 0:
-                print(f"  {kind.name}: {case + 1}/{cases} {counts}", file=sys.stderr, flush=True)
+            if progress and done % 250 == 0:
+                print(f"  {kind.name}: {done}/{cases} {counts}", file=sys.stderr, flush=True)
         results[kind.name] = {"counts": counts, "seconds": round(time.perf_counter() - start, 1),
                               "other": [dataclasses.asdict(o) for o in others]}
     return results
