@@ -9,6 +9,7 @@ import pytest
 from edgemobile.cli.main import main
 from edgemobile.quantization.exact_ranges import relu6_range_violations
 from edgemobile.quantization.integer_check import float_tensor_uses
+from edgemobile.runtime.delegation import fallback_warning, model_delegation
 from edgemobile.runtime.interpreter import TFLiteClassifier
 
 pytest.importorskip("tensorflow")
@@ -49,6 +50,9 @@ def test_int8_all_integer_calibrated_and_close_to_float(shared, v3, tmp_path):
     model = TFLiteClassifier(int8)
     assert float_tensor_uses(model) == []
     assert relu6_range_violations(model.model_bytes) == []
+    # Realistic BatchNorm statistics: XNNPACK takes every op but the int8 SOFTMAX head, so no warning.
+    delegation = model_delegation(model.model_bytes)
+    assert [op.name for op in delegation.fallback] == ["SOFTMAX"] and fallback_warning(delegation, "v3") is None
     result = _eval("eval", int8, "--data", shared / "imagenet/val", "--reference", float32, tmp_path / "q.json")
     assert abs(result["comparison"]["top1_delta"]) <= 4.0, result["comparison"]
     assert result["model"]["input_feeding"] == "raw pixels"
