@@ -139,6 +139,51 @@ def check_strings(buf: bytes | memoryview) -> None:
                 entry.string(_TMAP_NAME)
 
 
+_T_BUFFER, _T_IS_VARIABLE, _OP_OPCODE, _OP_INPUTS, _OP_OUTPUTS = 2, 5, 0, 1, 2
+_OPCODE_DEPRECATED_BUILTIN, _OPCODE_BUILTIN = 0, 3
+# CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: input 1 (weights / filter) is
+# required; the kernels dereference it without a check and crash on a missing (-1) one.
+_WEIGHTS_REQUIRED = {3, 4, 9, 67}
+
+
+def check_constants(buf: bytes | memoryview) -> None:
+    """:class:`FlatBufferError` unless every op has its required tensors — no missing (-1)
+    output or first input, no missing weights of a conv/fully-connected op — and every op input
+    that nothing computes (not a subgraph input, no op's output, not a variable) has data in its
+    buffer. (Otherwise the model loads, then fails at ``invoke()`` with "Input tensor N lacks
+    data" or crashes the process.)"""
+    view = parse_model(buf)
+    model = root(buf, TFLITE_FILE_IDENTIFIER)
+    codes = [max(int(c.scalar(_OPCODE_DEPRECATED_BUILTIN, "b", 0)), int(c.scalar(_OPCODE_BUILTIN, "i", 0)))
+             for c in model.tables(_MODEL_OPERATOR_CODES)]
+    for g, sg in enumerate(model.tables(_MODEL_SUBGRAPHS)):
+        tensors = sg.tables(_SG_TENSORS)
+        computed = set(sg.scalars(_SG_INPUTS, "i") or [])
+        operators = sg.tables(_SG_OPERATORS)
+        for op in operators:
+            computed.update(op.scalars(_OP_OUTPUTS, "i") or [])
+        for k, op in enumerate(operators):
+            inputs, outputs = op.scalars(_OP_INPUTS, "i") or [], op.scalars(_OP_OUTPUTS, "i") or []
+            opcode = int(op.scalar(_OP_OPCODE, "I", 0))
+            if opcode >= len(codes):
+                raise FlatBufferError(f"op {k} of subgraph {g} has operator code {opcode}, which does not exist")
+            required = 2 if codes[opcode] in _WEIGHTS_REQUIRED else 1
+            if any(t < 0 for t in outputs) or len(inputs) < required or any(t < 0 for t in inputs[:required]):
+                raise FlatBufferError(f"op {k} of subgraph {g} lacks a required input or output tensor")
+            for t in inputs:
+                if t < 0 or t in computed:
+                    continue
+                if t >= len(tensors):
+                    raise FlatBufferError(f"op {k} of subgraph {g} reads tensor {t}, which does not exist")
+                tensor = tensors[t]
+                if tensor.scalar(_T_IS_VARIABLE, "B", 0):
+                    continue
+                index = int(tensor.scalar(_T_BUFFER, "I", 0))
+                if not 0 < index < len(view.buffer_spans) or view.buffer_spans[index][1] == 0:
+                    raise FlatBufferError(f"op {k} of subgraph {g} reads constant tensor {t}, whose buffer "
+                                          f"{index} holds no data")
+
+
 def _tensor(subgraph: Table, index: int) -> TensorInfo:
     t = subgraph.table_at(_SG_TENSORS, index)
     dtype = int(t.scalar(_T_TYPE, "b", 0))

@@ -58,14 +58,15 @@ def read_tflite(path: str | os.PathLike) -> bytes:
 
 def check_flatbuffer(data: bytes, source: str) -> None:
     """Reject, with one line, a model whose flatbuffer the interpreter or its Python API would
-    choke on in ways it does not report cleanly: offsets past the end, names that are not UTF-8.
+    choke on in ways it does not report cleanly: offsets past the end, names that are not UTF-8,
+    constant op inputs without data.
     Stdlib reader only; the interpreter's own verifier checks the rest."""
     from edgemobile.metadata._flatbuf import FlatBufferError
-    from edgemobile.metadata._tflite import check_strings, parse_model
+    from edgemobile.metadata._tflite import check_constants, check_strings
 
     try:
-        parse_model(data)
         check_strings(data)
+        check_constants(data)
     except FlatBufferError as exc:
         raise EdgeMobileError(f"{source}: not a valid TFLite model ({exc})") from None
 
@@ -190,7 +191,7 @@ class TFLiteClassifier:
     def run_encoded(self, x: np.ndarray) -> np.ndarray:
         """Like :meth:`run` for input already passed through :meth:`encode`."""
         self.interpreter.set_tensor(self.input.index, x[None])
-        self.interpreter.invoke()
+        self.invoke_only()
         raw = self.interpreter.get_tensor(self.output.index)[0]
         if self.output.quantized:
             return (raw.astype(np.float32) - self.output.zero_point) * self.output.scale
@@ -198,7 +199,11 @@ class TFLiteClassifier:
 
     def invoke_only(self) -> None:
         """Run inference on whatever input is set (for interpreter-only benchmarks)."""
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as exc:  # a kernel refusing what the model asks of it
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EdgeMobileError(f"{self.source}: inference failed ({first[:200]})") from None
 
 
 def model_ops(interpreter) -> list[dict]:
