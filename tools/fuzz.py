@@ -158,29 +158,11 @@ def run_forked(entry: Callable[[list[str]], int], argv: list[str], workdir: Path
     if pid == 0:  # child
         code = 70
         try:
-            fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            fd_err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(fd_out, 1)
-            os.dup2(fd_err, 2)
-            sys.stdout = open(1, "w", closefd=False)  # also when the parent had replaced them (pytest)
-            sys.stderr = open(2, "w", closefd=False)
             import faulthandler
 
             faulthandler.disable()  # a crash is reported by its signal, not a dump (pytest enables it)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(timeout)
-            try:
-                code = entry(argv)
-                code = 0 if code is None else int(code)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-                code = 70
-            sys.stdout.flush()
-            sys.stderr.flush()
+            code, _ = _run_here(entry, argv, workdir, timeout)
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -404,7 +386,9 @@ def run_case(kind: Kind, case: int, seed: int, work: Path, timeout: int = 60) ->
 
 
 def _run_here(entry: Callable[[list[str]], int], argv: list[str], workdir: Path, timeout: int) -> tuple[int, str]:
-    """``entry(argv)`` in this process with fds 1 and 2 sent to files: (exit code, stderr)."""
+    """``entry(argv)`` in this process with fds 1 and 2 sent to ``workdir/.stdout`` and
+    ``.stderr`` (also when the caller had replaced ``sys.stdout``/``sys.stderr``, as pytest
+    does): (exit code, stderr). A traceback is printed there; SIGALRM fires after ``timeout`` s."""
     err_path = workdir / ".stderr"
     saved = os.dup(1), os.dup(2)
     saved_streams = sys.stdout, sys.stderr
