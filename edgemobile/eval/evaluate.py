@@ -81,12 +81,15 @@ def _check_classes(predictors: Sequence) -> None:
 
 def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int = 16, progress: bool = True,
                    desc: str = "evaluating", workers: int | None = None) -> list[np.ndarray]:
-    """Probabilities of every predictor for every image, shape (images, classes) each."""
+    """Probabilities of every predictor for every image, shape (images, classes) each.
 
-    def prepare(path: Path) -> list[np.ndarray]:
+    An item is an image path, or a ``(path, encoded bytes)`` pair already read (cluster
+    shards that ship the data)."""
+
+    def prepare(item) -> list[np.ndarray]:
         # Decode once; crop once per distinct spec; encode per predictor — all off the
         # inference thread.
-        image = load_rgb(path)
+        image = load_rgb(*item) if isinstance(item, tuple) else load_rgb(item)
         crops: dict = {}
         for p in predictors:
             if p.spec not in crops:
@@ -141,15 +144,18 @@ def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) 
 
 
 def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str = "", progress: bool = True,
-             batch_size: int = 16) -> EvalResult:
-    """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given)."""
+             batch_size: int = 16, runner=None) -> EvalResult:
+    """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given).
+
+    ``runner``: what computes the probabilities, :func:`run_predictors` by default (a
+    :class:`edgemobile.eval.cluster.RayCluster`'s ``run_predictors`` shards them on Ray)."""
     if not pairs:
         raise EdgeMobileError(f"{data}: no labeled images to evaluate")
     _check_classes(predictors)
     paths = [p for p, _ in pairs]
     labels = np.array([label for _, label in pairs])
     start = time.perf_counter()
-    probs = run_predictors(predictors, paths, batch_size=batch_size, progress=progress)
+    probs = (runner or run_predictors)(predictors, paths, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
     accuracies = [
         Accuracy(p.name, topk_accuracy(pr, labels, 1), topk_accuracy(pr, labels, 5), len(paths), p.describe())
