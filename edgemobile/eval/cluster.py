@@ -159,17 +159,12 @@ class RayCluster:
                        desc: str = "evaluating") -> list[np.ndarray]:
         """:func:`edgemobile.eval.evaluate.run_predictors`, sharded over the cluster."""
         specs, refs = self.put_models(predictors)
-        outputs: list[np.ndarray | None] = [None] * len(predictors)
-
-        def place(ids: list[int], probs: list[np.ndarray]) -> None:
-            for k, pr in enumerate(probs):
-                if outputs[k] is None:
-                    outputs[k] = np.zeros((len(items), pr.shape[1]), pr.dtype)
-                outputs[k][ids] = pr
-
+        merged = Merged(len(items), [len(p.classes) for p in predictors])
         bar = Progress(len(items), f"{desc} on {self.cpus} Ray CPUs") if progress else None
-        self.drive(self.shard_jobs(specs, refs, items, batch_size, place), bar)
-        return [o if o is not None else np.zeros((0, len(p.classes)), np.float32) for o, p in zip(outputs, predictors)]
+        self.drive(self.shard_jobs(specs, refs, items, batch_size, merged.place), bar)
+        if not merged.complete:
+            raise EdgeMobileError("Ray eval: some shards came back without results")
+        return merged.outputs
 
     # -- conversions -------------------------------------------------------------------------
     def conversion_task(self, fn: Callable, memory_gb: float):
@@ -228,6 +223,61 @@ class RayCluster:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EdgeMobileError(f"Ray task for {job.what} failed after {MAX_RETRIES} retries: "
                                   f"{first[:300]}") from None
+
+
+class Merged:
+    """Per-image outputs of ``len(classes)`` models for ``count`` images, filled shard by shard
+    in whatever order shards finish, read in the original order."""
+
+    def __init__(self, count: int, classes: list[int]):
+        self.count = count
+        self.outputs = [np.zeros((count, c), np.float32) for c in classes]
+        self.filled = np.zeros(count, bool)
+
+    def place(self, ids: list[int], probs: list[np.ndarray]) -> None:
+        for k, pr in enumerate(probs):
+            if self.outputs[k].shape[1:] != pr.shape[1:] or self.outputs[k].dtype != pr.dtype:
+                # first shard: take the shape and dtype the predictor returns, bit for bit
+                self.outputs[k] = np.zeros((self.count, *pr.shape[1:]), pr.dtype)
+            self.outputs[k][ids] = pr
+        self.filled[ids] = True
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.filled.all())
+
+
+def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: list[tuple], calibration,
+                    paths: list, memory_gb: float, progress: bool, batch_size: int = 16) -> dict:
+    """``{job: (tflite bytes, conversion seconds, probabilities)}`` for report ``jobs``
+    ((spec index, label, config or None for float32)): each conversion ``convert(spec,
+    calibration, config)`` is a Ray task declaring its CPU and memory; as soon as one finishes,
+    its model goes into the object store and its eval is sharded like ``eval --cluster``."""
+    task = cluster.conversion_task(convert, memory_gb)
+    shards = -(-len(paths) // _whole_batches(cluster.shard_size, batch_size))
+    results: dict = {}
+
+    def conversion(job: tuple) -> _Job:
+        k, _, config = job
+        name = f"{specs[k].variant().name} {'float32' if config is None else 'int8'}.tflite"
+
+        def done(value) -> list[_Job]:
+            model, seconds = value
+            merged = Merged(len(paths), [1000])
+            results[job] = (model, seconds, merged)
+            evals = cluster.shard_jobs([(name, None, 1)], [cluster.ray.put(model)], paths, batch_size, merged.place)
+            for e in evals:
+                e.weight = 1  # the bar counts tasks
+            return evals
+
+        return _Job(lambda: task.remote(specs[k], calibration, config), 1, f"converting {name}", done)
+
+    bar = Progress(len(jobs) * (1 + shards), f"report on {cluster.cpus} Ray CPUs", unit="task") if progress else None
+    cluster.drive([conversion(job) for job in jobs], bar)
+    for job, (_, _, merged) in results.items():
+        if not merged.complete:
+            raise EdgeMobileError(f"Ray report: the eval of job {job} came back incomplete")
+    return {job: (model, seconds, merged.outputs[0]) for job, (model, seconds, merged) in results.items()}
 
 
 class _Job:
