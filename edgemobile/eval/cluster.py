@@ -83,7 +83,7 @@ class RayCluster:
 
     def __init__(self, address: str, data: str = "bytes", shard_size: int = DEFAULT_SHARD_SIZE,
                  runtime_env: dict | None = None, num_cpus: int | None = None,
-                 object_store_memory: int = LOCAL_OBJECT_STORE_BYTES):
+                 object_store_memory: int = LOCAL_OBJECT_STORE_BYTES, window: int | None = None):
         if data not in DATA_MODES:
             raise EdgeMobileError(f"--cluster-data must be one of {', '.join(DATA_MODES)}, got {data!r}")
         if shard_size <= 0:
@@ -105,6 +105,7 @@ class RayCluster:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise EdgeMobileError(f"--cluster {address}: cannot start or join a Ray cluster ({first[:200]})") from None
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.window = window  # tasks in flight; None: two per CPU and two more
 
     def __enter__(self) -> "RayCluster":
         return self
@@ -185,7 +186,7 @@ class RayCluster:
         Results are fetched as soon as a task finishes. A task's own error (a bad image) ends
         the run as that one-line error; Ctrl-C or any error cancels every task still running."""
         ray = self.ray
-        window = window or 2 * self.cpus + 2
+        window = window or self.window or 2 * self.cpus + 2
         queue = list(jobs)
         pending: dict = {}
         try:
