@@ -129,7 +129,7 @@ def projection(row: dict, node_cpus: int) -> list[str]:
         lines.append(f"  {nodes:>3} node(s) x {node_cpus} CPUs: {seconds:8.1f} s  ({seconds / 60:5.1f} min, {bound})")
     wire = PROJECT_IMAGES * row["mean_file_bytes"] / 1e9
     lines.append(f"  bytes shipped with --cluster-data bytes: {wire:.2f} GB at these images' mean "
-                 f"{row['mean_file_bytes'] / 1e3:.1f} kB (full ImageNet val: 6.4 GB)")
+                 f"{row['mean_file_bytes'] / 1e3:.1f} kB (full ImageNet val JPEGs: about 6.3 GB)")
     return lines
 
 
