@@ -164,3 +164,13 @@ def test_eval_without_cluster_never_imports_ray(shared, int8_model):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert run.returncode == 0, run.stderr
+
+
+def test_unreachable_cluster_is_one_line(shared, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = main(["eval", str(shared / REFERENCE), "--data", str(shared / "imagenet/val"), "--limit", "16", "--quiet",
+                 "--cluster", "127.0.0.1:1", "--json", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("edgemobile: error: --cluster 127.0.0.1:1: no Ray head answers there"), err
+    assert not out.exists()

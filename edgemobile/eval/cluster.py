@@ -77,6 +77,20 @@ def _whole_batches(shard_size: int, batch_size: int) -> int:
     return max(1, -(-shard_size // batch_size)) * batch_size
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A GCS ``HOST:PORT`` that nothing listens on fails here at once (Ray itself retries for
+    minutes); ``auto`` and ``ray://`` addresses fail fast in Ray already."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EdgeMobileError(f"--cluster {address}: no Ray head answers there ({exc.strerror or exc})") from None
+
+
 class RayCluster:
     """A connection to a Ray cluster: ``"local"`` starts one on this machine with all its cores,
     ``"auto"`` or ``"ray://HOST:PORT"`` (or a GCS ``HOST:PORT``) joins a running one."""
@@ -98,6 +112,7 @@ class RayCluster:
             kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                           object_store_memory=object_store_memory)
         else:
+            _check_reachable(address)
             kwargs.update(address=address)
         try:
             ray.init(**kwargs)
