@@ -269,6 +269,8 @@ def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: l
     ((spec index, label, config or None for float32)): each conversion ``convert(spec,
     calibration, config)`` is a Ray task declaring its CPU and memory; as soon as one finishes,
     its model goes into the object store and its eval is sharded like ``eval --cluster``."""
+    from edgemobile.data.labels import imagenet_classes
+
     task = cluster.conversion_task(convert, memory_gb)
     shards = -(-len(paths) // _whole_batches(cluster.shard_size, batch_size))
     results: dict = {}
@@ -279,7 +281,7 @@ def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: l
 
         def done(value) -> list[_Job]:
             model, seconds = value
-            merged = Merged(len(paths), [1000])
+            merged = Merged(len(paths), [len(imagenet_classes())])
             results[job] = (model, seconds, merged)
             evals = cluster.shard_jobs([(name, None, 1)], [cluster.ray.put(model)], paths, batch_size, merged.place)
             for e in evals:
