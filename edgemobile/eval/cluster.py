@@ -133,9 +133,6 @@ class RayCluster:
         if self.ray.is_initialized():
             self.ray.shutdown()
 
-    def describe(self) -> dict:
-        return {"address": self.address, "cpus": self.cpus, "data": self.data, "shard_size": self.shard_size}
-
     # -- eval ------------------------------------------------------------------------------
     def put_models(self, predictors: Sequence) -> tuple[list[tuple], list]:
         """(name, overrides, threads) per predictor and its model bytes in the object store."""
