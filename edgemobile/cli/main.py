@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-bad-images", action="store_true", help="leave out images that cannot be decoded "
                    "(counted and listed in --json; metrics over the rest) instead of stopping at the first")
+    add_cluster_flags(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", parents=[prep], help="classify images: top-k classes with probabilities",
@@ -213,8 +214,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         chosen = set(stratified_sample([p for p, _ in pairs], Path(args.data), args.limit, args.seed))
         pairs = [pair for pair in pairs if pair[0] in chosen]
     try:
-        result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet,
-                          skip_bad_images=args.skip_bad_images)
+        with cluster_from_args(args) as cluster:
+            result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet,
+                              skip_bad_images=args.skip_bad_images, runner=cluster.run_predictors if cluster else None)
     except BadImageError as exc:
         raise EdgeMobileError(f"{exc}; stopped there — pass --skip-bad-images to evaluate the other images") from None
     print(format_table(result))
@@ -299,6 +301,48 @@ def add_technique_flags(parser: argparse.ArgumentParser) -> None:
                        help="the converter alone (min/max ranges, no technique); other technique flags add to it")
     group.add_argument("--technique-images", type=_positive_int, default=None,
                        help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
+
+
+def add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """--cluster and its settings (eval, report); see :mod:`edgemobile.eval.cluster`."""
+    from edgemobile.eval.cluster import DATA_MODES, DEFAULT_SHARD_SIZE  # Ray itself is imported only by --cluster
+
+    group = p.add_argument_group("scaling out on Ray (pip install 'edgemobile[cluster]')")
+    group.add_argument("--cluster", metavar="ADDRESS", help="run on Ray: 'local' starts Ray on this machine with "
+                       "all its cores; 'auto' or ray://HOST:PORT joins a running cluster")
+    group.add_argument("--cluster-data", choices=DATA_MODES, default="bytes",
+                       help="how workers get the images: 'bytes' ships each encoded file in its shard (default; "
+                       "no shared storage needed), 'paths' sends paths every node reads on a shared mount")
+    group.add_argument("--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE,
+                       help=f"images per Ray task, rounded up to whole batches of 16 (default {DEFAULT_SHARD_SIZE})")
+    group.add_argument("--runtime-env", type=_json_object, default=None, metavar="JSON",
+                       help='Ray runtime_env for the workers, e.g. \'{"pip": ["edgemobile[runtime]==0.1.0"]}\'')
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+@contextlib.contextmanager
+def cluster_from_args(args: argparse.Namespace):
+    """The RayCluster --cluster asks for (None without it), disconnected on exit."""
+    if not getattr(args, "cluster", None):
+        yield None
+        return
+    from edgemobile.eval.cluster import RayCluster
+
+    cluster = RayCluster(args.cluster, data=args.cluster_data, shard_size=args.shard_size,
+                         runtime_env=args.runtime_env)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def options_from_args(args: argparse.Namespace):

@@ -13,7 +13,8 @@ FILES = ("report.md", "report.json", "report.png")
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import _positive_int, add_calibration_flags
+    from edgemobile.cli.main import _positive_int, add_calibration_flags, add_cluster_flags
+    from edgemobile.eval.cluster import DEFAULT_CONVERSION_MEMORY_GB
 
     p = sub.add_parser(
         "report", help="float vs int8 top-1/top-5, agreement, size and latency of zoo models: Markdown, JSON, plot",
@@ -34,6 +35,10 @@ def register(sub, prep) -> None:
     p.add_argument("--bench-runs", type=int, default=30, help="timed runs per model for latency (default 30; 0: skip)")
     p.add_argument("--force", action="store_true", help="overwrite existing report files in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_cluster_flags(p)
+    p.add_argument("--conversion-memory", type=float, default=DEFAULT_CONVERSION_MEMORY_GB, metavar="GB",
+                   help="memory each conversion task declares to Ray with --cluster (default "
+                   f"{DEFAULT_CONVERSION_MEMORY_GB:g}; the default techniques on MobileNetV1 1.0 peak near 10)")
     p.set_defaults(func=cmd_report)
 
 
@@ -61,7 +66,8 @@ def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args, options_from_args
+    from edgemobile.cli.main import (_quiet_tensorflow, _silence_stdout, calibration_from_args, cluster_from_args,
+                                     options_from_args)
     from edgemobile.eval.report import ModelSpec, markdown, run_report
 
     if args.bench_runs < 0:
@@ -72,10 +78,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         spec.variant()  # unknown names and settings fail before any work
     calibration = calibration_from_args(args, "int8")
     options = options_from_args(args)
+    if args.conversion_memory <= 0:
+        raise EdgeMobileError(f"--conversion-memory must be positive, got {args.conversion_memory:g}")
     _quiet_tensorflow()
-    with _silence_stdout():
+    with _silence_stdout(), cluster_from_args(args) as cluster:
         result = run_report(specs, args.data, calibration, options, ablation=args.ablation, limit=args.limit,
-                            seed=args.seed, bench_runs=args.bench_runs, progress=not args.quiet)
+                            seed=args.seed, bench_runs=args.bench_runs, progress=not args.quiet,
+                            cluster=cluster, conversion_memory_gb=args.conversion_memory)
     print(markdown(result))
     for path in write_report(folder, result, args.force, with_plot=args.bench_runs > 0):
         print(f"wrote {path}")

@@ -16,6 +16,7 @@ Runtime code: imports numpy and Pillow only.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Sequence
 
@@ -131,10 +132,13 @@ def _triple(value: float | Sequence[float]) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file to RGB, or raise a one-line :class:`EdgeMobileError`."""
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Decode an image file to RGB, or raise a one-line :class:`EdgeMobileError`.
+
+    ``data``: the file's encoded bytes, already read (shipped to a cluster worker that cannot
+    read ``path``); errors still name ``path``."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()  # decode now: truncated or corrupt data fails here, not later
             return _to_rgb(img)
     except FileNotFoundError:

@@ -88,11 +88,13 @@ class BadImageError(EdgeMobileError):
     """An image of the evaluation set that cannot be decoded (the message names it)."""
 
 
-def decode_or_skip(path: Path, skipped: list | None, index: int):
-    """``load_rgb(path)``; an undecodable image raises :class:`BadImageError`, or — when
+def decode_or_skip(item, skipped: list | None, index: int):
+    """Decode ``item`` — an image path, or a ``(path, encoded bytes)`` pair already read (cluster
+    shards that ship the data). An undecodable image raises :class:`BadImageError`, or — when
     ``skipped`` is a list — is recorded there as ``(index, path, reason)`` and gives None."""
+    path, data = item if isinstance(item, tuple) else (item, None)
     try:
-        return load_rgb(path)
+        return load_rgb(path, data)
     except EdgeMobileError as exc:
         if skipped is None:
             raise BadImageError(str(exc)) from None
@@ -100,15 +102,16 @@ def decode_or_skip(path: Path, skipped: list | None, index: int):
         return None
 
 
-def run_predictors(predictors: Sequence, items: Sequence[Path], batch_size: int = 16, progress: bool = True,
+def run_predictors(predictors: Sequence, items: Sequence, batch_size: int = 16, progress: bool = True,
                    desc: str = "evaluating", workers: int | None = None,
                    skipped: list | None = None) -> list[np.ndarray]:
     """Probabilities of every predictor for every image, shape (images, classes) each.
 
+    An item is an image path or a ``(path, encoded bytes)`` pair (see :func:`decode_or_skip`).
     An undecodable image stops the run (:class:`BadImageError`) unless ``skipped`` is a list:
-    then it is left out of the outputs and recorded there (see :func:`decode_or_skip`)."""
+    then it is left out of the outputs and recorded there."""
 
-    def prepare(item: tuple[int, Path]) -> list[np.ndarray] | None:
+    def prepare(item: tuple[int, object]) -> list[np.ndarray] | None:
         # Decode once; crop once per distinct spec; encode per predictor — all off the
         # inference thread.
         image = decode_or_skip(item[1], skipped, item[0])
@@ -172,11 +175,13 @@ def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) 
 
 
 def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str = "", progress: bool = True,
-             batch_size: int = 16, skip_bad_images: bool = False) -> EvalResult:
+             batch_size: int = 16, skip_bad_images: bool = False, runner=None) -> EvalResult:
     """Evaluate ``predictors[0]`` (and compare it with ``predictors[1]`` when given).
 
     An undecodable image raises :class:`BadImageError`; with ``skip_bad_images`` the metrics
-    are over the images that decode, and the others are listed in ``EvalResult.skipped``."""
+    are over the images that decode, and the others are listed in ``EvalResult.skipped``.
+    ``runner``: what computes the probabilities, :func:`run_predictors` by default (a
+    :class:`edgemobile.eval.cluster.RayCluster`'s ``run_predictors`` shards them on Ray)."""
     if not pairs:
         raise EdgeMobileError(f"{data}: no labeled images to evaluate")
     _check_classes(predictors)
@@ -184,7 +189,7 @@ def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str 
     labels = np.array([label for _, label in pairs])
     skipped: list | None = [] if skip_bad_images else None
     start = time.perf_counter()
-    probs = run_predictors(predictors, paths, batch_size=batch_size, progress=progress, skipped=skipped)
+    probs = (runner or run_predictors)(predictors, paths, batch_size=batch_size, progress=progress, skipped=skipped)
     seconds = time.perf_counter() - start
     if skipped:
         skipped.sort()

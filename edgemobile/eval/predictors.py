@@ -38,6 +38,7 @@ class TFLitePredictor:
         from edgemobile.metadata import read_metadata
 
         overrides = overrides or PreprocessOverrides()
+        self.overrides, self.num_threads = overrides, num_threads  # to rebuild it elsewhere (cluster workers)
         self.path = Path(path)
         self.name = self.path.name
         self.model = TFLiteClassifier(self.path, num_threads=num_threads)

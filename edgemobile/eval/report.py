@@ -105,15 +105,30 @@ def _latency(model: bytes, runs: int) -> float | None:
     return float(report["settings"][0]["median_ms"])
 
 
+def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool = False) -> tuple[bytes, float]:
+    """(.tflite bytes, conversion seconds) of ``spec`` as float32 (``config`` None) or int8 with
+    the techniques ``config`` — in this process or in a Ray task (``--cluster``)."""
+    from edgemobile.quantization.convert import convert_variant
+
+    start = time.perf_counter()
+    if config is None:
+        return convert_variant(spec.variant(), "float32", spec.weights, progress=progress).tflite, \
+            time.perf_counter() - start
+    result = convert_variant(spec.variant(), "int8", spec.weights, calibration, progress=progress, techniques=config)
+    return result.tflite, result.seconds
+
+
 def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, options=None, ablation: bool = False,
-               limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True) -> dict:
+               limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True,
+               cluster=None, conversion_memory_gb: float | None = None) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
-    ``options``: the int8 techniques (default ``pipeline.DEFAULT``)."""
+    ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``cluster``: a
+    :class:`edgemobile.eval.cluster.RayCluster` — every conversion becomes a Ray task and every
+    eval is sharded over the cluster; latency is still timed here, on one machine."""
     from edgemobile.data.datasets import labeled_images, stratified_sample
     from edgemobile.data.labels import imagenet_classes
     from edgemobile.eval.evaluate import compare, topk_accuracy
-    from edgemobile.quantization.convert import convert_variant
     from edgemobile.quantization.pipeline import DEFAULT
 
     options = options or DEFAULT
@@ -123,29 +138,40 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         chosen = set(stratified_sample([p for p, _ in pairs], Path(data), limit, seed))
         pairs = [pair for pair in pairs if pair[0] in chosen]
     labels = np.array([label for _, label in pairs])
+    jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
+    if cluster is not None:
+        from edgemobile.eval.cluster import DEFAULT_CONVERSION_MEMORY_GB, run_report_jobs
+
+        done = run_report_jobs(cluster, convert_model, specs, jobs, calibration, [p for p, _ in pairs],
+                               conversion_memory_gb or DEFAULT_CONVERSION_MEMORY_GB, progress)
+        outcome = done.__getitem__
+    else:
+        def outcome(job):
+            k, label, config = job
+            model, seconds = convert_model(specs[k], calibration, config, progress)
+            precision = "float32" if config is None else "int8"
+            return model, seconds, _predict(model, f"{specs[k].variant().name} {precision}", pairs, progress)
     rows = []
-    for spec in specs:
+    for job in jobs:
+        k, label, config = job
+        spec = specs[k]
         variant = spec.variant()
-        start = time.perf_counter()
-        float_model = convert_variant(variant, "float32", spec.weights, progress=progress).tflite
-        float_seconds = time.perf_counter() - start
-        float_probs = _predict(float_model, f"{variant.name} float32", pairs, progress)
-        float_latency = _latency(float_model, bench_runs)
         base = {"model": spec.display(), "zoo": variant.name, "weights": str(spec.weights)}
-        rows.append(dict(base, config="float", precision="float32", techniques=None,
-                         top1=topk_accuracy(float_probs, labels, 1), top5=topk_accuracy(float_probs, labels, 5),
-                         size_mb=len(float_model) / 1e6, latency_ms=float_latency,
-                         conversion_seconds=round(float_seconds, 1)))
-        for label, config in configs:
-            result = convert_variant(variant, "int8", spec.weights, calibration, progress=progress, techniques=config)
-            probs = _predict(result.tflite, f"{variant.name} int8", pairs, progress)
-            c = compare(probs, float_probs, labels)
-            rows.append(dict(base, config=label, precision="int8", techniques=config.as_dict(),
+        model, seconds, probs = outcome(job)
+        if config is None:
+            float_probs = probs
+            rows.append(dict(base, config="float", precision="float32", techniques=None,
                              top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
-                             top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
-                             kl=c.mean_kl, total_variation=c.mean_total_variation,
-                             size_mb=len(result.tflite) / 1e6, latency_ms=_latency(result.tflite, bench_runs),
-                             conversion_seconds=round(result.seconds, 1)))
+                             size_mb=len(model) / 1e6, latency_ms=_latency(model, bench_runs),
+                             conversion_seconds=round(seconds, 1)))
+            continue
+        c = compare(probs, float_probs, labels)
+        rows.append(dict(base, config=label, precision="int8", techniques=config.as_dict(),
+                         top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+                         top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
+                         kl=c.mean_kl, total_variation=c.mean_total_variation,
+                         size_mb=len(model) / 1e6, latency_ms=_latency(model, bench_runs),
+                         conversion_seconds=round(seconds, 1)))
     return {
         "data": str(data),
         "images": int(len(pairs)),
