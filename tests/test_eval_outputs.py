@@ -83,6 +83,7 @@ def test_a_device_that_differs_is_reported_per_image(host_run, tmp_path, capsys)
     assert {d["id"] for d in c["differing"]} == {saved.ids[i], saved.ids[j]}
     flipped = [d for d in c["differing"] if d["top1_differs"]]
     assert [d["id"] for d in flipped] == [saved.ids[j]] and flipped[0]["reference_top1"] == second - 1
+    assert not flipped[0]["top1_tied"] and c["top1_ties"] == 0  # the model's own top-1 is strictly highest
     assert c["step"] == pytest.approx(saved.meta["output_scale"])
     assert c["mean_steps"] == pytest.approx((3 + steps) / (LIMIT * 1001))
     assert saved.ids[j] in text and "top-1 differs" in text

@@ -7,6 +7,12 @@ host's outputs as ``--reference``. Asserted per architecture: exit 0, the runtim
 identical to this machine on every image, equal top-1/top-5, and score differences within the
 bound below (in output quantization steps; one step is 1/256 in probability).
 
+Measured on these 50 images (int8 and uint8 alike): arm64 47/50 bit-identical, at most 1 step,
+top-1/top-5 equal. armhf 5/50 identical, up to 13 steps; on 2 images the device's two highest
+scores are an exact tie that includes the host's top-1 and the lower class index wins, so
+there top-1 is asserted as "the host's top-1 has the device's highest score", and top-1/top-5
+equality only on arm64.
+
 The rootfs cache (``EDGEMOBILE_PI_CACHE``, default /var/cache/edgemobile-pi) outlives the run;
 the two models are cached there too (made with ``--plain``: device fidelity, not accuracy)."""
 
@@ -29,8 +35,8 @@ CACHE = Path(os.environ.get("EDGEMOBILE_PI_CACHE", "/var/cache/edgemobile-pi"))
 CANNOT_EMULATE, MIRROR_UNREACHABLE = 3, 4
 # Largest |device - host| output difference allowed, in quantization steps. aarch64 runs
 # XNNPACK's int8 kernels like x86 (measured: at most 1 step); armv7l's tflite-runtime has no
-# XNNPACK, its reference kernels round differently (measured: up to 19 steps on 51 images).
-MAX_STEPS = {"arm64": 2, "armhf": 32}
+# XNNPACK, its kernels round differently (measured: 13 steps here, 19 on another 51 images).
+MAX_STEPS = {"arm64": 2, "armhf": 24}
 RUNTIME = {"arm64": "ai-edge-litert", "armhf": "tflite_runtime"}
 MACHINE = {"arm64": "aarch64", "armhf": "armv7l"}
 
@@ -98,9 +104,13 @@ def test_device_install_and_eval_match_this_machine(emulated, arch):
         device = json.loads((out / arch / f"{model.stem}.eval.json").read_text())
         c = device["image_comparison"]
         assert c["same_model"] is True and c["images"] == IMAGES
-        assert c["top1_agreement"] == 100.0, [d for d in c["differing"] if d["top1_differs"]]
-        assert device["model"]["top1"] == host["model"]["top1"] == device["reference"]["top1"]
-        assert device["model"]["top5"] == host["model"]["top5"] == device["reference"]["top5"]
+        flipped = [d for d in c["differing"] if d["top1_differs"]]
+        assert all(d["top1_tied"] for d in flipped), flipped  # the host's top-1 is a device top-1
+        assert host["model"]["top1"] == device["reference"]["top1"]
+        if arch == "arm64":
+            assert c["top1_agreement"] == 100.0, flipped
+            assert device["model"]["top1"] == host["model"]["top1"]
+            assert device["model"]["top5"] == host["model"]["top5"]
         assert device["model"]["runtime"] == RUNTIME[arch]
         assert c["max_steps"] <= MAX_STEPS[arch], (model.name, c["max_steps"], c["differing"][:5])
         predictions = json.loads((out / arch / f"{model.stem}.predict.json").read_text())["predictions"]

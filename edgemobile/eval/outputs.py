@@ -188,6 +188,7 @@ class ImageComparison:
     same_model: bool | None  # model files' SHA-256 equal (None: unknown)
     images: int
     top1_agreement: float  # % of images
+    top1_ties: int  # images whose top-1 differs only by a tie: the reference's top-1 shares the model's top score
     identical_images: int  # every output value equal
     step: float | None  # one quantization step of the output, when both share the quantization
     max_steps: int | None
@@ -232,9 +233,13 @@ def compare_outputs(model: ImageOutputs, reference: ImageOutputs, reference_name
     prob_diff = np.abs(probs.astype(np.float64) - ref_probs.astype(np.float64))
     prob_per_image = prob_diff.max(axis=1) if prob_diff.size else np.zeros(len(model.ids))
     top1, ref_top1 = top_k_indices(probs, 1)[:, 0], top_k_indices(ref_probs, 1)[:, 0]
+    rows = np.arange(len(top1))
+    # The reference's top-1 has the model's highest score too; the lower class index won the tie.
+    tied = (top1 != ref_top1) & (probs[rows, ref_top1] == probs[rows, top1])
     differing = [
         {"id": model.ids[k], "top1": int(top1[k]), "reference_top1": int(ref_top1[k]),
-         "top1_differs": bool(top1[k] != ref_top1[k]), "max_probability_difference": float(prob_per_image[k]),
+         "top1_differs": bool(top1[k] != ref_top1[k]), "top1_tied": bool(tied[k]),
+         "max_probability_difference": float(prob_per_image[k]),
          **({"max_steps": int(per_image[k])} if same_grid else {})}
         for k in np.argsort(-prob_per_image, kind="stable") if per_image[k] > 0
     ]
@@ -245,6 +250,7 @@ def compare_outputs(model: ImageOutputs, reference: ImageOutputs, reference_name
         same_model=(sha == ref_sha) if sha and ref_sha else None,
         images=n,
         top1_agreement=float(100.0 * np.mean(top1 == ref_top1)) if n else 0.0,
+        top1_ties=int(tied.sum()),
         identical_images=int(np.sum(per_image == 0)),
         step=float(model.meta["output_scale"]) if same_grid else None,
         max_steps=int(per_image.max()) if same_grid and n else (0 if same_grid else None),
@@ -281,8 +287,9 @@ def format_comparison(c: ImageComparison, limit: int = 10) -> str:
     same = {True: "same model file", False: "a DIFFERENT model file", None: "model file unknown"}[c.same_model]
     agree = round(c.top1_agreement * c.images / 100)
     rows = [("images compared", f"{c.images}"),
-            ("top-1 agreement", f"{agree}/{c.images} ({c.top1_agreement:.2f} %)"),
-            ("bit-identical outputs", f"{c.identical_images}/{c.images}")]
+            ("top-1 agreement", f"{agree}/{c.images} ({c.top1_agreement:.2f} %)"
+             + (f"; {c.top1_ties} more tie the reference's top-1 with another class" if c.top1_ties else "")),
+            ("identical outputs", f"{c.identical_images}/{c.images}")]
     if c.step is not None:
         rows += [("max score difference", f"{c.max_steps} quantization steps ({c.max_steps * c.step:.4f})"),
                  ("mean score difference", f"{c.mean_steps:.4f} steps over all scores")]
@@ -292,10 +299,10 @@ def format_comparison(c: ImageComparison, limit: int = 10) -> str:
     lines = [f"image by image against {c.reference} ({origin}; {same})"]
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
     if c.differing:
-        lines.append(f"  images that differ ({len(c.differing)}; * = top-1 differs), largest first:")
+        lines.append(f"  images that differ ({len(c.differing)}; * = top-1 differs, = a tie), largest first:")
         for d in c.differing[:limit]:
             steps = f"{d['max_steps']:>3} steps  " if "max_steps" in d else ""
-            mark = "*" if d["top1_differs"] else " "
+            mark = "=" if d["top1_tied"] else "*" if d["top1_differs"] else " "
             lines.append(f"   {mark} {steps}{d['max_probability_difference']:.4f}  {d['id']}"
                          + (f"  (top-1 {d['top1']} vs {d['reference_top1']})" if d["top1_differs"] else ""))
         if len(c.differing) > limit:
