@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgemobile.cli.main import main
-from edgemobile.eval.outputs import ImageOutputs, read_outputs
+from edgemobile.eval.outputs import read_outputs
 
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
 LIMIT = 12
