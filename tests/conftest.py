@@ -1,8 +1,14 @@
 """Shared fixtures. Tests that need ../shared (real ImageNet images and weights) skip with a
-clear reason when it is absent; EDGEMOBILE_SHARED points elsewhere."""
+clear reason when it is absent; EDGEMOBILE_SHARED points elsewhere.
+
+Tests that build Keras models or convert need the converter install: mark them
+``@pytest.mark.convert`` (or a module with ``pytestmark = pytest.mark.convert``) and they skip
+with the reason under the runtime-only install (``pip install edgemobile[runtime]``, e.g. on a
+Raspberry Pi), where the rest of the suite must pass."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -13,6 +19,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def shared_path() -> Path:
     return Path(os.environ.get("EDGEMOBILE_SHARED", ROOT.parent / "shared"))
+
+
+CONVERTER_MODULES = ("tensorflow", "keras")
+
+
+def missing_converter_modules() -> list[str]:
+    return [m for m in CONVERTER_MODULES if importlib.util.find_spec(m) is None]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "convert: needs the converter install (TensorFlow + Keras); "
+                            "skipped with the reason under the runtime-only install")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = missing_converter_modules()
+    if not missing:
+        return
+    skip = pytest.mark.skip(reason=f"needs the converter install ({', '.join(missing)} not installed: "
+                            "pip install -e '.[convert]')")
+    for item in items:
+        if item.get_closest_marker("convert"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -336,9 +335,7 @@ def test_shipped_manifest_regenerates_identically(calib, tmp_path, monkeypatch):
 def test_full_default_set_over_http(calib, server, capsys):
     """All 1000 files of the shipped manifest from the loopback copy: the 175 pinned ones are
     verified against their published checksums, the 825 others accepted on first use."""
-    start = time.perf_counter()
     folder = cs.default_calibration_folder(base_url_override=server.url, quiet=True)
-    assert time.perf_counter() - start < 15
     assert server.total == 1000 and len(find_images(folder)) == 1000
     assert "accepted 825 of 1000 images on first use" in capsys.readouterr().err
     assert cs.default_calibration_folder(base_url_override=server.url, quiet=True) == folder

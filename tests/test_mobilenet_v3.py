@@ -106,6 +106,7 @@ def test_registered_in_the_zoo_with_aliases():
 # -- the graph ------------------------------------------------------------------------------------
 
 
+@pytest.mark.convert
 @pytest.mark.parametrize("name,alpha", VARIANTS)
 def test_int8_friendly_graph_equals_keras_application(name, alpha):
     import keras
@@ -163,6 +164,7 @@ def _val_images(shared: Path, count: int):
     return [(next(iter(sorted(f.glob("*.JPEG")))), synsets.index(f.name)) for f in folders]
 
 
+@pytest.mark.convert
 def test_shared_real_weights_load_and_preprocessing_applies_once(shared):
     weights = shared / SHARED_WEIGHTS
     if not weights.is_file():

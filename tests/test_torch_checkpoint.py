@@ -378,6 +378,7 @@ def _apple_to_timm(key: str) -> str:
     return re.sub(r"^linear\.", "head.fc.", key)
 
 
+@pytest.mark.convert
 def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
     """Train-time model with random BN -> Apple-style unfused zip (wrapped, module.) -> fused model."""
     from edgemobile.models import mobileone
@@ -411,6 +412,7 @@ def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
         mobileone.build_inference_model("s1", fused_path, input_shape=(size, size, 3))
 
 
+@pytest.mark.convert
 def test_mobileone_timm_safetensors_round_trip(tmp_path):
     """timm's key names (stem/stages/conv_kxk/conv_scale/identity/attn/head.fc), with S4's SE."""
     from edgemobile.models import mobileone

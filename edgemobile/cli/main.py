@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="image folder: synset subfolders, <synset>_*.JPEG files, "
                    "or a flat folder with --ground-truth")
     p.add_argument("--ground-truth", help="labels for a flat folder: 'name index' lines or CSV filename,label")
-    p.add_argument("--reference", help="compare with this: a .tflite file or a zoo model name (float Keras model)")
+    p.add_argument("--reference", help="compare with this: a .tflite file, a zoo model name (float Keras model), "
+                   "or an --outputs .npz file of another run (image by image: a device against the host)")
+    p.add_argument("--outputs", help="also write every image's raw output, with its id, to this .npz file "
+                   "(a later eval takes it as --reference)")
     p.add_argument("--reference-weights", default=None,
                    help="weights for a zoo --reference: 'imagenet' (default), 'none' or a file")
     p.add_argument("--alpha", type=float, help="alpha of a zoo model (default: from the model's metadata)")
@@ -198,12 +201,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from edgemobile.eval.evaluate import BadImageError, evaluate, format_table
     from edgemobile.outputs import check_output, write_atomic
 
+    from edgemobile.eval import outputs as image_outputs
+
     if args.json:
         check_output(args.json, args.force)
+    if args.outputs:
+        image_outputs.check_outputs_name(args.outputs, args.force)
+    reference_file = None
+    if args.reference and image_outputs.is_outputs_file(args.reference):
+        reference_file = image_outputs.read_outputs(args.reference)
     overrides = _overrides(args)
     model = _load(args.model, overrides, args, args.alpha, args.resolution, "imagenet")
+    if args.outputs or reference_file:
+        model = image_outputs.RecordingPredictor(model)
     predictors = [model]
-    if args.reference:
+    if args.reference and not reference_file:
         alpha, resolution = args.alpha, args.resolution
         provenance = (getattr(model, "info", None) and model.info.extra.get("provenance")) or {}
         alpha = alpha if alpha is not None else provenance.get("alpha")
@@ -213,15 +225,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit and args.limit < len(pairs):
         chosen = set(stratified_sample([p for p, _ in pairs], Path(args.data), args.limit, args.seed))
         pairs = [pair for pair in pairs if pair[0] in chosen]
+    if getattr(args, "cluster", None) and (args.outputs or reference_file):
+        raise EdgeMobileError("--outputs and an outputs-file --reference record raw outputs on this machine "
+                              "(the device); run them without --cluster")
     try:
         with cluster_from_args(args) as cluster:
             result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet,
                               skip_bad_images=args.skip_bad_images, runner=cluster.run_predictors if cluster else None)
     except BadImageError as exc:
         raise EdgeMobileError(f"{exc}; stopped there — pass --skip-bad-images to evaluate the other images") from None
-    print(format_table(result))
+    summary = result.as_dict()
+    tables = []
+    if args.outputs or reference_file:
+        left_out = {item["image"] for item in result.skipped}
+        evaluated = [(p, y) for p, y in pairs if str(p) not in left_out]
+        recorded = model.outputs(image_outputs.image_ids([p for p, _ in evaluated], args.data), [y for _, y in evaluated])
+    if reference_file:
+        by_image = image_outputs.with_reference(result, recorded, reference_file, args.reference)
+        summary = {**result.as_dict(), "image_comparison": by_image.as_dict()}
+        tables.append(image_outputs.format_comparison(by_image))
+    print("\n\n".join([format_table(result), *tables]))
+    if args.outputs:
+        recorded.write(args.outputs, force=args.force)
+        print(f"wrote {args.outputs} ({len(recorded.ids)} images' raw outputs)")
     if args.json:
-        write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
+        write_atomic(args.json, json.dumps(summary, indent=2) + "\n", force=args.force)
     return 0
 
 

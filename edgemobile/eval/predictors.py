@@ -121,11 +121,15 @@ class TFLitePredictor:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of :meth:`prepare` outputs."""
-        scores = np.stack([self.model.run_encoded(x) for x in batch])
-        probs = to_probabilities(scores, self.model.outputs_probabilities)[:, self.offset:]
-        if self.offset:
-            probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
-        return probs
+        return self.probabilities(self.raw_scores(batch))
+
+    def raw_scores(self, batch: np.ndarray) -> np.ndarray:
+        """The output tensors as the interpreter returns them (int8/uint8 for integer models)."""
+        return np.stack([self.model.run_raw(x) for x in batch])
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """:meth:`raw_scores` → probabilities over :attr:`classes`."""
+        return scores_to_probabilities(self.model.dequantize(raw), self.model.outputs_probabilities, self.offset)
 
     def describe(self) -> dict:
         return {
@@ -139,6 +143,15 @@ class TFLitePredictor:
             "input_feeding": "raw pixels" if self.pixel_offset is not None else "quantized normalized input",
             "runtime": self.model.backend,
         }
+
+
+def scores_to_probabilities(scores: np.ndarray, already_probabilities: bool, offset: int = 0) -> np.ndarray:
+    """Dequantized output scores (images, outputs) → probabilities over the classes: softmax
+    unless the model ends in one, and the first ``offset`` (background) columns dropped."""
+    probs = to_probabilities(scores, already_probabilities)[:, offset:]
+    if offset:
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    return probs
 
 
 class KerasPredictor:

@@ -190,9 +190,17 @@ class TFLiteClassifier:
 
     def run_encoded(self, x: np.ndarray) -> np.ndarray:
         """Like :meth:`run` for input already passed through :meth:`encode`."""
+        return self.dequantize(self.run_raw(x))
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """The output tensor exactly as the interpreter left it (int8/uint8 for integer
+        models), for input already passed through :meth:`encode`."""
         self.interpreter.set_tensor(self.input.index, x[None])
         self.invoke_only()
-        raw = self.interpreter.get_tensor(self.output.index)[0]
+        return self.interpreter.get_tensor(self.output.index)[0].copy()
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """Raw output values (any leading shape) → float32 scores."""
         if self.output.quantized:
             return (raw.astype(np.float32) - self.output.zero_point) * self.output.scale
         return raw.astype(np.float32, copy=False)

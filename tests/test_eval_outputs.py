@@ -1,0 +1,117 @@
+"""``eval --outputs`` / ``eval --reference FILE.npz``: each image's raw output saved with its id,
+and a later run (a device) compared with it image by image. Runtime-only: a real third-party
+uint8 model (Google's QAT MobileNetV1 0.25/128, 1001 outputs) on real ImageNet images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from edgemobile.cli.main import main
+from edgemobile.eval.outputs import read_outputs
+
+MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
+LIMIT = 12
+
+
+@pytest.fixture(scope="module")
+def host_run(shared, tmp_path_factory):
+    """The 'host' run: eval with --outputs and --json."""
+    folder = tmp_path_factory.mktemp("host")
+    args = ["eval", str(shared / MODEL), "--data", str(shared / "imagenet/val"), "--limit", str(LIMIT), "--quiet"]
+    assert main(args + ["--outputs", str(folder / "host.npz"), "--json", str(folder / "host.json")]) == 0
+    return args, folder / "host.npz", json.loads((folder / "host.json").read_text())
+
+
+def eval_against(args, reference, tmp_path, capsys, *extra):
+    out = tmp_path / "device.json"
+    code = main([*args, "--reference", str(reference), "--json", str(out), *extra])
+    text = capsys.readouterr().out
+    return code, text, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_outputs_file_holds_raw_outputs_with_ids(host_run, shared):
+    _, path, summary = host_run
+    saved = read_outputs(path)
+    assert len(saved.ids) == LIMIT == summary["images"]
+    assert all(i.count("/") == 1 and i.startswith("n") and i.endswith(".JPEG") for i in saved.ids)
+    assert all((shared / "imagenet/val" / i).is_file() for i in saved.ids)  # relative to --data
+    assert saved.raw.dtype == np.uint8 and saved.raw.shape == (LIMIT, 1001)  # the tensor as it came out
+    assert saved.meta["class_offset"] == 1 and saved.meta["runtime"] == summary["model"]["runtime"]
+    probs = saved.probabilities()
+    assert probs.shape == (LIMIT, 1000)
+    top1 = 100.0 * np.mean(probs.argmax(1) == saved.labels)
+    assert top1 == pytest.approx(summary["model"]["top1"])
+    assert path.stat().st_size < 1001 * LIMIT  # compact: less than a byte per score
+
+
+def test_same_run_as_reference_is_identical_image_by_image(host_run, tmp_path, capsys):
+    args, path, summary = host_run
+    code, text, result = eval_against(args, path, tmp_path, capsys)
+    assert code == 0
+    c = result["image_comparison"]
+    assert c["same_model"] is True and c["images"] == LIMIT and c["identical_images"] == LIMIT
+    assert c["top1_agreement"] == 100.0 and c["max_steps"] == 0 and c["differing"] == []
+    assert result["reference"]["top1"] == result["model"]["top1"] == summary["model"]["top1"]
+    assert result["comparison"]["mean_kl"] == pytest.approx(0.0, abs=1e-9)
+    assert "image by image against" in text and f"{LIMIT}/{LIMIT}" in text
+
+
+def test_a_device_that_differs_is_reported_per_image(host_run, tmp_path, capsys):
+    """A reference whose outputs differ on two images (as another machine's would): one by
+    3 steps on its top class, one where the runner-up overtakes the top class."""
+    args, path, _ = host_run
+    saved = read_outputs(path)
+    raw = saved.raw.copy()
+    top = raw[:, 1:].argmax(1) + 1
+    j = next(k for k in range(LIMIT) if raw[k, top[k]] < 255)  # flipped: the runner-up goes 1 above the top
+    i = 1 if j == 0 else 0  # nudged: its lowest score 3 steps up, top-1 unchanged
+    raw[i, raw[i].argmin()] += 3
+    second = np.argsort(-raw[j, 1:].astype(int), kind="stable")[1] + 1
+    steps = int(raw[j, top[j]]) + 1 - int(raw[j, second])
+    raw[j, second] = raw[j, top[j]] + 1
+    other = tmp_path / "device.npz"
+    dataclasses.replace(saved, raw=raw).write(other)
+    code, text, result = eval_against(args, other, tmp_path, capsys)
+    assert code == 0
+    c = result["image_comparison"]
+    assert c["identical_images"] == LIMIT - 2 and c["max_steps"] == max(3, steps)
+    assert c["top1_agreement"] == pytest.approx(100.0 * (LIMIT - 1) / LIMIT)
+    assert {d["id"] for d in c["differing"]} == {saved.ids[i], saved.ids[j]}
+    flipped = [d for d in c["differing"] if d["top1_differs"]]
+    assert [d["id"] for d in flipped] == [saved.ids[j]] and flipped[0]["reference_top1"] == second - 1
+    assert not flipped[0]["top1_tied"] and c["top1_ties"] == 0  # the model's own top-1 is strictly highest
+    assert c["step"] == pytest.approx(saved.meta["output_scale"])
+    assert c["mean_steps"] == pytest.approx((3 + steps) / (LIMIT * 1001))
+    assert saved.ids[j] in text and "top-1 differs" in text
+
+
+def test_bad_references_and_outputs_are_one_line(host_run, tmp_path, capsys):
+    args, path, _ = host_run
+    saved = read_outputs(path)
+    fewer = tmp_path / "fewer.npz"
+    dataclasses.replace(saved, ids=saved.ids[1:], labels=saved.labels[1:], raw=saved.raw[1:]).write(fewer)
+    relabeled = tmp_path / "relabeled.npz"
+    dataclasses.replace(saved, labels=(saved.labels + 1) % 1000).write(relabeled)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not an archive")
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=np.zeros(3))
+    cases = [
+        (["--reference", str(fewer)], "1 of the 12 evaluated images are not in it"),
+        (["--reference", str(relabeled)], "images have other labels there"),
+        (["--reference", str(junk)], "not an edgemobile eval outputs file"),
+        (["--reference", str(plain)], "not an edgemobile eval outputs file (no ids, labels, raw, meta)"),
+        (["--reference", str(tmp_path / "absent.npz")], "no such outputs file"),
+        (["--outputs", str(tmp_path / "out.json")], "give it a .npz name"),
+        (["--outputs", str(path)], "already exists; pass --force"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        assert main([*args, *extra, "--json", str(tmp_path / "r.json")]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("edgemobile: error: ") and message in err and "\n" not in err, (extra, err)
+        assert not (tmp_path / "r.json").exists() and not (tmp_path / "out.json").exists()
