@@ -177,3 +177,30 @@ def test_unreachable_cluster_is_one_line(shared, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("edgemobile: error: --cluster 127.0.0.1:1: no Ray head answers there"), err
     assert not out.exists()
+
+
+def _data_with_bad_image(shared, folder: Path, count: int = 40) -> Path:
+    """``count`` val images in synset folders plus one undecodable JPEG among them."""
+    images = sorted((shared / "imagenet" / "val").rglob("*.JPEG"))[:count]
+    for path in images:
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / path.parent.name / path.name).write_bytes(path.read_bytes())
+    bad = folder / images[5].parent.name / "ILSVRC2012_val_bad.JPEG"
+    bad.write_bytes(images[6].read_bytes()[:300] + b"\x00" * 64)
+    return bad
+
+
+def test_bad_images_on_cluster_as_on_one_machine(shared, cluster, int8_model, tmp_path):
+    bad = _data_with_bad_image(shared, tmp_path / "val")
+    args = ["eval", str(int8_model), "--data", str(tmp_path / "val"), "--quiet"]
+    code, log = _finish(_cli(*args, "--json", str(tmp_path / "stop.json"), "--cluster", cluster.address,
+                             "--shard-size", "16"))
+    assert code == 2 and str(bad) in log and "--skip-bad-images" in log, log
+    assert not (tmp_path / "stop.json").exists()
+    code, log = _finish(_cli(*args, "--skip-bad-images", "--json", str(tmp_path / "cluster.json"),
+                             "--cluster", cluster.address, "--shard-size", "16"))
+    assert code == 0, log
+    assert main([*args, "--skip-bad-images", "--json", str(tmp_path / "local.json")]) == 0
+    on_cluster, local = _without_timing(tmp_path / "cluster.json"), _without_timing(tmp_path / "local.json")
+    assert on_cluster == local
+    assert [s["image"] for s in local["skipped_images"]] == [str(bad)] and local["images"] == 40

@@ -115,3 +115,22 @@ def test_bad_references_and_outputs_are_one_line(host_run, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("edgemobile: error: ") and message in err and "\n" not in err, (extra, err)
         assert not (tmp_path / "r.json").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_outputs_leave_out_skipped_images(shared, tmp_path):
+    """--outputs with --skip-bad-images records exactly the images that were evaluated."""
+    images = sorted((shared / "imagenet" / "val").rglob("*.JPEG"))[:6]
+    data = tmp_path / "val"
+    for path in images:
+        (data / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (data / path.parent.name / path.name).write_bytes(path.read_bytes())
+    bad = data / images[0].parent.name / "ILSVRC2012_val_bad.JPEG"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
+    model = str(shared / "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite")
+    out = tmp_path / "device.npz"
+    assert main(["eval", model, "--data", str(data), "--skip-bad-images", "--outputs", str(out), "--quiet"]) == 0
+    recorded = read_outputs(out)
+    assert len(recorded.ids) == 6 and not any("bad" in i for i in recorded.ids)
+    assert main(["eval", model, "--data", str(data), "--skip-bad-images", "--reference", str(out), "--quiet",
+                 "--json", str(tmp_path / "cmp.json")]) == 0
+    assert json.loads((tmp_path / "cmp.json").read_text())["image_comparison"]["images"] == 6
