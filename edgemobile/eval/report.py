@@ -106,13 +106,17 @@ def _latency(model: bytes, runs: int) -> float | None:
 
 
 def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, options=None, ablation: bool = False,
-               limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True) -> dict:
+               limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True,
+               peers=()) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
-    ``options``: the int8 techniques (default ``pipeline.DEFAULT``)."""
+    ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``peers``: (label,
+    quantize) pairs for other quantizers, ``quantize(variant, float_tflite, images)`` → an
+    int8 .tflite made from the same float model and calibration images (normalized), evaluated
+    like edgemobile's own rows (e.g. ``tools/accuracy_table.py``'s litert-quantizer rows)."""
     from edgemobile.data.datasets import labeled_images, stratified_sample
     from edgemobile.data.labels import imagenet_classes
-    from edgemobile.eval.evaluate import compare, topk_accuracy
+    from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.convert import convert_variant
     from edgemobile.quantization.pipeline import DEFAULT
 
@@ -139,13 +143,21 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         for label, config in configs:
             result = convert_variant(variant, "int8", spec.weights, calibration, progress=progress, techniques=config)
             probs = _predict(result.tflite, f"{variant.name} int8", pairs, progress)
-            c = compare(probs, float_probs, labels)
-            rows.append(dict(base, config=label, precision="int8", techniques=config.as_dict(),
-                             top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
-                             top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
-                             kl=c.mean_kl, total_variation=c.mean_total_variation,
-                             size_mb=len(result.tflite) / 1e6, latency_ms=_latency(result.tflite, bench_runs),
-                             conversion_seconds=round(result.seconds, 1)))
+            rows.append(dict(base, config=label, techniques=config.as_dict(),
+                             **_int8_row(result.tflite, probs, float_probs, labels, result.seconds, bench_runs)))
+        images = None
+        for label, quantize in peers:
+            if images is None:
+                from edgemobile.quantization.pipeline import load_images
+
+                images = load_images(calibration.paths, variant.preprocess, progress)
+            start = time.perf_counter()
+            tflite = quantize(variant, float_model, images)
+            seconds = time.perf_counter() - start
+            probs = _predict(tflite, f"{variant.name} {label}", pairs, progress)
+            rows.append(dict(base, config=label, techniques=None,
+                             **_int8_row(tflite, probs, float_probs, labels, seconds, bench_runs)))
+        del images
     return {
         "data": str(data),
         "images": int(len(pairs)),
@@ -154,6 +166,18 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         "latency": f"median of {bench_runs} one-thread invokes, XNNPACK on" if bench_runs > 0 else None,
         "rows": rows,
     }
+
+
+def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_runs: int) -> dict:
+    """An int8 model's columns: accuracy, its comparison with the float model, size, cost."""
+    from edgemobile.eval.evaluate import compare, topk_accuracy
+
+    c = compare(probs, float_probs, labels)
+    return dict(precision="int8", top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+                top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
+                kl=c.mean_kl, total_variation=c.mean_total_variation,
+                size_mb=len(tflite) / 1e6, latency_ms=_latency(tflite, bench_runs),
+                conversion_seconds=round(seconds, 1))
 
 
 def _num(value, fmt: str = ".2f", signed: bool = False) -> str:

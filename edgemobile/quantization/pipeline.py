@@ -91,11 +91,15 @@ class Prepared:
 
 
 def prepare(model, images: np.ndarray, options: QuantOptions, representative: Callable | None = None,
-            progress: bool = True) -> Prepared:
+            progress: bool = True, spec=None) -> Prepared:
     """Apply ``options`` to a Keras ``model`` using calibration ``images`` (normalized, NHWC).
 
     ``representative`` is the converter's calibration generator; the range hook replays it
-    (default: ``images`` one by one). The input ``model`` is left untouched."""
+    (default: ``images`` one by one). ``spec``: the model's PreprocessSpec, so the
+    simulation feeds the quantized model what a device does (raw pixels for MobileNet's
+    [-1, 1] input: half a step off the normalized input, which bias correction then removes;
+    see :func:`edgemobile.quantization.simulate.device_input`). The input ``model`` is left
+    untouched."""
     from edgemobile.quantization import graph as G
 
     images = np.asarray(images, np.float32)
@@ -111,7 +115,7 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
             done = equalize(model, x)
             report["equalization"] = [d.as_dict() for d in done]
         if options.bias_correction or options.adaround:
-            report["layers"] = _sequential_pass(model, x, options, progress)
+            report["layers"] = _sequential_pass(model, x, options, progress, spec)
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
@@ -142,7 +146,7 @@ def _range_hook(method: str, representative: Callable, report: dict, bar_total: 
     return hook
 
 
-def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool) -> list[dict]:
+def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool, spec=None) -> list[dict]:
     from edgemobile.progress import Progress
     from edgemobile.quantization import graph as G
     from edgemobile.quantization.adaround import adaround_layer
@@ -170,7 +174,7 @@ def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool
             bar.update()
         return mod_out
 
-    simulate(model, x, range_method=options.ranges, on_linear=on_linear, reference=reference)
+    simulate(model, x, range_method=options.ranges, on_linear=on_linear, reference=reference, spec=spec)
     if bar:
         bar.close()
     return layers
@@ -208,8 +212,9 @@ class FullInteger:
 
 
 def convert_full_integer(model, precision: str, images: np.ndarray, options: QuantOptions = DEFAULT,
-                         progress: bool = True) -> FullInteger:
-    """``model`` → all-integer TFLite with ``options``, calibrated on ``images``."""
+                         progress: bool = True, spec=None) -> FullInteger:
+    """``model`` → all-integer TFLite with ``options``, calibrated on ``images`` (prepared by
+    ``spec``, the model's PreprocessSpec: see :func:`prepare`)."""
     from edgemobile.progress import Progress
     from edgemobile.quantization.convert import convert_keras
     from edgemobile.quantization.exact_ranges import exact_minmax_hook
@@ -226,7 +231,7 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
         if bar:
             bar.close()
 
-    prepared = prepare(model, images, options, replay, progress)
+    prepared = prepare(model, images, options, replay, progress, spec)
     captured: dict[str, bytes] = {}
 
     def hook(calibrated: bytes) -> bytes:

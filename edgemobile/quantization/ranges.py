@@ -101,7 +101,7 @@ class Histogram:
         nonzero = values[values != 0]
         self.zeros += values.size - nonzero.size
         bins = len(self.counts)
-        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.int64)
+        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.intp)  # bincount wants platform ints
         self.counts += np.bincount(np.clip(idx, 0, bins - 1), minlength=bins)
 
     @property

@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemobile.quantization import graph as G
-from edgemobile.quantization.ranges import DEFAULT_PERCENTILE, Histogram, fake_quant, logit_floor, select_range
+from edgemobile.quantization.ranges import (DEFAULT_PERCENTILE, Histogram, fake_quant, logit_floor, quant_params,
+                                            select_range)
 
 HISTOGRAM_SAMPLES = 4_000_000
 
@@ -168,7 +169,8 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
              on_linear: LinearHook | None = None, quantize_weights: bool = True,
              quantize_activations: bool = True, only: set[str] | None = None,
              reference: dict[str, list[np.ndarray]] | None = None,
-             fixed_ranges: dict[str, tuple[float, float]] | None = None, progress=None) -> SimulationResult:
+             fixed_ranges: dict[str, tuple[float, float]] | None = None, progress=None,
+             spec=None) -> SimulationResult:
     """Float and simulated-int8 outputs of ``model`` on ``x``.
 
     ``on_linear(layer, ref_in, mod_in, ref_out)`` is called for each conv/dense layer with
@@ -179,6 +181,9 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
     for measuring what each one costs on its own. ``reference``: the float weights
     (:func:`snapshot`) the reference stream uses for layers that earlier passes have
     already changed. ``fixed_ranges``: ranges to use instead of ``range_method``'s.
+    ``spec``: the model's :class:`~edgemobile.data.preprocessing.PreprocessSpec` (``x`` is
+    its normalized output); the quantized stream then gets the input a device feeds
+    (:func:`device_input`).
     """
     roles = layer_roles(model)
     logits = feeds_softmax(model)
@@ -229,11 +234,27 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
     if quantize_activations and (only is None or "input" in only):
         lo, hi = tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
         ranges["input"] = (lo, hi)
-        x_mod = fake_quant(x, lo, hi)
+        x_mod = device_input(x, lo, hi, spec)
     else:
         x_mod = x
     ref, mod = G.run_paired(model, x, x_mod, hook)
     return SimulationResult(np.asarray(ref), np.asarray(mod), ranges, tuple(captured) if captured else None)
+
+
+def device_input(x: np.ndarray, lo: float, hi: float, spec=None) -> np.ndarray:
+    """What the int8 model's first layer sees for normalized images ``x`` with input range
+    [lo, hi] — as a device feeds it. When the input grid is the normalization of ``spec``
+    (:meth:`~edgemobile.data.preprocessing.PreprocessSpec.fed_raw_pixels`: MobileNet's
+    [-1, 1]) raw pixels go in: pixel p is the int8 code p − 128, which the model reads as
+    (p − 128 − zero point) · scale — a constant offset of up to half a step per channel from
+    ``x`` (+0.5/127.5 for [-1, 1], zero point −1), not a rounding. Otherwise the input is
+    quantized (rounded) to the grid, as eval and the runtime do."""
+    x = np.asarray(x, np.float32)
+    scale, zero_point = quant_params(lo, hi)
+    if spec is None or not spec.fed_raw_pixels(scale, zero_point + 128):
+        return fake_quant(x, lo, hi)
+    pixels = np.clip(np.rint(x * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)), 0, 255)
+    return ((pixels - np.float32(zero_point + 128)) * np.float32(scale)).astype(np.float32)
 
 
 def snapshot(model) -> dict[str, list[np.ndarray]]:
