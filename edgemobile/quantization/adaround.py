@@ -112,11 +112,58 @@ def _gram(a: np.ndarray, b: np.ndarray, depthwise: bool) -> np.ndarray:
     return (a.T @ b)[None].astype(np.float64)
 
 
+class PatchMoments:
+    """Running sums of one layer's input patches at a fixed sample of output positions
+    (:func:`position_sample` over all images), fed a chunk of images at a time — so the
+    statistics of any number of images cost a fan_in × fan_in matrix, not the activations."""
+
+    def __init__(self, layer: G.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
+        self.layer = layer
+        self.where = position_sample(layer, images, max_positions, seed)
+        self.depthwise = layer.kind == "depthwise"
+        self.n = 0
+        self.gram: np.ndarray | None = None
+        self.total: np.ndarray | None = None
+
+    def add(self, x: np.ndarray, first_image: int) -> None:
+        """The patches of images ``first_image`` … ``first_image + len(x) - 1`` (their input ``x``)."""
+        image = self.where[0]
+        lo, hi = np.searchsorted(image, [first_image, first_image + len(x)])  # sorted by image
+        if hi <= lo:
+            return
+        where = tuple(w[lo:hi] for w in self.where)
+        where = (where[0] - first_image,) + where[1:]
+        p = _patches(self.layer, x, where)
+        axis = 2 if self.depthwise else 0
+        gram, total = _gram(p, p, self.depthwise), p.sum(axis, dtype=np.float64)
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.total = total if self.total is None else self.total + total
+        self.n += hi - lo
+
+    def covariance(self, centered: bool = True) -> "Covariance":
+        """Cov(x_f) (or the raw second moment): the symmetric objective's qq = qf = ff."""
+        n = max(self.n, 1)
+        mean = self.total / n if centered else np.zeros_like(self.total)
+        if not self.depthwise:
+            mean = mean[None]
+        c = self.gram / n - mean[:, :, None] * mean[:, None, :]
+        group = None
+        if self.depthwise:
+            group = np.arange(self.layer.out_channels) // int(self.layer.layer.kernel.shape[3])
+        return Covariance(qq=c, qf=c, ff=c, group=group, samples=self.n)
+
+
 def covariance(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray, centered: bool = True,
                max_positions: int = MAX_POSITIONS, seed: int = 0) -> Covariance:
     """Covariances (float64) of the layer's input patches at up to ``max_positions`` output
     positions drawn uniformly over all images; ``centered=False``: raw second moments (the
-    objective then also counts the mean shift, for use without bias correction)."""
+    objective then also counts the mean shift, for use without bias correction). With
+    ``x_q is x_ref`` (the default, symmetric objective) this is :class:`PatchMoments` on all
+    of ``x_ref`` at once."""
+    if x_q is x_ref:
+        moments = PatchMoments(layer, len(x_ref), max_positions, seed)
+        moments.add(x_ref, 0)
+        return moments.covariance(centered)
     where = position_sample(layer, len(x_ref), max_positions, seed)
     depthwise = layer.kind == "depthwise"
     pf, pq = _patches(layer, x_ref, where), _patches(layer, x_q, where)
@@ -251,11 +298,17 @@ def adaround_layer(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
                    reg_weight: float | None = None, asymmetric: bool | None = None) -> LayerResult:
     """AdaRound one layer in place: its kernel ends on the int8 grid the converter uses.
     ``asymmetric``: fit the float output from the quantized inputs (else from float inputs)."""
+    asymmetric = ASYMMETRIC if asymmetric is None else asymmetric
+    return adaround_with(layer, covariance(layer, x_ref, x_q if asymmetric else x_ref, centered=centered),
+                         iterations, reg_weight)
+
+
+def adaround_with(layer: G.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
+                  reg_weight: float | None = None) -> LayerResult:
+    """AdaRound one layer in place given its input statistics ``cov``."""
     import time
 
     start = time.perf_counter()
-    asymmetric = ASYMMETRIC if asymmetric is None else asymmetric
-    cov = covariance(layer, x_ref, x_q if asymmetric else x_ref, centered=centered)
     fan_in = layer.rows().shape[1]
     if cov.samples < MIN_SAMPLES_PER_INPUT * fan_in:
         # Too few samples to pin down a fan_in × fan_in covariance (a classifier on pooled

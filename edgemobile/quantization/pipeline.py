@@ -115,7 +115,9 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
             done = equalize(model, x)
             report["equalization"] = [d.as_dict() for d in done]
         if options.bias_correction or options.adaround:
-            report["layers"] = _sequential_pass(model, x, options, progress, spec)
+            from edgemobile.quantization.stream import sequential_pass
+
+            report["layers"] = sequential_pass(model, x, options, progress, spec)
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
@@ -144,40 +146,6 @@ def _range_hook(method: str, representative: Callable, report: dict, bar_total: 
         return out
 
     return hook
-
-
-def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool, spec=None) -> list[dict]:
-    from edgemobile.progress import Progress
-    from edgemobile.quantization import graph as G
-    from edgemobile.quantization.adaround import adaround_layer
-    from edgemobile.quantization.bias_correction import correct_bias
-    from edgemobile.quantization.simulate import nearest_output, simulate, snapshot
-
-    reference = snapshot(model)
-    layers: list[dict] = []
-    bar = Progress(len(G.linear_layers(model)), "quantizing layers", unit="layer") if progress else None
-
-    def on_linear(layer, ref_in, mod_in, ref_out):
-        row: dict[str, Any] = {"layer": layer.name, "kind": layer.kind}
-        if options.adaround:
-            result = adaround_layer(layer, ref_in, mod_in, options.adaround_iterations,
-                                    centered=options.bias_correction)
-            row.update(result.as_dict())
-            mod_out = np.asarray(layer.layer(mod_in))
-        else:
-            mod_out = np.asarray(nearest_output(layer, mod_in))
-        if options.bias_correction:
-            mod_out, shift = correct_bias(layer, ref_out, mod_out)
-            row["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
-        layers.append(row)
-        if bar:
-            bar.update()
-        return mod_out
-
-    simulate(model, x, range_method=options.ranges, on_linear=on_linear, reference=reference, spec=spec)
-    if bar:
-        bar.close()
-    return layers
 
 
 # -- conversion --------------------------------------------------------------------------------

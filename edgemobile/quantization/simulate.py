@@ -116,18 +116,61 @@ def tensor_range(values: np.ndarray, method: str, percentile: float = DEFAULT_PE
     """The range ``method`` picks for these activations (batch first), as
     :func:`edgemobile.quantization.ranges.apply_ranges` will for the converter."""
     values = np.asarray(values, np.float32)
-    floor = logit_floor(values.reshape(len(values), -1).max(axis=1)) if logits else None
-    flat = values.ravel()
-    h = Histogram.empty(float(flat.min()), float(flat.max()))
-    # Subsample whole positions (every channel of each), at random: a plain stride through
-    # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
-    # only channels 0, 4, 8, 12) and can miss the channels that set the range.
-    rows = flat.reshape(-1, values.shape[-1]) if values.ndim > 1 else flat[:, None]
-    keep = max(1, HISTOGRAM_SAMPLES // rows.shape[1])
-    if len(rows) > keep:
-        rows = rows[np.sort(np.random.default_rng(0).choice(len(rows), keep, replace=False))]
-    h.add(rows)
-    return select_range(h, method, percentile, keep_max=logits, floor=floor)
+    meter = RangeMeter(logits)
+    meter.observe(values)
+    if method != "minmax":
+        meter.start_histogram()
+        meter.add(values, 0)
+    return meter.choose(method, percentile)
+
+
+class RangeMeter:
+    """One activation tensor's range, measured a chunk of images at a time in two passes:
+    :meth:`observe` every chunk (min/max, per-image top logits), then :meth:`start_histogram`
+    and :meth:`add` every chunk again; :meth:`choose` gives what :func:`tensor_range` gives
+    on all the images at once, storing only a histogram."""
+
+    def __init__(self, logits: bool = False):
+        self.logits = logits
+        self.lo, self.hi = np.inf, -np.inf
+        self.images = 0
+        self.rows_per_image = 1
+        self.channels = 1
+        self.tops: list[np.ndarray] = []
+        self.histogram: Histogram | None = None
+        self.sample: np.ndarray | None = None
+
+    def observe(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32)
+        self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
+        self.images += len(values)
+        self.channels = int(values.shape[-1]) if values.ndim > 1 else 1
+        self.rows_per_image = int(values[0].size // self.channels) if len(values) else 1
+        if self.logits:
+            self.tops.append(values.reshape(len(values), -1).max(axis=1))
+
+    def start_histogram(self) -> None:
+        # Subsample whole positions (every channel of each), at random: a plain stride through
+        # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
+        # only channels 0, 4, 8, 12) and can miss the channels that set the range.
+        self.histogram = Histogram.empty(self.lo, self.hi)
+        total = self.images * self.rows_per_image
+        keep = max(1, HISTOGRAM_SAMPLES // self.channels)
+        self.sample = None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
+
+    def add(self, values: np.ndarray, first_image: int) -> None:
+        """Values of images ``first_image`` … (in the order :meth:`observe` saw them)."""
+        rows = np.asarray(values, np.float32).reshape(-1, self.channels)
+        if self.sample is not None:
+            start = first_image * self.rows_per_image
+            lo, hi = np.searchsorted(self.sample, [start, start + len(rows)])
+            rows = rows[self.sample[lo:hi] - start]
+        self.histogram.add(rows)
+
+    def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+        floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
+        h = self.histogram if self.histogram is not None else Histogram.empty(self.lo, self.hi)
+        return select_range(h, method, percentile, keep_max=self.logits, floor=floor)
 
 
 def fixed_grid(values: np.ndarray) -> np.ndarray:
