@@ -69,8 +69,17 @@ def _padding(size: int, kernel: int, stride: int, dilation: int, mode: str) -> t
 
 def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
     """Random output positions (image, row, column) at which to take the layer's input patches."""
+    flat, h, w = _flat_positions(layer, images, max_positions, seed)
+    if h is None:
+        return (flat,)
+    return flat // (h * w), (flat // w) % h, flat % w
+
+
+def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0):
+    """:func:`position_sample` as sorted flat indices into (images, rows, columns), and the
+    output's rows and columns (None for dense layers: one position per image)."""
     if layer.kind == "dense":
-        return (np.arange(images),)
+        return np.arange(images), None, None
     _, h, w, _ = layer.layer.output.shape
     total = images * h * w
     fan_in = int(np.prod(layer.layer.kernel.shape[:2])) * int(layer.layer.input.shape[-1])
@@ -79,7 +88,7 @@ def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed:
     budget = max(1024, min(max_positions, MAX_PATCH_VALUES // max(1, fan_in)))
     flat = np.arange(total) if total <= budget else np.sort(
         np.random.default_rng(seed).choice(total, budget, replace=False))
-    return flat // (h * w), (flat // w) % h, flat % w
+    return flat, int(h), int(w)
 
 
 def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
@@ -119,7 +128,7 @@ class PatchMoments:
 
     def __init__(self, layer: G.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
         self.layer = layer
-        self.where = position_sample(layer, images, max_positions, seed)
+        self.flat, self.h, self.w = _flat_positions(layer, images, max_positions, seed)
         self.depthwise = layer.kind == "depthwise"
         self.n = 0
         self.gram: np.ndarray | None = None
@@ -127,12 +136,12 @@ class PatchMoments:
 
     def add(self, x: np.ndarray, first_image: int) -> None:
         """The patches of images ``first_image`` … ``first_image + len(x) - 1`` (their input ``x``)."""
-        image = self.where[0]
-        lo, hi = np.searchsorted(image, [first_image, first_image + len(x)])  # sorted by image
+        per_image = 1 if self.h is None else self.h * self.w
+        lo, hi = np.searchsorted(self.flat, [first_image * per_image, (first_image + len(x)) * per_image])
         if hi <= lo:
             return
-        where = tuple(w[lo:hi] for w in self.where)
-        where = (where[0] - first_image,) + where[1:]
+        flat = self.flat[lo:hi] - first_image * per_image
+        where = (flat,) if self.h is None else (flat // per_image, (flat // self.w) % self.h, flat % self.w)
         p = _patches(self.layer, x, where)
         axis = 2 if self.depthwise else 0
         gram, total = _gram(p, p, self.depthwise), p.sum(axis, dtype=np.float64)
@@ -255,27 +264,59 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
 
 def _optimize(v, floor, fixed, scales, qq, target, norm, group, iterations, reg_weight, learning_rate, size):
     """Adam on the soft rounding variables ``v``: output reconstruction error plus the
-    annealed regulariser pushing every h(v) to 0 or 1 (after a 20 % warm-up)."""
-    m1 = np.zeros_like(v)
-    m2 = np.zeros_like(v)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    warmup = int(0.2 * iterations)
-    free = ~fixed
-    for t in range(1, iterations + 1):
-        sig = 1.0 / (1.0 + np.exp(-v))
-        h_raw = sig * (ZETA - GAMMA) + GAMMA
-        h = np.where(fixed, 0.0, np.clip(h_raw, 0.0, 1.0))
-        w_q = (floor + h) * scales[:, None]
-        grad_h = (2.0 / norm) * (_apply(qq, w_q, group) - target) * scales[:, None]
-        if t > warmup:
-            beta = 2.0 + 18.0 * (1.0 - (t - warmup) / max(1, iterations - warmup))
-            d = 2.0 * h - 1.0
-            grad_h = grad_h - (reg_weight * 2.0 * beta / size) * np.abs(d) ** (beta - 1) * np.sign(d)
-        grad_v = grad_h * sig * (1 - sig) * (ZETA - GAMMA) * ((h_raw > 0) & (h_raw < 1) & free)
-        m1 = b1 * m1 + (1 - b1) * grad_v
-        m2 = b2 * m2 + (1 - b2) * grad_v * grad_v
-        v = v - learning_rate * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
-    return v
+    annealed regulariser pushing every h(v) to 0 or 1 (after a 20 % warm-up). One compiled
+    TensorFlow loop (multi-threaded kernels; numpy would run the elementwise work on one core)."""
+    import tensorflow as tf
+
+    qq = np.asarray(qq, np.float32)
+    stack = qq if group is None else qq[np.asarray(group)]  # (1, D, D) or one (k, k) per output channel
+    args = [tf.constant(np.asarray(a, np.float32)) for a in (v, floor, ~fixed, scales[:, None], stack, target)]
+    out = _adam_loop(*args, tf.constant(2.0 / norm, tf.float32), tf.constant(iterations, tf.int32),
+                     tf.constant(int(0.2 * iterations), tf.int32), tf.constant(reg_weight * 2.0 / size, tf.float32),
+                     tf.constant(learning_rate, tf.float32), grouped=group is not None)
+    return out.numpy()
+
+
+def _adam_loop(v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr, grouped: bool):
+    import tensorflow as tf
+
+    key = "grouped" if grouped else "shared"
+    if key not in _COMPILED:
+        _COMPILED[key] = tf.function(_adam_steps(grouped), reduce_retracing=True)
+    return _COMPILED[key](v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr)
+
+
+_COMPILED: dict = {}
+
+
+def _adam_steps(grouped: bool):
+    import tensorflow as tf
+
+    def steps(v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr):
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        m1, m2 = tf.zeros_like(v), tf.zeros_like(v)
+        free_f = tf.cast(free, tf.float32)
+        span = tf.cast(tf.maximum(1, iterations - warmup), tf.float32)
+        for t in tf.range(1, iterations + 1):
+            sig = tf.sigmoid(v)
+            h_raw = sig * (ZETA - GAMMA) + GAMMA
+            h = free_f * tf.clip_by_value(h_raw, 0.0, 1.0)
+            w_q = (floor + h) * scales
+            product = tf.einsum("ok,okj->oj", w_q, stack) if grouped else tf.matmul(w_q, stack[0])
+            grad_h = gain * (product - target) * scales
+            tf_t = tf.cast(t, tf.float32)
+            if t > warmup:
+                beta = 2.0 + 18.0 * (1.0 - (tf_t - tf.cast(warmup, tf.float32)) / span)
+                d = 2.0 * h - 1.0
+                grad_h = grad_h - reg * beta * tf.pow(tf.abs(d), beta - 1) * tf.sign(d)
+            inside = tf.cast((h_raw > 0) & (h_raw < 1), tf.float32) * free_f
+            grad_v = grad_h * sig * (1 - sig) * (ZETA - GAMMA) * inside
+            m1 = b1 * m1 + (1 - b1) * grad_v
+            m2 = b2 * m2 + (1 - b2) * grad_v * grad_v
+            v = v - lr * (m1 / (1 - b1**tf_t)) / (tf.sqrt(m2 / (1 - b2**tf_t)) + eps)
+        return v
+
+    return steps
 
 
 @dataclasses.dataclass
