@@ -108,28 +108,27 @@ def litert_quantizer_peers(python: str) -> list:
 
     import numpy as np
 
-    from edgemobile.metadata import embed_metadata
-    from edgemobile.quantization.convert import model_info
+    from edgemobile.quantization.convert import convert_keras
 
     version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('litert-quantizer'))"],
                              capture_output=True, text=True, check=True).stdout.strip()
+    floats: dict[str, bytes] = {}  # the float .tflite without metadata (the quantizer mangles ours)
 
     def peer(method: str):
-        def quantize(variant, float_tflite: bytes, images) -> bytes:
+        def quantize(variant, weights, images) -> bytes:
+            if variant.name not in floats:
+                floats.clear()
+                floats[variant.name] = convert_keras(variant.build(weights), "float32")
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
-                (tmp / "float.tflite").write_bytes(float_tflite)
+                (tmp / "float.tflite").write_bytes(floats[variant.name])
                 np.save(tmp / "calib.npy", images)
                 done = subprocess.run([python, str(PEER), str(tmp / "float.tflite"), str(tmp / "calib.npy"), method,
                                        str(tmp / "int8.tflite")], capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"accuracy_table: litert-quantizer {method} failed on {variant.name}:\n"
                                      + done.stderr[-2000:])
-                data = (tmp / "int8.tflite").read_bytes()
-            provenance = {"model": variant.name, "family": variant.family, "alpha": variant.alpha,
-                          "resolution": variant.resolution, "precision": "int8",
-                          "quantization": {"techniques": f"litert-quantizer {version} {method}"}}
-            return embed_metadata(data, model_info(variant, provenance))  # it keeps a broken copy of ours
+                return (tmp / "int8.tflite").read_bytes()
         return quantize
 
     return [(f"litert-quantizer {version} a8w8 (min/max)", peer("a8w8")),

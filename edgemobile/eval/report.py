@@ -82,15 +82,23 @@ def ablation_configs(default) -> list[tuple[str, Any]]:
     return configs
 
 
-def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1) -> np.ndarray:
+def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
     from edgemobile.eval.evaluate import run_predictors
     from edgemobile.eval.predictors import TFLitePredictor
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.tflite"
         path.write_bytes(model)
-        predictor = TFLitePredictor(path, num_threads=threads)
+        predictor = TFLitePredictor(path, overrides, num_threads=threads)
         return run_predictors([predictor], [p for p, _ in pairs], progress=progress, desc=f"evaluating {name}")[0]
+
+
+def _overrides(variant):
+    """The variant's preprocessing as flags, for a model made elsewhere (no edgemobile metadata)."""
+    from edgemobile.eval.predictors import PreprocessOverrides
+
+    p = variant.preprocess
+    return PreprocessOverrides(mean=p.mean, std=p.std, crop_fraction=p.size / p.resize_shorter)
 
 
 def _latency(model: bytes, runs: int) -> float | None:
@@ -111,9 +119,10 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
     ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``peers``: (label,
-    quantize) pairs for other quantizers, ``quantize(variant, float_tflite, images)`` → an
-    int8 .tflite made from the same float model and calibration images (normalized), evaluated
-    like edgemobile's own rows (e.g. ``tools/accuracy_table.py``'s litert-quantizer rows)."""
+    quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an int8
+    .tflite (no metadata needed) of the same float model, calibrated on the same images
+    (normalized), evaluated like edgemobile's own rows with the variant's preprocessing
+    (e.g. ``tools/accuracy_table.py``'s litert-quantizer rows)."""
     from edgemobile.data.datasets import labeled_images, stratified_sample
     from edgemobile.data.labels import imagenet_classes
     from edgemobile.eval.evaluate import topk_accuracy
@@ -152,9 +161,9 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
 
                 images = load_images(calibration.paths, variant.preprocess, progress)
             start = time.perf_counter()
-            tflite = quantize(variant, float_model, images)
+            tflite = quantize(variant, spec.weights, images)
             seconds = time.perf_counter() - start
-            probs = _predict(tflite, f"{variant.name} {label}", pairs, progress)
+            probs = _predict(tflite, f"{variant.name} {label}", pairs, progress, overrides=_overrides(variant))
             rows.append(dict(base, config=label, techniques=None,
                              **_int8_row(tflite, probs, float_probs, labels, seconds, bench_runs)))
         del images
