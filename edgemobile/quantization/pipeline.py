@@ -125,8 +125,12 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     return Prepared(model, hook, report)
 
 
-def _replay(images: np.ndarray) -> Callable:
-    return lambda: ([x[None]] for x in images)
+REPLAY_BATCH = 8  # images per invoke when the calibrated model is replayed (ranges, exact min/max)
+CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pass
+
+
+def _replay(images: np.ndarray, batch: int = REPLAY_BATCH) -> Callable:
+    return lambda: ([images[i:i + batch]] for i in range(0, len(images), batch))
 
 
 def _range_hook(method: str, representative: Callable, report: dict, bar_total: int) -> Callable[[bytes], bytes]:
@@ -190,12 +194,18 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     start = time.perf_counter()
     replay = _replay(images)
 
-    def calibrate():  # the converter's calibration pass, with a progress bar
+    def calibrate():  # the converter's calibration pass, batched, with a progress bar
+        # The calibrator sizes its input once, from the first batch: the last batch is
+        # filled up with images already seen (it records min/max only, which repeats keep).
         bar = Progress(len(images), "calibrating") if progress else None
-        for x in images:
-            yield [x[None]]
+        batch = min(CALIBRATION_BATCH, len(images))
+        for i in range(0, len(images), batch):
+            chunk = images[i:i + batch]
+            if len(chunk) < batch:
+                chunk = np.concatenate([chunk, images[: batch - len(chunk)]])
+            yield [chunk]
             if bar:
-                bar.update()
+                bar.update(min(batch, len(images) - i))
         if bar:
             bar.close()
 

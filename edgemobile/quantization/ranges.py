@@ -245,13 +245,13 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
                  percentile: float = DEFAULT_PERCENTILE, progress=None) -> tuple[bytes, list[TensorRange]]:
     """Replace the calibrated min/max of every activation tensor by the ``method`` range,
     measured by running the calibrated float model on ``inputs()`` (the converter's
-    representative dataset: lists holding one batch of one image).
+    representative dataset: lists holding one batch of images).
 
     One replay: it records the exact min/max of :mod:`edgemobile.quantization.exact_ranges`
     (TFLite's calibrator can record merged ranges) and, in the same pass, a fine histogram
     of each tensor over the calibrator's recorded range (which contains the exact one),
     rebinned onto the exact range afterwards; ``minmax`` is the exact min/max alone."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -272,10 +272,9 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     fine = {i: Histogram.empty(*calibrator[i], bins=FINE_BINS) for i in tracked}
     lo = {i: np.inf for i in slots}
     hi = {i: -np.inf for i in slots}
-    input_index = interpreter.get_input_details()[0]["index"]
-    tops: dict[int, list[float]] = {i: [] for i in softmax_inputs}
-    for (x,) in inputs():
-        interpreter.set_tensor(input_index, x)
+    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+    for sample in inputs():
+        feed(interpreter, sample)
         interpreter.invoke()
         for i in slots:
             value = interpreter.get_tensor(i)
@@ -285,13 +284,13 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
             if i in fine:
                 fine[i].add(value)
                 if i in tops:
-                    tops[i].append(float(value.max()))
+                    tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
         if progress:
-            progress.update()
+            progress.update(len(sample[0]))
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
     chosen = dict(recorded)
     for i in tracked:
-        floor = logit_floor(np.array(tops[i])) if tops.get(i) else None
+        floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
         h = fine[i].rebinned(*recorded[i])
         chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for op in ops:  # same-scale ops take their input's range, in graph order
