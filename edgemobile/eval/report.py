@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, o
     from edgemobile.eval.predictors import TFLitePredictor
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.tflite"
+        path = Path(tmp) / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".tflite")  # labels hold "/" ("min/max")
         path.write_bytes(model)
         predictor = TFLitePredictor(path, overrides, num_threads=threads)
         return run_predictors([predictor], [p for p, _ in pairs], progress=progress, desc=f"evaluating {name}")[0]
