@@ -69,8 +69,12 @@ def test_convert_with_technique_flags(folders, capsys, tmp_path):
     out = run(capsys, "convert", "--model", "mobilenet", *SMALL, "--int8", "--calibration", calib,
               "--num-calibration", 8, "--no-adaround", "--technique-images", 4, "-o", out_file, "--quiet")
     assert "with mse ranges + equalization + bias correction," in out  # the family default minus AdaRound
-    quantization = read_metadata(out_file).extra["provenance"]["quantization"]
+    provenance = read_metadata(out_file).extra["provenance"]
+    quantization = provenance["quantization"]
     assert quantization["options"]["adaround"] is False and quantization["options"]["bias_correction"] is True
+    cost = provenance["conversion"]  # wall time and peak memory, also in the final line
+    assert cost["seconds"] > 0 and cost["peak_rss_mb"] > 100, cost
+    assert f"peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" in out and " s wall" in out
 
 
 def test_report_writes_table_json_and_plot(folders, capsys, tmp_path):

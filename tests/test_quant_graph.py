@@ -13,12 +13,12 @@ from edgemobile.quantization import simulate as S
 from random_weights import randomize_batchnorm
 
 
-def tiny_model(seed: int = 0, relu6: bool = True, softmax_in_dense: bool = True):
+def tiny_model(seed: int = 0, relu6: bool = True, softmax_in_dense: bool = True, size: int = 16):
     """Conv → BN → ReLU6 → DW → BN → ReLU6 → PW → BN → ReLU → GAP → Dense, with BatchNorm
     statistics far from their initial values."""
     keras.utils.set_random_seed(seed)
     act = (lambda n: keras.layers.ReLU(6.0, name=n)) if relu6 else (lambda n: keras.layers.ReLU(name=n))
-    x = inp = keras.Input((16, 16, 3))
+    x = inp = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv")(x)
     x = keras.layers.BatchNormalization(name="conv_bn")(x)
     x = act("conv_relu")(x)
@@ -40,8 +40,8 @@ def tiny_model(seed: int = 0, relu6: bool = True, softmax_in_dense: bool = True)
     return model
 
 
-def images(n: int = 16, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1, 1, (n, 16, 16, 3)).astype(np.float32)
+def images(n: int = 16, seed: int = 1, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
 
 
 def test_fold_batchnorm_is_exact_and_splits_activations():

@@ -12,6 +12,12 @@ for every configuration. Writes ``accuracy_table.md`` and ``accuracy_table.json`
 ``--out`` (default: a temp folder); ``--update-readme`` also replaces the table between the
 ``<!-- accuracy-table:begin -->`` / ``<!-- accuracy-table:end -->`` markers in README.md.
 Heavy (tens of minutes on 2 cores): a tool, not a test.
+
+Peer rows: with ``--litert-python PYTHON`` (an interpreter of an environment with PyPI's
+``litert-quantizer``, which pins its own ai-edge-litert and is never an edgemobile
+dependency — see ``tools/litert_quantizer_peer.py`` for the two-line setup) every family
+also gets Google's quantizer on the same float .tflite and calibration images: its default
+a8w8 recipe (min/max) and OCTAV, evaluated exactly like edgemobile's rows.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="evaluate only N val images (quick look)")
     parser.add_argument("--out", help="folder for accuracy_table.md/.json (default: a new temp folder)")
     parser.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    parser.add_argument("--litert-python", help="python of a venv with litert-quantizer: add its rows (a8w8, OCTAV)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
@@ -69,6 +76,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     calibration = CalibrationSet.from_folder(shared / "imagenet" / "calib", args.num_calibration, 0,
                                              source="shared/imagenet/calib (stratified, seed 0)")
+    peers = litert_quantizer_peers(args.litert_python) if args.litert_python else ()
     results = []
     for key in keys:
         name, alpha, resolution, weights, label, provenance = MODELS[key]
@@ -76,7 +84,7 @@ def main() -> None:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
             result = run_report([spec], shared / "imagenet" / "val", calibration, ablation=True, limit=args.limit,
-                                bench_runs=0, progress=not args.quiet)
+                                bench_runs=0, progress=not args.quiet, peers=peers)
         result["seconds"] = round(time.perf_counter() - start, 1)
         result["data"] = os.path.relpath(result["data"], ROOT)  # the README names ../shared, not this machine's path
         results.append(result)
@@ -88,6 +96,43 @@ def main() -> None:
     if args.update_readme:
         update_readme(ROOT / "README.md", table)
         print("updated README.md")
+
+
+PEER = ROOT / "tools" / "litert_quantizer_peer.py"
+
+
+def litert_quantizer_peers(python: str) -> list:
+    """(label, quantize) peers for :func:`run_report`: litert-quantizer's a8w8 and OCTAV,
+    run by ``python`` (its own venv) on the float .tflite and the calibration images."""
+    import subprocess
+
+    import numpy as np
+
+    from edgemobile.quantization.convert import convert_keras
+
+    version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('litert-quantizer'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    floats: dict[str, bytes] = {}  # the float .tflite without metadata (the quantizer mangles ours)
+
+    def peer(method: str):
+        def quantize(variant, weights, images) -> bytes:
+            if variant.name not in floats:
+                floats.clear()
+                floats[variant.name] = convert_keras(variant.build(weights), "float32")
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                (tmp / "float.tflite").write_bytes(floats[variant.name])
+                np.save(tmp / "calib.npy", images)
+                done = subprocess.run([python, str(PEER), str(tmp / "float.tflite"), str(tmp / "calib.npy"), method,
+                                       str(tmp / "int8.tflite")], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"accuracy_table: litert-quantizer {method} failed on {variant.name}:\n"
+                                     + done.stderr[-2000:])
+                return (tmp / "int8.tflite").read_bytes()
+        return quantize
+
+    return [(f"litert-quantizer {version} a8w8 (min/max)", peer("a8w8")),
+            (f"litert-quantizer {version} OCTAV", peer("octav"))]
 
 
 def combined_markdown(results: list[dict]) -> str:

@@ -186,13 +186,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     data = result.tflite
     write_atomic(output, data, force=args.force)
     cal = f", calibrated on {len(calibration.paths)} images with {techniques.label()}" if calibration else ""
-    print(f"wrote {output} ({len(data) / 1e6:.2f} MB, {precision}{cal}, {result.seconds:.1f} s)")
+    cost = result.provenance["conversion"]
+    peak = f", peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" if cost["peak_rss_mb"] is not None else ""
     if calibration:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
         from edgemobile.runtime.delegation import fallback_warning, model_delegation
 
         warning = fallback_warning(model_delegation(data), str(output))
         if warning:
             print(f"edgemobile: warning: {warning}", file=sys.stderr)
+    print(f"wrote {output} ({len(data) / 1e6:.2f} MB, {precision}{cal}, {result.seconds:.1f} s wall{peak})")
     return 0
 
 

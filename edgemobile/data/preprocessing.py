@@ -116,6 +116,14 @@ class PreprocessSpec:
         inv_std = 1.0 / np.asarray(self.std, np.float32)
         return (pixels.astype(np.float32) - mean) * inv_std
 
+    def fed_raw_pixels(self, scale: float, pixel_zero: float) -> bool:
+        """True when an integer input grid (``scale``, zero point ``pixel_zero`` on the
+        0..255 scale) *is* this normalization to within half a step (scale = 1/std, zero
+        point = mean): Android, MediaPipe and Coral then feed raw pixels straight in, and the
+        model sees ``(pixel - pixel_zero) * scale`` — up to half a step off ``normalize``."""
+        return all(abs(scale * std - 1.0) <= 1e-4 and abs(mean - pixel_zero) <= 0.5 + 1e-6
+                   for mean, std in zip(self.mean, self.std))
+
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
         """The whole pipeline for one image file → float32 (size, size, 3)."""
         return self.normalize(self.crop_pixels(load_rgb(path)))

@@ -152,7 +152,7 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
     load_ms = (time.perf_counter() - start) * 1e3
     delegation = xnnpack_delegation(model.interpreter)  # what XNNPACK took, not what was asked for
     times = _time_invokes(model.invoke_only, runs, warmup, bar.update if bar else None)
-    peak, method = _peak_rss_kb(reset)
+    peak, method = peak_rss_kb(reset)
     del model
     gc.collect()
     result = {
@@ -216,7 +216,9 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_kb(reset: bool) -> tuple[int | None, str]:
+def peak_rss_kb(reset: bool = False) -> tuple[int | None, str]:
+    """The process' peak resident set (kB) and how it was measured; ``reset``: whether
+    :func:`_reset_peak_rss` cleared the high-water mark before."""
     hwm = _status_kb("VmHWM")
     if hwm is not None:
         return hwm, "VmHWM (reset per setting)" if reset else "VmHWM (process peak)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -82,15 +83,23 @@ def ablation_configs(default) -> list[tuple[str, Any]]:
     return configs
 
 
-def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1) -> np.ndarray:
+def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
     from edgemobile.eval.evaluate import run_predictors
     from edgemobile.eval.predictors import TFLitePredictor
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.tflite"
+        path = Path(tmp) / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".tflite")  # labels hold "/" ("min/max")
         path.write_bytes(model)
-        predictor = TFLitePredictor(path, num_threads=threads)
+        predictor = TFLitePredictor(path, overrides, num_threads=threads)
         return run_predictors([predictor], [p for p, _ in pairs], progress=progress, desc=f"evaluating {name}")[0]
+
+
+def _overrides(variant):
+    """The variant's preprocessing as flags, for a model made elsewhere (no edgemobile metadata)."""
+    from edgemobile.eval.predictors import PreprocessOverrides
+
+    p = variant.preprocess
+    return PreprocessOverrides(mean=p.mean, std=p.std, crop_fraction=p.size / p.resize_shorter)
 
 
 def _latency(model: bytes, runs: int) -> float | None:
@@ -120,15 +129,19 @@ def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool
 
 def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, options=None, ablation: bool = False,
                limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True,
-               cluster=None, conversion_memory_gb: float | None = None) -> dict:
+               cluster=None, conversion_memory_gb: float | None = None, peers=()) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
     ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``cluster``: a
     :class:`edgemobile.eval.cluster.RayCluster` — every conversion becomes a Ray task and every
-    eval is sharded over the cluster; latency is still timed here, on one machine."""
+    eval is sharded over the cluster; latency is still timed here, on one machine. ``peers``:
+    (label, quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an
+    int8 .tflite (no metadata needed) of the same float model, calibrated on the same images
+    (normalized), evaluated like edgemobile's own rows with the variant's preprocessing (e.g.
+    ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine."""
     from edgemobile.data.datasets import labeled_images, stratified_sample
     from edgemobile.data.labels import imagenet_classes
-    from edgemobile.eval.evaluate import compare, topk_accuracy
+    from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.pipeline import DEFAULT
 
     options = options or DEFAULT
@@ -151,6 +164,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
             model, seconds = convert_model(specs[k], calibration, config, progress)
             precision = "float32" if config is None else "int8"
             return model, seconds, _predict(model, f"{specs[k].variant().name} {precision}", pairs, progress)
+    last_job_of = {job[0]: job for job in jobs}  # a model's peer rows follow its own
     rows = []
     for job in jobs:
         k, label, config = job
@@ -164,14 +178,24 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
                              top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
                              size_mb=len(model) / 1e6, latency_ms=_latency(model, bench_runs),
                              conversion_seconds=round(seconds, 1)))
+        else:
+            rows.append(dict(base, config=label, techniques=config.as_dict(),
+                             **_int8_row(model, probs, float_probs, labels, seconds, bench_runs)))
+        if job != last_job_of[k]:
             continue
-        c = compare(probs, float_probs, labels)
-        rows.append(dict(base, config=label, precision="int8", techniques=config.as_dict(),
-                         top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
-                         top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
-                         kl=c.mean_kl, total_variation=c.mean_total_variation,
-                         size_mb=len(model) / 1e6, latency_ms=_latency(model, bench_runs),
-                         conversion_seconds=round(seconds, 1)))
+        images = None
+        for peer_label, quantize in peers:
+            if images is None:
+                from edgemobile.quantization.pipeline import load_images
+
+                images = load_images(calibration.paths, variant.preprocess, progress)
+            start = time.perf_counter()
+            tflite = quantize(variant, spec.weights, images)
+            seconds = time.perf_counter() - start
+            probs = _predict(tflite, f"{variant.name} {peer_label}", pairs, progress, overrides=_overrides(variant))
+            rows.append(dict(base, config=peer_label, techniques=None,
+                             **_int8_row(tflite, probs, float_probs, labels, seconds, bench_runs)))
+        del images
     return {
         "data": str(data),
         "images": int(len(pairs)),
@@ -180,6 +204,18 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         "latency": f"median of {bench_runs} one-thread invokes, XNNPACK on" if bench_runs > 0 else None,
         "rows": rows,
     }
+
+
+def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_runs: int) -> dict:
+    """An int8 model's columns: accuracy, its comparison with the float model, size, cost."""
+    from edgemobile.eval.evaluate import compare, topk_accuracy
+
+    c = compare(probs, float_probs, labels)
+    return dict(precision="int8", top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+                top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
+                kl=c.mean_kl, total_variation=c.mean_total_variation,
+                size_mb=len(tflite) / 1e6, latency_ms=_latency(tflite, bench_runs),
+                conversion_seconds=round(seconds, 1))
 
 
 def _num(value, fmt: str = ".2f", signed: bool = False) -> str:

@@ -69,8 +69,17 @@ def _padding(size: int, kernel: int, stride: int, dilation: int, mode: str) -> t
 
 def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
     """Random output positions (image, row, column) at which to take the layer's input patches."""
+    flat, h, w = _flat_positions(layer, images, max_positions, seed)
+    if h is None:
+        return (flat,)
+    return flat // (h * w), (flat // w) % h, flat % w
+
+
+def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0):
+    """:func:`position_sample` as sorted flat indices into (images, rows, columns), and the
+    output's rows and columns (None for dense layers: one position per image)."""
     if layer.kind == "dense":
-        return (np.arange(images),)
+        return np.arange(images), None, None
     _, h, w, _ = layer.layer.output.shape
     total = images * h * w
     fan_in = int(np.prod(layer.layer.kernel.shape[:2])) * int(layer.layer.input.shape[-1])
@@ -79,7 +88,7 @@ def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed:
     budget = max(1024, min(max_positions, MAX_PATCH_VALUES // max(1, fan_in)))
     flat = np.arange(total) if total <= budget else np.sort(
         np.random.default_rng(seed).choice(total, budget, replace=False))
-    return flat // (h * w), (flat // w) % h, flat % w
+    return flat, int(h), int(w)
 
 
 def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
@@ -112,11 +121,58 @@ def _gram(a: np.ndarray, b: np.ndarray, depthwise: bool) -> np.ndarray:
     return (a.T @ b)[None].astype(np.float64)
 
 
+class PatchMoments:
+    """Running sums of one layer's input patches at a fixed sample of output positions
+    (:func:`position_sample` over all images), fed a chunk of images at a time — so the
+    statistics of any number of images cost a fan_in × fan_in matrix, not the activations."""
+
+    def __init__(self, layer: G.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
+        self.layer = layer
+        self.flat, self.h, self.w = _flat_positions(layer, images, max_positions, seed)
+        self.depthwise = layer.kind == "depthwise"
+        self.n = 0
+        self.gram: np.ndarray | None = None
+        self.total: np.ndarray | None = None
+
+    def add(self, x: np.ndarray, first_image: int) -> None:
+        """The patches of images ``first_image`` … ``first_image + len(x) - 1`` (their input ``x``)."""
+        per_image = 1 if self.h is None else self.h * self.w
+        lo, hi = np.searchsorted(self.flat, [first_image * per_image, (first_image + len(x)) * per_image])
+        if hi <= lo:
+            return
+        flat = self.flat[lo:hi] - first_image * per_image
+        where = (flat,) if self.h is None else (flat // per_image, (flat // self.w) % self.h, flat % self.w)
+        p = _patches(self.layer, x, where)
+        axis = 2 if self.depthwise else 0
+        gram, total = _gram(p, p, self.depthwise), p.sum(axis, dtype=np.float64)
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.total = total if self.total is None else self.total + total
+        self.n += hi - lo
+
+    def covariance(self, centered: bool = True) -> "Covariance":
+        """Cov(x_f) (or the raw second moment): the symmetric objective's qq = qf = ff."""
+        n = max(self.n, 1)
+        mean = self.total / n if centered else np.zeros_like(self.total)
+        if not self.depthwise:
+            mean = mean[None]
+        c = self.gram / n - mean[:, :, None] * mean[:, None, :]
+        group = None
+        if self.depthwise:
+            group = np.arange(self.layer.out_channels) // int(self.layer.layer.kernel.shape[3])
+        return Covariance(qq=c, qf=c, ff=c, group=group, samples=self.n)
+
+
 def covariance(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray, centered: bool = True,
                max_positions: int = MAX_POSITIONS, seed: int = 0) -> Covariance:
     """Covariances (float64) of the layer's input patches at up to ``max_positions`` output
     positions drawn uniformly over all images; ``centered=False``: raw second moments (the
-    objective then also counts the mean shift, for use without bias correction)."""
+    objective then also counts the mean shift, for use without bias correction). With
+    ``x_q is x_ref`` (the default, symmetric objective) this is :class:`PatchMoments` on all
+    of ``x_ref`` at once."""
+    if x_q is x_ref:
+        moments = PatchMoments(layer, len(x_ref), max_positions, seed)
+        moments.add(x_ref, 0)
+        return moments.covariance(centered)
     where = position_sample(layer, len(x_ref), max_positions, seed)
     depthwise = layer.kind == "depthwise"
     pf, pq = _patches(layer, x_ref, where), _patches(layer, x_q, where)
@@ -208,27 +264,59 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
 
 def _optimize(v, floor, fixed, scales, qq, target, norm, group, iterations, reg_weight, learning_rate, size):
     """Adam on the soft rounding variables ``v``: output reconstruction error plus the
-    annealed regulariser pushing every h(v) to 0 or 1 (after a 20 % warm-up)."""
-    m1 = np.zeros_like(v)
-    m2 = np.zeros_like(v)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    warmup = int(0.2 * iterations)
-    free = ~fixed
-    for t in range(1, iterations + 1):
-        sig = 1.0 / (1.0 + np.exp(-v))
-        h_raw = sig * (ZETA - GAMMA) + GAMMA
-        h = np.where(fixed, 0.0, np.clip(h_raw, 0.0, 1.0))
-        w_q = (floor + h) * scales[:, None]
-        grad_h = (2.0 / norm) * (_apply(qq, w_q, group) - target) * scales[:, None]
-        if t > warmup:
-            beta = 2.0 + 18.0 * (1.0 - (t - warmup) / max(1, iterations - warmup))
-            d = 2.0 * h - 1.0
-            grad_h = grad_h - (reg_weight * 2.0 * beta / size) * np.abs(d) ** (beta - 1) * np.sign(d)
-        grad_v = grad_h * sig * (1 - sig) * (ZETA - GAMMA) * ((h_raw > 0) & (h_raw < 1) & free)
-        m1 = b1 * m1 + (1 - b1) * grad_v
-        m2 = b2 * m2 + (1 - b2) * grad_v * grad_v
-        v = v - learning_rate * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
-    return v
+    annealed regulariser pushing every h(v) to 0 or 1 (after a 20 % warm-up). One compiled
+    TensorFlow loop (multi-threaded kernels; numpy would run the elementwise work on one core)."""
+    import tensorflow as tf
+
+    qq = np.asarray(qq, np.float32)
+    stack = qq if group is None else qq[np.asarray(group)]  # (1, D, D) or one (k, k) per output channel
+    args = [tf.constant(np.asarray(a, np.float32)) for a in (v, floor, ~fixed, scales[:, None], stack, target)]
+    out = _adam_loop(*args, tf.constant(2.0 / norm, tf.float32), tf.constant(iterations, tf.int32),
+                     tf.constant(int(0.2 * iterations), tf.int32), tf.constant(reg_weight * 2.0 / size, tf.float32),
+                     tf.constant(learning_rate, tf.float32), grouped=group is not None)
+    return out.numpy()
+
+
+def _adam_loop(v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr, grouped: bool):
+    import tensorflow as tf
+
+    key = "grouped" if grouped else "shared"
+    if key not in _COMPILED:
+        _COMPILED[key] = tf.function(_adam_steps(grouped), reduce_retracing=True)
+    return _COMPILED[key](v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr)
+
+
+_COMPILED: dict = {}
+
+
+def _adam_steps(grouped: bool):
+    import tensorflow as tf
+
+    def steps(v, floor, free, scales, stack, target, gain, iterations, warmup, reg, lr):
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        m1, m2 = tf.zeros_like(v), tf.zeros_like(v)
+        free_f = tf.cast(free, tf.float32)
+        span = tf.cast(tf.maximum(1, iterations - warmup), tf.float32)
+        for t in tf.range(1, iterations + 1):
+            sig = tf.sigmoid(v)
+            h_raw = sig * (ZETA - GAMMA) + GAMMA
+            h = free_f * tf.clip_by_value(h_raw, 0.0, 1.0)
+            w_q = (floor + h) * scales
+            product = tf.einsum("ok,okj->oj", w_q, stack) if grouped else tf.matmul(w_q, stack[0])
+            grad_h = gain * (product - target) * scales
+            tf_t = tf.cast(t, tf.float32)
+            if t > warmup:
+                beta = 2.0 + 18.0 * (1.0 - (tf_t - tf.cast(warmup, tf.float32)) / span)
+                d = 2.0 * h - 1.0
+                grad_h = grad_h - reg * beta * tf.pow(tf.abs(d), beta - 1) * tf.sign(d)
+            inside = tf.cast((h_raw > 0) & (h_raw < 1), tf.float32) * free_f
+            grad_v = grad_h * sig * (1 - sig) * (ZETA - GAMMA) * inside
+            m1 = b1 * m1 + (1 - b1) * grad_v
+            m2 = b2 * m2 + (1 - b2) * grad_v * grad_v
+            v = v - lr * (m1 / (1 - b1**tf_t)) / (tf.sqrt(m2 / (1 - b2**tf_t)) + eps)
+        return v
+
+    return steps
 
 
 @dataclasses.dataclass
@@ -251,11 +339,17 @@ def adaround_layer(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
                    reg_weight: float | None = None, asymmetric: bool | None = None) -> LayerResult:
     """AdaRound one layer in place: its kernel ends on the int8 grid the converter uses.
     ``asymmetric``: fit the float output from the quantized inputs (else from float inputs)."""
+    asymmetric = ASYMMETRIC if asymmetric is None else asymmetric
+    return adaround_with(layer, covariance(layer, x_ref, x_q if asymmetric else x_ref, centered=centered),
+                         iterations, reg_weight)
+
+
+def adaround_with(layer: G.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
+                  reg_weight: float | None = None) -> LayerResult:
+    """AdaRound one layer in place given its input statistics ``cov``."""
     import time
 
     start = time.perf_counter()
-    asymmetric = ASYMMETRIC if asymmetric is None else asymmetric
-    cov = covariance(layer, x_ref, x_q if asymmetric else x_ref, centered=centered)
     fan_in = layer.rows().shape[1]
     if cov.samples < MIN_SAMPLES_PER_INPUT * fan_in:
         # Too few samples to pin down a fan_in × fan_in covariance (a classifier on pooled

@@ -132,7 +132,7 @@ def convert_variant(
         from edgemobile.quantization.pipeline import DEFAULT, convert_full_integer, load_images
 
         images = load_images(calibration.paths, variant.preprocess, progress)
-        done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress)
+        done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)
         tflite, quantization = done.tflite, done.report
     else:
         tflite = convert_keras(model, precision)
@@ -148,6 +148,7 @@ def convert_variant(
         "weights": _describe_weights(weights_path),
         "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
         "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds")} if quantization else None,
+        "conversion": conversion_cost(start),
         "converter": _converter_versions(),
         "edgemobile": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -155,6 +156,15 @@ def convert_variant(
     tflite = embed_metadata(tflite, model_info(variant, provenance))
     return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start,
                             quantization=quantization)
+
+
+def conversion_cost(start: float) -> dict:
+    """Wall seconds since ``start`` and the process' peak resident memory (MB) so far."""
+    from edgemobile.deploy.bench import peak_rss_kb
+
+    peak, method = peak_rss_kb()
+    return {"seconds": round(time.perf_counter() - start, 1),
+            "peak_rss_mb": round(peak / 1024, 1) if peak is not None else None, "peak_rss_method": method}
 
 
 def model_info(variant, provenance: dict) -> ModelInfo:

@@ -6,7 +6,8 @@ such an input gets its consumer's range merged into its own (tensorflow/tensorfl
 Example: in MobileNetV3's ``x * relu6(x + 3)`` the relu6 tensor gets the product's range
 (≈6× max|x|) and is quantized with ~7 levels. :func:`exact_minmax_hook` recomputes every
 min/max with no buffer shared between tensors; every full-integer conversion uses it (where
-the calibrator was right — e.g. MobileNetV1 — the quantized model is bit-identical).
+the calibrator was right — e.g. MobileNetV1 — the quantized model is the same, up to the
+last float bit of a scale where a batched replay sums in another order).
 :func:`relu6_range_violations` detects a model quantized from corrupted statistics.
 
 Needs ``ai-edge-litert`` (its interpreter and TFLite schema code), as conversion does.
@@ -36,12 +37,10 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
         tensors = model.subgraphs[0].tensors
         tracked = [i for i, t in enumerate(tensors)
                    if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
-        inputs = interpreter.get_input_details()
         lo = {i: np.inf for i in tracked}
         hi = {i: -np.inf for i in tracked}
         for sample in representative():
-            for detail, value in zip(inputs, sample):
-                interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
+            feed(interpreter, sample)
             interpreter.invoke()
             for i in tracked:
                 value = interpreter.get_tensor(i)
@@ -55,6 +54,19 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
         return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
     return hook
+
+
+def feed(interpreter, sample) -> None:
+    """Set the inputs of ``interpreter`` to ``sample`` (a list, one array per input), resizing
+    them first when the batch differs — so replays can run several images per invoke."""
+    details = interpreter.get_input_details()
+    if any(tuple(d["shape"]) != np.shape(v) for d, v in zip(details, sample)):
+        for d, v in zip(details, sample):
+            interpreter.resize_tensor_input(d["index"], list(np.shape(v)))
+        interpreter.allocate_tensors()
+        details = interpreter.get_input_details()
+    for d, v in zip(details, sample):
+        interpreter.set_tensor(d["index"], np.asarray(v, d["dtype"]))
 
 
 def relu6_range_violations(tflite: bytes, slack_steps: float = 1.0) -> list[str]:

@@ -147,7 +147,8 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
     return rows
 
 
-def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progress=None) -> dict[str, Any]:
+def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progress=None,
+                spec=None) -> dict[str, Any]:
     """Logit SQNR of the simulated int8 model with everything, only weights, only
     activations, and each layer's weights / each activation tensor alone quantized.
     ``model`` is a BatchNorm-folded Keras model (:func:`.graph.fold_batchnorm`)."""
@@ -155,7 +156,7 @@ def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progres
     from edgemobile.quantization import simulate as S
 
     def run(**kwargs) -> float:
-        value = S.simulate(model, images, range_method=range_method, **kwargs).logit_sqnr()
+        value = S.simulate(model, images, range_method=range_method, spec=spec, **kwargs).logit_sqnr()
         if progress is not None:
             progress.update()
         return _finite(value) if value is not None else None
@@ -260,7 +261,7 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
 
     model = variant.build(weights)
     x = load_images(calibration.paths, variant.preprocess, progress)
-    done = convert_full_integer(model, "int8", x, options, progress)
+    done = convert_full_integer(model, "int8", x, options, progress, variant.preprocess)
     float_model = convert_keras(model, "float32")
     sample = x[: max(1, images)]
     bar = Progress(len(sample), "comparing float and int8") if progress else None
@@ -287,7 +288,7 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         folded = G.fold_batchnorm(model)
         xs = x[:sensitivity_images]
         bar = Progress(sensitivity_steps(folded), "sensitivity", unit="sim") if progress else None
-        sens = sensitivity(folded, xs, options.ranges, bar)
+        sens = sensitivity(folded, xs, options.ranges, bar, variant.preprocess)
         if bar:
             bar.close()
         sens["images"] = int(len(xs))

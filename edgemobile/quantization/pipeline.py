@@ -91,11 +91,15 @@ class Prepared:
 
 
 def prepare(model, images: np.ndarray, options: QuantOptions, representative: Callable | None = None,
-            progress: bool = True) -> Prepared:
+            progress: bool = True, spec=None) -> Prepared:
     """Apply ``options`` to a Keras ``model`` using calibration ``images`` (normalized, NHWC).
 
     ``representative`` is the converter's calibration generator; the range hook replays it
-    (default: ``images`` one by one). The input ``model`` is left untouched."""
+    (default: ``images`` one by one). ``spec``: the model's PreprocessSpec, so the
+    simulation feeds the quantized model what a device does (raw pixels for MobileNet's
+    [-1, 1] input: half a step off the normalized input, which bias correction then removes;
+    see :func:`edgemobile.quantization.simulate.device_input`). The input ``model`` is left
+    untouched."""
     from edgemobile.quantization import graph as G
 
     images = np.asarray(images, np.float32)
@@ -111,7 +115,9 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
             done = equalize(model, x)
             report["equalization"] = [d.as_dict() for d in done]
         if options.bias_correction or options.adaround:
-            report["layers"] = _sequential_pass(model, x, options, progress)
+            from edgemobile.quantization.stream import sequential_pass
+
+            report["layers"] = sequential_pass(model, x, options, progress, spec)
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
@@ -119,8 +125,12 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     return Prepared(model, hook, report)
 
 
-def _replay(images: np.ndarray) -> Callable:
-    return lambda: ([x[None]] for x in images)
+REPLAY_BATCH = 8  # images per invoke when the calibrated model is replayed (ranges, exact min/max)
+CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pass
+
+
+def _replay(images: np.ndarray, batch: int = REPLAY_BATCH) -> Callable:
+    return lambda: ([images[i:i + batch]] for i in range(0, len(images), batch))
 
 
 def _range_hook(method: str, representative: Callable, report: dict, bar_total: int) -> Callable[[bytes], bytes]:
@@ -140,40 +150,6 @@ def _range_hook(method: str, representative: Callable, report: dict, bar_total: 
         return out
 
     return hook
-
-
-def _sequential_pass(model, x: np.ndarray, options: QuantOptions, progress: bool) -> list[dict]:
-    from edgemobile.progress import Progress
-    from edgemobile.quantization import graph as G
-    from edgemobile.quantization.adaround import adaround_layer
-    from edgemobile.quantization.bias_correction import correct_bias
-    from edgemobile.quantization.simulate import nearest_output, simulate, snapshot
-
-    reference = snapshot(model)
-    layers: list[dict] = []
-    bar = Progress(len(G.linear_layers(model)), "quantizing layers", unit="layer") if progress else None
-
-    def on_linear(layer, ref_in, mod_in, ref_out):
-        row: dict[str, Any] = {"layer": layer.name, "kind": layer.kind}
-        if options.adaround:
-            result = adaround_layer(layer, ref_in, mod_in, options.adaround_iterations,
-                                    centered=options.bias_correction)
-            row.update(result.as_dict())
-            mod_out = np.asarray(layer.layer(mod_in))
-        else:
-            mod_out = np.asarray(nearest_output(layer, mod_in))
-        if options.bias_correction:
-            mod_out, shift = correct_bias(layer, ref_out, mod_out)
-            row["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
-        layers.append(row)
-        if bar:
-            bar.update()
-        return mod_out
-
-    simulate(model, x, range_method=options.ranges, on_linear=on_linear, reference=reference)
-    if bar:
-        bar.close()
-    return layers
 
 
 # -- conversion --------------------------------------------------------------------------------
@@ -208,8 +184,9 @@ class FullInteger:
 
 
 def convert_full_integer(model, precision: str, images: np.ndarray, options: QuantOptions = DEFAULT,
-                         progress: bool = True) -> FullInteger:
-    """``model`` → all-integer TFLite with ``options``, calibrated on ``images``."""
+                         progress: bool = True, spec=None) -> FullInteger:
+    """``model`` → all-integer TFLite with ``options``, calibrated on ``images`` (prepared by
+    ``spec``, the model's PreprocessSpec: see :func:`prepare`)."""
     from edgemobile.progress import Progress
     from edgemobile.quantization.convert import convert_keras
     from edgemobile.quantization.exact_ranges import exact_minmax_hook
@@ -217,16 +194,22 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     start = time.perf_counter()
     replay = _replay(images)
 
-    def calibrate():  # the converter's calibration pass, with a progress bar
+    def calibrate():  # the converter's calibration pass, batched, with a progress bar
+        # The calibrator sizes its input once, from the first batch: the last batch is
+        # filled up with images already seen (it records min/max only, which repeats keep).
         bar = Progress(len(images), "calibrating") if progress else None
-        for x in images:
-            yield [x[None]]
+        batch = min(CALIBRATION_BATCH, len(images))
+        for i in range(0, len(images), batch):
+            chunk = images[i:i + batch]
+            if len(chunk) < batch:
+                chunk = np.concatenate([chunk, images[: batch - len(chunk)]])
+            yield [chunk]
             if bar:
-                bar.update()
+                bar.update(min(batch, len(images) - i))
         if bar:
             bar.close()
 
-    prepared = prepare(model, images, options, replay, progress)
+    prepared = prepare(model, images, options, replay, progress, spec)
     captured: dict[str, bytes] = {}
 
     def hook(calibrated: bytes) -> bytes:

@@ -101,8 +101,17 @@ class Histogram:
         nonzero = values[values != 0]
         self.zeros += values.size - nonzero.size
         bins = len(self.counts)
-        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.int64)
+        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.intp)  # bincount wants platform ints
         self.counts += np.bincount(np.clip(idx, 0, bins - 1), minlength=bins)
+
+    def rebinned(self, lo: float, hi: float, bins: int = BINS) -> "Histogram":
+        """These counts on ``bins`` bins over [lo, hi] (each bin's count goes where its centre
+        falls; values outside are clipped to the end bins)."""
+        out = Histogram.empty(lo, hi, bins)
+        idx = ((self.centers - out.lo) * (bins / (out.hi - out.lo))).astype(np.intp)
+        out.counts += np.bincount(np.clip(idx, 0, bins - 1), weights=self.counts, minlength=bins).astype(np.int64)
+        out.zeros = self.zeros
+        return out
 
     @property
     def centers(self) -> np.ndarray:
@@ -229,57 +238,76 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
+FINE_BINS = 16 * BINS  # the one-pass histogram, over the calibrator's (wider or equal) range
+
+
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
                  percentile: float = DEFAULT_PERCENTILE, progress=None) -> tuple[bytes, list[TensorRange]]:
     """Replace the calibrated min/max of every activation tensor by the ``method`` range,
     measured by running the calibrated float model on ``inputs()`` (the converter's
-    representative dataset: lists holding one batch of one image).
+    representative dataset: lists holding one batch of images).
 
-    Starts from the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
-    calibrator can record merged ranges); ``minmax`` stops there."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook
+    One replay: it records the exact min/max of :mod:`edgemobile.quantization.exact_ranges`
+    (TFLite's calibrator can record merged ranges) and, in the same pass, a fine histogram
+    of each tensor over the calibrator's recorded range (which contains the exact one),
+    rebinned onto the exact range afterwards; ``minmax`` is the exact min/max alone."""
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
     from edgemobile.runtime.interpreter import tensor_inspector
 
-    buf = bytearray(exact_minmax_hook(inputs)(calibrated))
-    slots = _stat_slots(buf)
-    recorded = {i: (struct.unpack_from("<f", buf, lo)[0], struct.unpack_from("<f", buf, hi)[0])
-                for i, (_, lo, hi) in slots.items()}
     if method == "minmax":
+        buf = bytearray(exact_minmax_hook(inputs)(calibrated))
+        slots = _stat_slots(buf)
+        recorded = _recorded(buf, slots)
         return bytes(buf), [TensorRange(i, slots[i][0], "", recorded[i], recorded[i]) for i in sorted(slots)]
-    interpreter = tensor_inspector(bytes(buf))
+    buf = bytearray(calibrated)
+    slots = _stat_slots(buf)
+    calibrator = _recorded(buf, slots)
+    interpreter = tensor_inspector(bytes(buf), num_threads=1)
     ops, producers = _graph(interpreter)
     softmax_inputs = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
     for op in reversed(ops):  # a reshape before the softmax carries the logits too
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
-    histograms = {i: Histogram.empty(*recorded[i]) for i in tracked}
-    input_index = interpreter.get_input_details()[0]["index"]
-    tops: dict[int, list[float]] = {i: [] for i in softmax_inputs}
-    for (x,) in inputs():
-        interpreter.set_tensor(input_index, x)
+    fine = {i: Histogram.empty(*calibrator[i], bins=FINE_BINS) for i in tracked}
+    lo = {i: np.inf for i in slots}
+    hi = {i: -np.inf for i in slots}
+    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+    for sample in inputs():
+        feed(interpreter, sample)
         interpreter.invoke()
-        for i in tracked:
+        for i in slots:
             value = interpreter.get_tensor(i)
-            histograms[i].add(value)
-            if i in tops:
-                tops[i].append(float(value.max()))
+            if not value.size:
+                continue
+            lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
+            if i in fine:
+                fine[i].add(value)
+                if i in tops:
+                    tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
         if progress:
-            progress.update()
-    chosen = {}
+            progress.update(len(sample[0]))
+    recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
+    chosen = dict(recorded)
     for i in tracked:
-        floor = logit_floor(np.array(tops[i])) if tops.get(i) else None
-        chosen[i] = select_range(histograms[i], method, percentile, keep_max=i in softmax_inputs, floor=floor)
+        floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
+        h = fine[i].rebinned(*recorded[i])
+        chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for op in ops:  # same-scale ops take their input's range, in graph order
         if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1:
             src, dst = int(op["inputs"][0]), int(op["outputs"][0])
-            if src in chosen and dst in chosen:
+            if src in chosen and dst in chosen and src in tracked and dst in tracked:
                 chosen[dst] = chosen[src]
     report = []
     for i in sorted(chosen):
         name, lo_at, hi_at = slots[i]
-        lo, hi = chosen[i]
-        struct.pack_into("<f", buf, lo_at, lo)
-        struct.pack_into("<f", buf, hi_at, hi)
-        report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], (lo, hi)))
+        struct.pack_into("<f", buf, lo_at, chosen[i][0])
+        struct.pack_into("<f", buf, hi_at, chosen[i][1])
+        if i in tracked:
+            report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], chosen[i]))
     return bytes(buf), report
+
+
+def _recorded(buf: bytearray, slots: dict) -> dict[int, tuple[float, float]]:
+    return {i: (struct.unpack_from("<f", buf, lo)[0], struct.unpack_from("<f", buf, hi)[0])
+            for i, (_, lo, hi) in slots.items()}

@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemobile.quantization import graph as G
-from edgemobile.quantization.ranges import DEFAULT_PERCENTILE, Histogram, fake_quant, logit_floor, select_range
+from edgemobile.quantization.ranges import (DEFAULT_PERCENTILE, Histogram, fake_quant, logit_floor, quant_params,
+                                            select_range)
 
 HISTOGRAM_SAMPLES = 4_000_000
 
@@ -115,18 +116,61 @@ def tensor_range(values: np.ndarray, method: str, percentile: float = DEFAULT_PE
     """The range ``method`` picks for these activations (batch first), as
     :func:`edgemobile.quantization.ranges.apply_ranges` will for the converter."""
     values = np.asarray(values, np.float32)
-    floor = logit_floor(values.reshape(len(values), -1).max(axis=1)) if logits else None
-    flat = values.ravel()
-    h = Histogram.empty(float(flat.min()), float(flat.max()))
-    # Subsample whole positions (every channel of each), at random: a plain stride through
-    # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
-    # only channels 0, 4, 8, 12) and can miss the channels that set the range.
-    rows = flat.reshape(-1, values.shape[-1]) if values.ndim > 1 else flat[:, None]
-    keep = max(1, HISTOGRAM_SAMPLES // rows.shape[1])
-    if len(rows) > keep:
-        rows = rows[np.sort(np.random.default_rng(0).choice(len(rows), keep, replace=False))]
-    h.add(rows)
-    return select_range(h, method, percentile, keep_max=logits, floor=floor)
+    meter = RangeMeter(logits)
+    meter.observe(values)
+    if method != "minmax":
+        meter.start_histogram()
+        meter.add(values, 0)
+    return meter.choose(method, percentile)
+
+
+class RangeMeter:
+    """One activation tensor's range, measured a chunk of images at a time in two passes:
+    :meth:`observe` every chunk (min/max, per-image top logits), then :meth:`start_histogram`
+    and :meth:`add` every chunk again; :meth:`choose` gives what :func:`tensor_range` gives
+    on all the images at once, storing only a histogram."""
+
+    def __init__(self, logits: bool = False):
+        self.logits = logits
+        self.lo, self.hi = np.inf, -np.inf
+        self.images = 0
+        self.rows_per_image = 1
+        self.channels = 1
+        self.tops: list[np.ndarray] = []
+        self.histogram: Histogram | None = None
+        self.sample: np.ndarray | None = None
+
+    def observe(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32)
+        self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
+        self.images += len(values)
+        self.channels = int(values.shape[-1]) if values.ndim > 1 else 1
+        self.rows_per_image = int(values[0].size // self.channels) if len(values) else 1
+        if self.logits:
+            self.tops.append(values.reshape(len(values), -1).max(axis=1))
+
+    def start_histogram(self) -> None:
+        # Subsample whole positions (every channel of each), at random: a plain stride through
+        # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
+        # only channels 0, 4, 8, 12) and can miss the channels that set the range.
+        self.histogram = Histogram.empty(self.lo, self.hi)
+        total = self.images * self.rows_per_image
+        keep = max(1, HISTOGRAM_SAMPLES // self.channels)
+        self.sample = None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
+
+    def add(self, values: np.ndarray, first_image: int) -> None:
+        """Values of images ``first_image`` … (in the order :meth:`observe` saw them)."""
+        rows = np.asarray(values, np.float32).reshape(-1, self.channels)
+        if self.sample is not None:
+            start = first_image * self.rows_per_image
+            lo, hi = np.searchsorted(self.sample, [start, start + len(rows)])
+            rows = rows[self.sample[lo:hi] - start]
+        self.histogram.add(rows)
+
+    def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+        floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
+        h = self.histogram if self.histogram is not None else Histogram.empty(self.lo, self.hi)
+        return select_range(h, method, percentile, keep_max=self.logits, floor=floor)
 
 
 def fixed_grid(values: np.ndarray) -> np.ndarray:
@@ -168,7 +212,8 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
              on_linear: LinearHook | None = None, quantize_weights: bool = True,
              quantize_activations: bool = True, only: set[str] | None = None,
              reference: dict[str, list[np.ndarray]] | None = None,
-             fixed_ranges: dict[str, tuple[float, float]] | None = None, progress=None) -> SimulationResult:
+             fixed_ranges: dict[str, tuple[float, float]] | None = None, progress=None,
+             spec=None) -> SimulationResult:
     """Float and simulated-int8 outputs of ``model`` on ``x``.
 
     ``on_linear(layer, ref_in, mod_in, ref_out)`` is called for each conv/dense layer with
@@ -179,6 +224,9 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
     for measuring what each one costs on its own. ``reference``: the float weights
     (:func:`snapshot`) the reference stream uses for layers that earlier passes have
     already changed. ``fixed_ranges``: ranges to use instead of ``range_method``'s.
+    ``spec``: the model's :class:`~edgemobile.data.preprocessing.PreprocessSpec` (``x`` is
+    its normalized output); the quantized stream then gets the input a device feeds
+    (:func:`device_input`).
     """
     roles = layer_roles(model)
     logits = feeds_softmax(model)
@@ -229,11 +277,27 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
     if quantize_activations and (only is None or "input" in only):
         lo, hi = tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
         ranges["input"] = (lo, hi)
-        x_mod = fake_quant(x, lo, hi)
+        x_mod = device_input(x, lo, hi, spec)
     else:
         x_mod = x
     ref, mod = G.run_paired(model, x, x_mod, hook)
     return SimulationResult(np.asarray(ref), np.asarray(mod), ranges, tuple(captured) if captured else None)
+
+
+def device_input(x: np.ndarray, lo: float, hi: float, spec=None) -> np.ndarray:
+    """What the int8 model's first layer sees for normalized images ``x`` with input range
+    [lo, hi] — as a device feeds it. When the input grid is the normalization of ``spec``
+    (:meth:`~edgemobile.data.preprocessing.PreprocessSpec.fed_raw_pixels`: MobileNet's
+    [-1, 1]) raw pixels go in: pixel p is the int8 code p − 128, which the model reads as
+    (p − 128 − zero point) · scale — a constant offset of up to half a step per channel from
+    ``x`` (+0.5/127.5 for [-1, 1], zero point −1), not a rounding. Otherwise the input is
+    quantized (rounded) to the grid, as eval and the runtime do."""
+    x = np.asarray(x, np.float32)
+    scale, zero_point = quant_params(lo, hi)
+    if spec is None or not spec.fed_raw_pixels(scale, zero_point + 128):
+        return fake_quant(x, lo, hi)
+    pixels = np.clip(np.rint(x * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32)), 0, 255)
+    return ((pixels - np.float32(zero_point + 128)) * np.float32(scale)).astype(np.float32)
 
 
 def snapshot(model) -> dict[str, list[np.ndarray]]:

@@ -1,0 +1,227 @@
+"""The sequential AdaRound / bias-correction pass, streamed over chunks of images.
+
+The simulation of :mod:`.simulate` runs every image through both streams at once, which
+holds technique images × full-resolution activations × (float + int8) in memory — 10 GB for
+MobileNetV1 1.0/224 on 256 images. This pass computes the same thing keeping only what each
+technique needs:
+
+1. float stream, ``CHUNK`` images at a time (:func:`edgemobile.quantization.graph.run_graph`):
+   min/max of every int8 activation tensor, each conv/dense layer's mean output per channel;
+2. float stream again: range histograms (a fixed random sample of positions, as
+   :func:`.simulate.tensor_range` takes) and AdaRound's input-patch moments at a fixed sample
+   of positions (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its
+   symmetric objective), so every layer is rounded from these statistics alone;
+3. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
+   tensors kept on disk between layers (compact: int8 codes where the tensor is on an int8
+   grid). A conv/dense layer's chunks are computed once to measure its mean output shift,
+   which is removed from its bias, and once more with the corrected bias.
+
+Memory is therefore a chunk's activations plus per-tensor histograms and per-layer moments,
+whatever the number of technique images; the disk holds one int8 copy of the live tensors.
+The first stream of (3) is fed the device's input encoding (:func:`.simulate.device_input`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemobile.quantization import graph as G
+from edgemobile.quantization import simulate as S
+from edgemobile.quantization.ranges import quant_params
+
+CHUNK = 32  # images per chunk: big enough for multi-threaded TF kernels, small enough to stay bounded
+
+
+def _chunks(n: int, size: int = CHUNK) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=None) -> list[dict]:
+    """AdaRound and/or bias-correct every conv/dense layer of the BatchNorm-folded ``model``
+    in place, as :mod:`edgemobile.quantization.pipeline` describes; returns a row per layer."""
+    from edgemobile.progress import Progress
+    from edgemobile.quantization.adaround import PatchMoments, adaround_with
+
+    roles = S.layer_roles(model)
+    logits = S.feeds_softmax(model)
+    linear = {L.name: L for L in G.linear_layers(model)}
+    ranged = {name for name, role in roles.items() if role in (S.OWN, S.LINEAR)}
+    chunks = _chunks(len(x))
+    two_passes = options.ranges != "minmax" or options.adaround
+    bar = Progress((1 + two_passes) * len(chunks) + len(linear) * (2 if options.bias_correction else 1),
+                   "quantizing layers", unit="step") if progress else None
+
+    meters = {name: S.RangeMeter(logits=name in logits) for name in ranged}
+    means: dict[str, np.ndarray] = {}
+    moments = {name: PatchMoments(L, len(x)) for name, L in linear.items()} if options.adaround else {}
+    state = {"first": 0}
+
+    def first_pass(layer, inputs, output):
+        name = layer.name
+        if name in meters or name in linear:
+            value = np.asarray(output)
+            if name in meters:
+                meters[name].observe(value)
+            if name in linear:
+                total = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
+                means[name] = means[name] + total if name in means else total
+        return None
+
+    histograms = options.ranges != "minmax"
+
+    def second_pass(layer, inputs, output):
+        name = layer.name
+        if histograms and name in meters:
+            meters[name].add(np.asarray(output), state["first"])
+        if name in moments:
+            moments[name].add(np.asarray(inputs[0]), state["first"])
+        return None
+
+    passes = (first_pass, second_pass) if histograms or moments else (first_pass,)
+    for hook in passes:
+        for lo, hi in chunks:
+            state["first"] = lo
+            G.run_graph(model, x[lo:hi], hook)
+            if bar:
+                bar.update()
+        if hook is first_pass and histograms:
+            for meter in meters.values():
+                meter.start_histogram()
+    ranges = {name: meter.choose(options.ranges) for name, meter in meters.items()}
+
+    rows: dict[str, dict[str, Any]] = {name: {"layer": name, "kind": L.kind} for name, L in linear.items()}
+    for name, L in linear.items():
+        if options.adaround:
+            cov = moments.pop(name).covariance(centered=options.bias_correction)
+            rows[name].update(adaround_with(L, cov, options.adaround_iterations).as_dict())
+        if bar and not options.bias_correction:
+            bar.update()
+    if options.bias_correction:
+        pixels_per_channel = {name: _positions(L) * len(x) for name, L in linear.items()}
+        reference_mean = {name: means[name] / pixels_per_channel[name] for name in linear}
+        _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, options.adaround, bar)
+    if bar:
+        bar.close()
+    return list(rows.values())
+
+
+def _positions(layer: G.LinearLayer) -> int:
+    """Output values per channel per image."""
+    shape = layer.layer.output.shape
+    return int(np.prod([int(d) for d in shape[1:-1]])) if len(shape) > 2 else 1
+
+
+class _Store:
+    """Tensors of the int8 stream, one file per (tensor, chunk), int8 codes where on a grid."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.grids: dict[tuple[int, int], tuple[float, int]] = {}
+
+    def _path(self, tensor: int, chunk: int) -> Path:
+        return self.folder / f"{tensor}_{chunk}.npy"
+
+    def put(self, tensor: int, chunk: int, value: np.ndarray, grid: tuple[float, float] | None) -> None:
+        value = np.asarray(value, np.float32)
+        if grid is not None:
+            scale, zero_point = quant_params(*grid)
+            codes = np.rint(value / np.float32(scale)) + zero_point
+            if np.all((codes >= -128) & (codes <= 127)):
+                restored = ((codes - zero_point) * np.float32(scale)).astype(np.float32)
+                if np.array_equal(restored, value):
+                    np.save(self._path(tensor, chunk), codes.astype(np.int8))
+                    self.grids[tensor, chunk] = (scale, zero_point)
+                    return
+        self.grids.pop((tensor, chunk), None)
+        np.save(self._path(tensor, chunk), value)
+
+    def get(self, tensor: int, chunk: int) -> np.ndarray:
+        value = np.load(self._path(tensor, chunk))
+        if (tensor, chunk) in self.grids:
+            scale, zero_point = self.grids[tensor, chunk]
+            return ((value.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+        return value
+
+    def drop(self, tensor: int, chunks: int) -> None:
+        for k in range(chunks):
+            self._path(tensor, k).unlink(missing_ok=True)
+            self.grids.pop((tensor, k), None)
+
+
+def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar) -> None:
+    """Layer by layer over the stored chunks of the int8 stream: measure and remove each
+    conv/dense layer's mean output shift (see the module docstring)."""
+    from edgemobile.quantization.ranges import fake_quant
+
+    lo_in, hi_in = S.tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
+    chunks = _chunks(len(x))
+    nodes = G._nodes(model)
+    remaining = G._reader_counts(nodes)
+    outputs = {id(t) for t in model.outputs}
+    grid_of: dict[int, tuple[float, float] | None] = {}  # tensor → the int8 grid it is on
+
+    def quantize(name: str, value, inputs: list[int]):
+        role = roles.get(name)
+        if role == S.FIXED:
+            return S.fixed_grid(value), (0.0, 255.0 / 256.0)
+        if role in (S.OWN, S.LINEAR):
+            lo, hi = ranges[name]
+            return fake_quant(value, lo, hi), (lo, hi)
+        return np.asarray(value, np.float32), grid_of.get(inputs[0]) if role == S.PASS and inputs else None
+
+    with tempfile.TemporaryDirectory(prefix="edgemobile-stream-") as tmp:
+        store = _Store(Path(tmp))
+        source = id(model.inputs[0])
+        for k, (a, b) in enumerate(chunks):
+            store.put(source, k, S.device_input(x[a:b], lo_in, hi_in, spec), (lo_in, hi_in))
+        grid_of[source] = (lo_in, hi_in)
+        for node in nodes:
+            layer = node.operation
+            name = layer.name
+            ins = [id(t) for t in node.input_tensors]
+            (out,) = [id(t) for t in node.outputs]
+
+            def run(k: int):
+                return G._call(node, {t: store.get(t, k) for t in set(ins)})
+
+            if name in linear:
+                L = linear[name]
+                kernel = None if adarounded else L.kernel
+                if kernel is not None:  # the converter rounds the kernel to nearest
+                    L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
+                total = None
+                for k in range(len(chunks)):
+                    value = np.asarray(run(k))
+                    s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
+                    total = s if total is None else total + s
+                shift = total / (_positions(L) * len(x)) - reference_mean[name]
+                if kernel is not None:
+                    L.set(kernel=kernel)
+                L.set(bias=L.bias.astype(np.float64) - shift)
+                rows[name]["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
+                if bar:
+                    bar.update()
+                if kernel is not None:
+                    L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
+                try:
+                    for k in range(len(chunks)):
+                        value, grid = quantize(name, np.asarray(run(k)), ins)
+                        store.put(out, k, value, grid)
+                finally:
+                    if kernel is not None:
+                        L.set(kernel=kernel)
+                if bar:
+                    bar.update()
+            else:
+                for k in range(len(chunks)):
+                    value, grid = quantize(name, np.asarray(run(k)), ins)
+                    store.put(out, k, value, grid)
+            grid_of[out] = grid
+            for t in node.input_tensors:
+                remaining[id(t)] -= 1
+                if remaining[id(t)] == 0 and id(t) not in outputs:
+                    store.drop(id(t), len(chunks))

@@ -1,0 +1,113 @@
+"""Cost of the default ``--int8`` next to the plain converter's, measured side by side.
+
+    python tools/bench_convert.py [--shared ../shared] [--num-calibration 500] [--models v1,s0] [--json FILE]
+
+Each conversion is ``python -m edgemobile convert … --int8 [--plain]`` in its own child
+process; its wall time and peak resident memory (the child's ``ru_maxrss`` from
+``os.wait4``, which includes importing TensorFlow) are recorded, and per model the two ratios
+default / plain are printed. Models: MobileNetV1 1.0/224 with random weights (cost does not
+depend on the weights, and there are no 1.0 weights in the shared folder) and MobileOne-S0
+with ``weights/mobileone/mobileone_s0.pth.tar``. Calibration: ``--num-calibration`` images
+of ``imagenet/calib`` (the CLI default, 500). Targets (issue 10): default ≤ 2.0× plain in
+both wall time and peak memory, aim 1.5×. Heavy (minutes per model): a tool, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# key: (label, convert flags, weights under shared/weights or None for random weights)
+MODELS = {
+    "v1": ("MobileNetV1 1.0/224 (random weights)", ["--model", "mobilenet", "--alpha", "1.0"], None),
+    "s0": ("MobileOne-S0", ["--model", "mobileone_s0"], "mobileone/mobileone_s0.pth.tar"),
+}
+MODES = (("plain", ["--plain"]), ("default", []))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, out: Path) -> dict:
+    """One ``convert`` in a child process: wall seconds, peak RSS (MB), its final line."""
+    cmd = [sys.executable, "-m", "edgemobile", "convert", *flags, "--int8", "--weights", weights,
+           "--calibration", str(calibration), "--num-calibration", str(num), "-o", str(out), "--quiet", "--force"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        out_text, err_text = stdout.read(), stderr.read()
+    if child.returncode != 0:
+        raise SystemExit(f"bench_convert: {' '.join(cmd)} failed:\n{err_text[-2000:]}")
+    lines = [line for line in out_text.splitlines() if line.startswith("wrote ")]
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "convert_says": lines[-1] if lines else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="shared data folder (default ../shared)")
+    parser.add_argument("--num-calibration", type=int, default=500, help="calibration images (default 500)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys from {', '.join(MODELS)}")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    shared = Path(args.shared)
+    calibration = shared / "imagenet" / "calib"
+    if not calibration.is_dir():
+        sys.exit(f"bench_convert: {calibration} not found (pass --shared)")
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        sys.exit(f"bench_convert: unknown model keys {unknown}; choose from {', '.join(MODELS)}")
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); {args.num_calibration} calibration images; "
+          "each conversion in its own process", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in keys:
+            label, flags, weights = MODELS[key]
+            weights_arg = str(shared / "weights" / weights) if weights else "none"
+            if weights and not Path(weights_arg).is_file():
+                sys.exit(f"bench_convert: {weights_arg} not found")
+            row = {"model": label}
+            for mode, extra in MODES:
+                row[mode] = run_conversion(flags + extra, weights_arg, calibration, args.num_calibration,
+                                           Path(tmp) / f"{key}_{mode}.tflite")
+                print(f"  {label}, {mode}: {row[mode]['wall_s']:.1f} s, {row[mode]['peak_rss_mb']:.0f} MB", flush=True)
+            row["wall_ratio"] = round(row["default"]["wall_s"] / row["plain"]["wall_s"], 2)
+            row["rss_ratio"] = round(row["default"]["peak_rss_mb"] / row["plain"]["peak_rss_mb"], 2)
+            results.append(row)
+    header = f"{'model':<38} {'plain s':>8} {'default s':>10} {'ratio':>6} {'plain MB':>9} {'default MB':>11} {'ratio':>6}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        print(f"{r['model']:<38} {r['plain']['wall_s']:>8.1f} {r['default']['wall_s']:>10.1f} {r['wall_ratio']:>5.2f}x "
+              f"{r['plain']['peak_rss_mb']:>9.0f} {r['default']['peak_rss_mb']:>11.0f} {r['rss_ratio']:>5.2f}x")
+    print("targets: default <= 2.0x plain in wall time and in peak RSS (aim 1.5x)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
