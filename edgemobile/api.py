@@ -230,11 +230,13 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
               preprocess, mean, std, crop_fraction, labels):
     """(variant, weights, CalibrationSet) — labels may come from the calibration folders, whose
     class folders must then agree with them."""
-    from edgemobile.quantization.convert import FULL_INTEGER
+    from edgemobile.quantization.convert import FULL_INTEGER, CalibrationSet
 
     folder = None
-    if precision in FULL_INTEGER and calibration is not None and not str(calibration).lower().endswith(".json"):
-        folder = getattr(calibration, "root", calibration)
+    if isinstance(calibration, CalibrationSet):
+        folder = calibration.root
+    elif precision in FULL_INTEGER and calibration is not None and not str(calibration).lower().endswith(".json"):
+        folder = calibration
     variant, weights = resolve_model(model, alpha, resolution, weights, preprocess, mean, std, crop_fraction,
                                      labels, folder)
     cal = calibration_set(calibration, num_calibration, seed, precision)
@@ -376,17 +378,14 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
     from edgemobile.eval.predictors import TFLitePredictor, load_predictor
 
     tflite = _tflite_source(model)
-    if isinstance(tflite, bytes):
+    if tflite is not None:
         return TFLitePredictor(tflite, overrides, num_threads=threads or 1)
     if not isinstance(model, (str, os.PathLike)):  # a keras.Model object
         from edgemobile.eval.predictors import KerasPredictor, user_reference
 
         quiet_tensorflow()
         return KerasPredictor(*user_reference(model, overrides, like))
-    from edgemobile.models.user import is_model_file
-
-    if is_model_file(model) or not (str(model).lower().endswith(".tflite") or Path(model).is_file()):
-        quiet_tensorflow()  # a Keras model runs in TensorFlow
+    quiet_tensorflow()  # a zoo name or a Keras model file: a Keras model runs in TensorFlow
     with quiet_keras():
         return load_predictor(str(model), overrides, alpha, resolution, weights, num_threads=threads or 1, like=like)
 
@@ -400,7 +399,7 @@ def _tflite_source(model):
     if isinstance(model, (str, os.PathLike)):
         from edgemobile.models.user import is_model_file
 
-        if str(model).lower().endswith(".tflite") or (Path(model).is_file() and not is_model_file(model)):
+        if str(model).lower().endswith(".tflite") or (Path(model).exists() and not is_model_file(model)):
             return str(model)
     return None
 
