@@ -120,3 +120,26 @@ def test_python_api_gives_the_clis_results(user, capsys, tmp_path):
     saved = converted.save(tmp_path / "api.tflite")
     with pytest.raises(EdgeMobileError, match="already exists"):
         converted.save(saved)
+
+
+def test_readme_python_example_runs_as_written(user, tmp_path, monkeypatch, capsys):
+    import re
+    import shutil
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "flowers").mkdir()
+    shutil.copy(user["model"], tmp_path / "flowers.keras")
+    shutil.copytree(user["train"], tmp_path / "flowers" / "train")
+    shutil.copytree(user["val"], tmp_path / "flowers" / "val")
+    shutil.copy(sorted(user["val"].glob("YURT/*"))[0], tmp_path / "photo.jpg")
+    (tmp_path / "android_assets").mkdir()
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "top-1 agreement" in out and "yurt" in out
+    assert (tmp_path / "flowers_int8.tflite").is_file()
+    assert (tmp_path / "android_assets" / "flowers" / "labels.txt").read_text().splitlines() == LABELS
