@@ -139,11 +139,7 @@ def user_spec(model, source: str, preprocess: str | None = None, resolution: int
 
 
 def model_resolution(model, source: str) -> int:
-    shape = model.input_shape
-    if isinstance(shape, list):
-        if len(shape) != 1:
-            raise EdgeMobileError(f"{source}: has {len(shape)} inputs; an image classifier has one")
-        shape = shape[0]
+    shape = _single(model.input_shape, "inputs", source)
     if len(shape) != 4 or shape[-1] != 3:
         raise EdgeMobileError(f"{source}: input shape {tuple(shape)} is not an RGB image batch (N, H, W, 3)")
     if shape[1] is None or shape[2] is None:
@@ -154,12 +150,17 @@ def model_resolution(model, source: str) -> int:
     return int(shape[1])
 
 
-def num_outputs(model, source: str) -> int:
-    shape = model.output_shape
+def _single(shape, what: str, source: str):
+    """The one input/output shape of a model (Keras gives a list for several)."""
     if isinstance(shape, list):
         if len(shape) != 1:
-            raise EdgeMobileError(f"{source}: has {len(shape)} outputs; a classifier has one")
+            raise EdgeMobileError(f"{source}: has {len(shape)} {what}; an image classifier has one")
         shape = shape[0]
+    return shape
+
+
+def num_outputs(model, source: str) -> int:
+    shape = _single(model.output_shape, "outputs", source)
     if len(shape) != 2 or not shape[1]:
         raise EdgeMobileError(f"{source}: output shape {tuple(shape)} is not (N, classes)")
     return int(shape[1])
