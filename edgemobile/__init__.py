@@ -1,3 +1,19 @@
-"""edgemobile: mobile image classifiers from Keras + ImageNet weights to honest int8 TFLite."""
+"""edgemobile: mobile image classifiers from Keras + ImageNet weights to honest int8 TFLite.
+
+``import edgemobile as em`` gives the Python API (:mod:`edgemobile.api`): ``em.convert``,
+``em.evaluate``, ``em.predict``, ``em.bundle``. They are loaded on first use, so importing
+the package stays light (and never imports TensorFlow).
+"""
 
 __version__ = "0.1.0"
+
+_API = ("convert", "evaluate", "predict", "bundle", "Converted", "Evaluation", "Predictions", "BundleResult")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from edgemobile import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgemobile' has no attribute {name!r}")

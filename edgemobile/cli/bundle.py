@@ -14,11 +14,12 @@ _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--we
               "calibration": "--calibration", "num_calibration": "--num-calibration",
               "precision": "--uint8/--float32", "ranges": "--ranges", "equalize": "--equalize",
               "bias_correction": "--bias-correction", "adaround": "--adaround", "plain": "--plain",
-              "technique_images": "--technique-images"}
+              "technique_images": "--technique-images", "preprocess": "--preprocess", "mean": "--mean",
+              "std": "--std", "crop_fraction": "--crop-fraction", "labels": "--labels"}
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import add_calibration_flags
+    from edgemobile.cli.main import add_calibration_flags, add_user_model_flags
 
     p = sub.add_parser(
         "bundle", help="write an Android asset folder: .tflite with metadata + labels.txt",
@@ -27,7 +28,8 @@ def register(sub, prep) -> None:
         "MODEL is a zoo name (converted; uint8 in/out unless --float32) or a .tflite made by edgemobile "
         "(metadata re-embedded and validated). Refuses anything MediaPipe's ImageClassifier would reject.",
     )
-    p.add_argument("model", help="zoo model name (e.g. mobilenet) or a .tflite made by edgemobile")
+    p.add_argument("model", help="zoo model name (e.g. mobilenet), your saved Keras model (.keras/.h5) or a "
+                   ".tflite made by edgemobile")
     p.add_argument("--out", required=True, help="bundle folder to create, e.g. android_assets/mobilenet")
     p.add_argument("--alpha", type=float, help="width multiplier of a zoo model (family default if omitted)")
     p.add_argument("--resolution", type=int, help="input size of a zoo model (family default if omitted)")
@@ -39,56 +41,42 @@ def register(sub, prep) -> None:
     precision.add_argument("--float32", dest="precision", action="store_const", const="float32",
                            help="float32 model (MediaPipe normalizes pixels per the metadata)")
     add_calibration_flags(p)
+    add_user_model_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bundle, precision=None)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from edgemobile import api
+    from edgemobile.models.user import is_model_file
+
     ref = args.model
-    if ref.lower().endswith(".tflite") or Path(ref).is_file():
+    if (ref.lower().endswith(".tflite") or Path(ref).is_file()) and not is_model_file(ref):
         given = [flag for dest, flag in _ZOO_FLAGS.items() if getattr(args, dest) not in (None, False)]
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
-        from edgemobile.deploy.bundle import bundle_from_tflite, check_bundle_folder
-
-        folder = check_bundle_folder(args.out, args.force)
-        return _write(folder, bundle_from_tflite(ref, folder.name), args.force)
+        return _report(api.bundle(ref, args.out, force=args.force))
     return bundle_zoo_model(args, ref, args.out)
 
 
 def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> int:
-    """Convert zoo model ``name`` per the convert-style flags in ``args`` and write its
-    bundle to ``out`` (default: ``<model>_<precision>`` in the current folder)."""
-    from edgemobile.cli.main import (
-        _quiet_tensorflow,
-        _silence_stdout,
-        calibration_from_args,
-        options_from_args,
-    )
-    from edgemobile.deploy.bundle import (
-        android_precision,
-        bundle_from_variant,
-        check_bundle_folder,
-    )
-    from edgemobile.models.zoo import resolve
+    """Convert zoo model (or Keras model file) ``name`` per the convert-style flags in ``args``
+    and write its bundle to ``out`` (default: ``<model>_<precision>`` in the current folder)."""
+    from edgemobile import api
+    from edgemobile.cli.main import model_kwargs, options_from_args
+    from edgemobile.deploy.bundle import android_precision
 
-    variant = resolve(name, args.alpha, args.resolution)
     precision = android_precision(args.precision)
-    folder = check_bundle_folder(out or f"{variant.name}_{precision}", args.force)
-    calibration = calibration_from_args(args, precision)
-    techniques = options_from_args(args)
-    _quiet_tensorflow()
-    with _silence_stdout():
-        bundle = bundle_from_variant(variant, precision, args.weights or "imagenet", calibration,
-                                     folder.name, progress=not args.quiet, techniques=techniques)
-    return _write(folder, bundle, args.force)
+    out = out or api.default_output(name, precision, args.alpha, args.resolution).removesuffix(".tflite")
+    kwargs = model_kwargs(args)
+    return _report(api.bundle(name, out, precision, force=args.force, calibration=args.calibration,
+                              num_calibration=args.num_calibration, seed=args.seed,
+                              techniques=options_from_args(args), progress=not args.quiet, **kwargs))
 
 
-def _write(folder: Path, bundle, force: bool) -> int:
-    from edgemobile.deploy.bundle import write_bundle
-
-    write_bundle(folder, bundle, force=force)
-    print(f"wrote {folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
+def _report(result) -> int:
+    bundle = result.bundle
+    print(f"wrote {result.folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
           f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")
     return 0

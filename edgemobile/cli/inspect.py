@@ -35,7 +35,8 @@ def register(sub, prep) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from edgemobile.cli.main import _quiet_tensorflow, _silence_stdout, calibration_from_args, options_from_args
+    from edgemobile.api import quiet_keras, quiet_tensorflow
+    from edgemobile.cli.main import calibration_from_args, options_from_args
     from edgemobile.models.zoo import resolve
     from edgemobile.outputs import check_output, write_atomic
     from edgemobile.quantization.inspect import diagnose, format_diagnosis
@@ -45,8 +46,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     variant = resolve(args.model, args.alpha, args.resolution)
     options = options_from_args(args)
     calibration = calibration_from_args(args, "int8")
-    _quiet_tensorflow()
-    with _silence_stdout():
+    quiet_tensorflow()
+    with quiet_keras():
         result = diagnose(variant, args.weights, calibration, options, images=args.images,
                           sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
                           progress=not args.quiet)

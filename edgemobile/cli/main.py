@@ -10,9 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import io
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -29,29 +27,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgemobile.cli.inspect",
     "edgemobile.cli.report",
 )
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow (if installed) with its C++ start-up chatter silenced: absl logs CUDA
-    and oneDNN notices to stderr before any setting can stop them, and they hide the output
-    users came for. Later imports are free; errors after start-up still show."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    if "tensorflow" in sys.modules:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _positive_int(text: str) -> int:
@@ -103,11 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     prep = _preprocessing_flags()
 
-    p = sub.add_parser("convert", help="convert a zoo model to .tflite (float32/float16/dynamic/int8/uint8)",
-                       description="Build a zoo model with its weights and convert it to TFLite. Full-integer "
-                       "models are calibrated with the model's own preprocessing and checked to be all-integer.")
-    p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenet (see 'edgemobile models')")
+    p = sub.add_parser("convert", help="convert a zoo model or your Keras model to .tflite "
+                       "(float32/float16/dynamic/int8/uint8)",
+                       description="Build a zoo model with its weights (or load your saved Keras model) and convert "
+                       "it to TFLite. Full-integer models are calibrated with the model's own preprocessing and "
+                       "checked to be all-integer.")
+    p.add_argument("--model", required=True, help="zoo model name, e.g. mobilenet (see 'edgemobile models'), "
+                   "or a saved Keras model file (.keras, full-model .h5)")
     add_zoo_model_flags(p)
+    add_user_model_flags(p)
     precision = p.add_mutually_exclusive_group()
     for name, text in (("float32", "float32 model (default)"), ("float16", "float16 weights"),
                        ("dynamic", "dynamic-range: int8 weights, float activations"),
@@ -164,119 +143,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_convert(args: argparse.Namespace) -> int:
+    from edgemobile import api
+
+    precision = args.precision or "float32"
     if args.android:
         from edgemobile.cli.bundle import bundle_zoo_model
 
         return bundle_zoo_model(args, args.model, args.output)
-    from edgemobile.models.zoo import resolve
-    from edgemobile.outputs import check_output, write_atomic
-
-    variant = resolve(args.model, args.alpha, args.resolution)
-    precision = args.precision or "float32"
-    from edgemobile.quantization.convert import convert_variant, default_output_name
-
-    output = Path(args.output or default_output_name(variant, precision))
-    check_output(output, args.force)
-    calibration = calibration_from_args(args, precision)
-    techniques = options_from_args(args)
-    _quiet_tensorflow()
-    with _silence_stdout():
-        result = convert_variant(variant, precision, args.weights, calibration, progress=not args.quiet,
-                                 techniques=techniques)
-    data = result.tflite
-    write_atomic(output, data, force=args.force)
-    cal = f", calibrated on {len(calibration.paths)} images with {techniques.label()}" if calibration else ""
-    cost = result.provenance["conversion"]
-    peak = f", peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" if cost["peak_rss_mb"] is not None else ""
-    if calibration:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
-        from edgemobile.runtime.delegation import fallback_warning, model_delegation
-
-        warning = fallback_warning(model_delegation(data), str(output))
-        if warning:
-            print(f"edgemobile: warning: {warning}", file=sys.stderr)
-    print(f"wrote {output} ({len(data) / 1e6:.2f} MB, {precision}{cal}, {result.seconds:.1f} s wall{peak})")
+    output = Path(args.output or api.default_output(args.model, precision, args.alpha, args.resolution))
+    result = api.convert(args.model, precision, calibration=args.calibration, num_calibration=args.num_calibration,
+                         seed=args.seed, techniques=options_from_args(args), output=output, force=args.force,
+                         progress=not args.quiet, **model_kwargs(args))
+    for warning in result.warnings:
+        print(f"edgemobile: warning: {warning}", file=sys.stderr)
+    print(f"wrote {output} ({result.summary})")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from edgemobile.data.datasets import labeled_images, stratified_sample
-    from edgemobile.eval.evaluate import BadImageError, evaluate, format_table
+    from edgemobile import api
+    from edgemobile.eval.evaluate import BadImageError
     from edgemobile.outputs import check_output, write_atomic
-
-    from edgemobile.eval import outputs as image_outputs
 
     if args.json:
         check_output(args.json, args.force)
-    if args.outputs:
-        image_outputs.check_outputs_name(args.outputs, args.force)
-    reference_file = None
-    if args.reference and image_outputs.is_outputs_file(args.reference):
-        reference_file = image_outputs.read_outputs(args.reference)
-    overrides = _overrides(args)
-    model = _load(args.model, overrides, args, args.alpha, args.resolution, "imagenet")
-    if args.outputs or reference_file:
-        model = image_outputs.RecordingPredictor(model)
-    predictors = [model]
-    if args.reference and not reference_file:
-        alpha, resolution = args.alpha, args.resolution
-        provenance = (getattr(model, "info", None) and model.info.extra.get("provenance")) or {}
-        alpha = alpha if alpha is not None else provenance.get("alpha")
-        resolution = resolution if resolution is not None else provenance.get("resolution")
-        predictors.append(_load(args.reference, overrides, args, alpha, resolution, args.reference_weights or "imagenet"))
-    pairs = labeled_images(args.data, model.classes, args.ground_truth)
-    if args.limit and args.limit < len(pairs):
-        chosen = set(stratified_sample([p for p, _ in pairs], Path(args.data), args.limit, args.seed))
-        pairs = [pair for pair in pairs if pair[0] in chosen]
-    if getattr(args, "cluster", None) and (args.outputs or reference_file):
-        raise EdgeMobileError("--outputs and an outputs-file --reference record raw outputs on this machine "
-                              "(the device); run them without --cluster")
     try:
-        with cluster_from_args(args) as cluster:
-            result = evaluate(predictors, pairs, data=str(args.data), progress=not args.quiet,
-                              skip_bad_images=args.skip_bad_images, runner=cluster.run_predictors if cluster else None)
+        result = api.evaluate(args.model, args.data, args.reference, ground_truth=args.ground_truth,
+                              limit=args.limit, seed=args.seed, alpha=args.alpha, resolution=args.resolution,
+                              reference_weights=args.reference_weights, skip_bad_images=args.skip_bad_images,
+                              outputs=args.outputs, force=args.force, cluster=args.cluster,
+                              cluster_data=args.cluster_data, shard_size=args.shard_size,
+                              runtime_env=args.runtime_env, progress=not args.quiet, **_overrides(args))
     except BadImageError as exc:
         raise EdgeMobileError(f"{exc}; stopped there — pass --skip-bad-images to evaluate the other images") from None
-    summary = result.as_dict()
-    tables = []
-    if args.outputs or reference_file:
-        left_out = {item["image"] for item in result.skipped}
-        evaluated = [(p, y) for p, y in pairs if str(p) not in left_out]
-        recorded = model.outputs(image_outputs.image_ids([p for p, _ in evaluated], args.data), [y for _, y in evaluated])
-    if reference_file:
-        by_image = image_outputs.with_reference(result, recorded, reference_file, args.reference)
-        summary = {**result.as_dict(), "image_comparison": by_image.as_dict()}
-        tables.append(image_outputs.format_comparison(by_image))
-    print("\n\n".join([format_table(result), *tables]))
+    print(result)
     if args.outputs:
-        recorded.write(args.outputs, force=args.force)
-        print(f"wrote {args.outputs} ({len(recorded.ids)} images' raw outputs)")
+        print(f"wrote {args.outputs} ({len(result.outputs.ids)} images' raw outputs)")
     if args.json:
-        write_atomic(args.json, json.dumps(summary, indent=2) + "\n", force=args.force)
+        write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edgemobile.data.preprocessing import load_rgb
-    from edgemobile.eval.evaluate import top_k_indices
-    from edgemobile.eval.predictors import TFLitePredictor
+    from edgemobile import api
     from edgemobile.outputs import check_output, write_atomic
 
     if args.json:
         check_output(args.json, args.force)
-    predictor = TFLitePredictor(args.model, _overrides(args), num_threads=args.threads)
-    results = []
-    for image in args.images:
-        probs = predictor.predict(predictor.prepare(predictor.spec.crop_pixels(load_rgb(image)))[None])[0]
-        top = top_k_indices(probs, args.top_k)
-        entries = [{"index": int(i), "id": predictor.classes.ids[i], "name": predictor.classes.short_name(i),
-                    "probability": float(probs[i])} for i in top]
-        results.append({"image": str(image), "top": entries})
-        print(image)
-        for rank, e in enumerate(entries, 1):
-            synset = f"  ({e['id']})" if e["id"] != e["name"] else ""
-            print(f"  {rank}. {e['probability']:7.2%}  {e['name']}{synset}")
+    result = api.predict(args.model, args.images, args.top_k, **_overrides(args))
+    print(result)
     if args.json:
-        write_atomic(args.json, json.dumps({"model": str(args.model), "predictions": results}, indent=2) + "\n",
+        write_atomic(args.json, json.dumps(dict(result.as_dict(), model=str(args.model)), indent=2) + "\n",
                      force=args.force)
     return 0
 
@@ -299,6 +216,30 @@ def add_zoo_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
     p.add_argument("--weights", default="imagenet",
                    help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+
+
+def add_user_model_flags(p: argparse.ArgumentParser) -> None:
+    """Preprocessing and labels of a user's Keras model file (see :mod:`edgemobile.models.user`)."""
+    from edgemobile.models.user import PREPROCESS_CHOICES
+
+    group = p.add_argument_group("your own Keras model (--model FILE.keras): preprocessing and labels")
+    group.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
+                       help="the zoo family's preprocessing the model was trained with (not needed when the model "
+                       "has its own Rescaling/Normalization layer)")
+    group.add_argument("--mean", type=_floats, help="or: per-channel mean in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--std", type=_floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--crop-fraction", type=float, default=None,
+                       help="center-crop fraction (default: the --preprocess family's, else 0.875)")
+    group.add_argument("--labels", help="label file, one class per line, in output order (default: the class-name "
+                       "folders of --calibration)")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """The model-selecting flags of convert/bundle as :mod:`edgemobile.api` keywords; flags a
+    command lacks are None."""
+    weights = getattr(args, "weights", None)
+    return {"alpha": args.alpha, "resolution": args.resolution, "weights": weights,
+            **{k: getattr(args, k, None) for k in ("preprocess", "mean", "std", "crop_fraction", "labels")}}
 
 
 def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for drawing calibration images") -> None:
@@ -359,20 +300,11 @@ def _json_object(text: str) -> dict:
     return value
 
 
-@contextlib.contextmanager
 def cluster_from_args(args: argparse.Namespace):
     """The RayCluster --cluster asks for (None without it), disconnected on exit."""
-    if not getattr(args, "cluster", None):
-        yield None
-        return
-    from edgemobile.eval.cluster import RayCluster
+    from edgemobile.api import cluster_session
 
-    cluster = RayCluster(args.cluster, data=args.cluster_data, shard_size=args.shard_size,
-                         runtime_env=args.runtime_env)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    return cluster_session(args.cluster, args.cluster_data, args.shard_size, args.runtime_env)
 
 
 def options_from_args(args: argparse.Namespace):
@@ -387,46 +319,15 @@ def options_from_args(args: argparse.Namespace):
 
 def calibration_from_args(args: argparse.Namespace, precision: str):
     """The CalibrationSet --calibration/--num-calibration/--seed select (None unless full-integer)."""
-    from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet
+    from edgemobile.api import calibration_set
 
-    if precision not in FULL_INTEGER:
-        if args.calibration or args.num_calibration:
-            raise EdgeMobileError("--calibration/--num-calibration only apply to --int8 or --uint8")
-        return None
-    from edgemobile.data.calibration_sets import resolve_calibration
-
-    folder = resolve_calibration(args.calibration)
-    # A manifest is an explicit selection: use all of it unless told otherwise.
-    is_manifest = bool(args.calibration) and args.calibration.lower().endswith(".json")
-    count = args.num_calibration or (sys.maxsize if is_manifest else DEFAULT_NUM_CALIBRATION)
-    return CalibrationSet.from_folder(
-        folder, count, args.seed, source=args.calibration or "imagenet_sample_1000 (default)",
-    )
+    return calibration_set(args.calibration, args.num_calibration, args.seed, precision)
 
 
-def _overrides(args: argparse.Namespace):
-    from edgemobile.eval.predictors import PreprocessOverrides
-
-    if not 0 < args.crop_fraction <= 1:
-        raise EdgeMobileError(f"--crop-fraction must be in (0, 1], got {args.crop_fraction}")
-    return PreprocessOverrides(mean=args.mean, std=args.std, crop_fraction=args.crop_fraction,
-                               labels=args.labels, background_class=args.background_class)
-
-
-def _load(ref: str, overrides, args, alpha, resolution, weights):
-    from edgemobile.eval.predictors import load_predictor
-
-    if not (ref.lower().endswith(".tflite") or Path(ref).is_file()):
-        _quiet_tensorflow()  # a zoo model: the float Keras model runs in TensorFlow
-    with _silence_stdout():
-        return load_predictor(ref, overrides, alpha, resolution, weights, num_threads=args.threads or 1)
-
-
-@contextlib.contextmanager
-def _silence_stdout():
-    """Keras' exporter prints every traced tensor to stdout during conversion."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+def _overrides(args: argparse.Namespace) -> dict:
+    """eval/predict's preprocessing flags as :mod:`edgemobile.api` keywords."""
+    return {"mean": args.mean, "std": args.std, "crop_fraction": args.crop_fraction, "labels": args.labels,
+            "background_class": args.background_class, "threads": args.threads}
 
 
 class _Terminated(BaseException):

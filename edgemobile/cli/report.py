@@ -66,8 +66,8 @@ def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgemobile.cli.main import (_quiet_tensorflow, _silence_stdout, calibration_from_args, cluster_from_args,
-                                     options_from_args)
+    from edgemobile.api import quiet_keras, quiet_tensorflow
+    from edgemobile.cli.main import calibration_from_args, cluster_from_args, options_from_args
     from edgemobile.eval.report import ModelSpec, markdown, run_report
 
     if args.bench_runs < 0:
@@ -80,8 +80,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     if args.conversion_memory <= 0:
         raise EdgeMobileError(f"--conversion-memory must be positive, got {args.conversion_memory:g}")
-    _quiet_tensorflow()
-    with _silence_stdout(), cluster_from_args(args) as cluster:
+    quiet_tensorflow()
+    with quiet_keras(), cluster_from_args(args) as cluster:
         result = run_report(specs, args.data, calibration, options, ablation=args.ablation, limit=args.limit,
                             seed=args.seed, bench_runs=args.bench_runs, progress=not args.quiet,
                             cluster=cluster, conversion_memory_gb=args.conversion_memory)

@@ -3,6 +3,8 @@
 Layouts understood (the ones ImageNet users have):
 - synset subfolders, any depth: ``val/n01440764/ILSVRC2012_val_00000293.JPEG`` (the folder
   name is the label) — also how an ImageNet *train* folder looks;
+- class-name subfolders (``flowers/train/daisy/*.jpg``) for models with their own labels:
+  the folder name is the label, matched case- and whitespace-insensitively;
 - one flat folder of files named ``<synset>_<anything>.JPEG`` (the label is the prefix,
   e.g. the public one-image-per-class sample ``n01440764_tench.JPEG``);
 - a flat folder plus a ground-truth file: caffe-style ``name index`` lines
@@ -98,18 +100,72 @@ def labeled_images(
     unknown: set[str] = set()
     for path in find_images(root):
         key = class_key(path, root)
-        index = classes.index_of(key)
+        index = class_index(key, classes)
         if index is None:
             unknown.add(key or path.name)
         else:
             pairs.append((path, index))
     if unknown:
-        sample = ", ".join(sorted(unknown)[:3])
-        raise EdgeMobileError(
-            f"{root}: {len(unknown)} image folder(s)/file(s) do not name a class of the model "
-            f"(e.g. {sample}); use synset folders (n01440764/…) or pass --ground-truth FILE"
-        )
+        raise EdgeMobileError(_unknown_classes_message(root, unknown, classes) +
+                              "; use folders named by class (or synset) or pass --ground-truth FILE")
     return pairs
+
+
+def class_index(key: str, classes: ClassList) -> int | None:
+    """The output index :func:`class_key` ``key`` names: the synset or the whole relative
+    folder, else its last folder (``train/Daisy`` → ``daisy``), matched case- and
+    whitespace-insensitively (:meth:`ClassList.index_of`)."""
+    if not key:
+        return None
+    index = classes.index_of(key)
+    return index if index is not None else classes.index_of(Path(key).name)
+
+
+def folder_classes(root: str | os.PathLike) -> ClassList | None:
+    """The classes of a class-name folder layout (``flowers/train/daisy/*.jpg``): the image
+    folders' names, sorted as ``keras.utils.image_dataset_from_directory`` orders them
+    (its integer labels are then the model's output indices). None when the images are
+    not in class folders (flat folder, or synset-labelled)."""
+    root = Path(root)
+    keys = {class_key(path, root) for path in find_images(root)}
+    if "" in keys or any(_SYNSET.match(Path(k).name) or _SYNSET.match(k) for k in keys):
+        return None
+    names = sorted({Path(k).name for k in keys})
+    clashes = _clashes(names)
+    if clashes:
+        raise EdgeMobileError(f"{root}: class folders {', '.join(clashes)} differ only in case or spacing; "
+                              "rename one so every class has one folder name")
+    return ClassList.from_names(names)
+
+
+def check_class_folders(root: str | os.PathLike, paths, classes: ClassList) -> None:
+    """Every class folder among ``paths`` (below ``root``) must name one of ``classes``:
+    raise naming the folders that do not (calibrating on images of other classes means the
+    labels and the data disagree)."""
+    root = Path(root)
+    keys = {class_key(Path(p), root) for p in paths}
+    unknown = {k for k in keys if k and class_index(k, classes) is None}
+    if unknown:
+        raise EdgeMobileError(_unknown_classes_message(root, unknown, classes))
+
+
+def _clashes(names: list[str]) -> list[str]:
+    from edgemobile.data.labels import label_key
+
+    seen: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        seen[label_key(name)].append(name)
+    return [name for group in seen.values() if len(group) > 1 for name in group]
+
+
+def _unknown_classes_message(root: Path, unknown: set[str], classes: ClassList) -> str:
+    shown = sorted(unknown)
+    listed = ", ".join(shown[:10]) + (f" (+{len(shown) - 10} more)" if len(shown) > 10 else "")
+    known = ""
+    if len(classes) <= 20:
+        known = f"; the model's classes are {', '.join(classes.label_lines())}"
+    return (f"{root}: {len(unknown)} image folder(s)/file(s) do not name a class of the model: "
+            f"{listed}{known}")
 
 
 def _from_ground_truth(root: Path, gt_file: Path, classes: ClassList) -> list[tuple[Path, int]]:

@@ -31,8 +31,26 @@ class ClassList:
         table.update({cid: i for i, cid in enumerate(self.ids)})
         return table
 
+    @functools.cached_property
+    def _loose_lookup(self) -> dict[str, int]:
+        table = {label_key(name): i for i, name in enumerate(self.names)}
+        table.update({label_key(self.short_name(i)): i for i in range(len(self)) if label_key(self.short_name(i))
+                      not in table})
+        table.update({label_key(cid): i for i, cid in enumerate(self.ids)})
+        return table
+
     def index_of(self, key: str) -> int | None:
-        return self._lookup.get(key)
+        """The output index of a class id or name; names also match case- and
+        whitespace-insensitively (folder ``Daisy`` or ``sun flower`` → label ``daisy``,
+        ``sunflower``)."""
+        found = self._lookup.get(key)
+        return found if found is not None else self._loose_lookup.get(label_key(key))
+
+    @classmethod
+    def from_names(cls, names) -> "ClassList":
+        """Classes known by name only (a user model's labels): the names are the ids."""
+        names = tuple(str(n) for n in names)
+        return cls(ids=names, names=names)
 
     def short_name(self, index: int) -> str:
         """First synonym only: ``great white shark`` rather than the whole synset line."""
@@ -41,6 +59,11 @@ class ClassList:
     def label_lines(self) -> list[str]:
         """``labels.txt`` lines as Android/MediaPipe read them: one readable name per class."""
         return [self.short_name(i) for i in range(len(self))]
+
+
+def label_key(text: str) -> str:
+    """How class names are compared: case-insensitive, whitespace ignored."""
+    return "".join(str(text).split()).casefold()
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,10 +39,12 @@ class TFLitePredictor:
 
         overrides = overrides or PreprocessOverrides()
         self.overrides, self.num_threads = overrides, num_threads  # to rebuild it elsewhere (cluster workers)
-        self.path = Path(path)
+        in_memory = isinstance(path, (bytes, bytearray))
+        self.path = Path("<in-memory model>") if in_memory else Path(path)
         self.name = self.path.name
-        self.model = TFLiteClassifier(self.path, num_threads=num_threads)
-        self.info = read_metadata(self.path)
+        path = bytes(path) if in_memory else self.path
+        self.model = TFLiteClassifier(path, num_threads=num_threads)
+        self.info = read_metadata(path)
         self.spec, self.spec_source = self._choose_spec(overrides)
         self.classes, self.offset = self._choose_classes(overrides)
         self.pixel_offset = self._raw_pixel_offset()
@@ -90,7 +92,8 @@ class TFLitePredictor:
                 labels = labels[1:]
             if len(labels) != n - offset:
                 raise EdgeMobileError(f"{self.path}: metadata has {len(labels)} labels for {n} outputs")
-            if self.info.extra.get("classes") == "imagenet-1k" or len(labels) == 1000:
+            kind = self.info.extra.get("classes")
+            if kind == "imagenet-1k" or (len(labels) == 1000 and kind != "user"):
                 return imagenet_classes(), offset  # synset ids match dataset folders
             return ClassList(ids=tuple(labels), names=tuple(labels)), offset
         if n - offset == 1000:
@@ -164,8 +167,8 @@ class KerasPredictor:
         self.name = f"{variant.name} (Keras float)"
         self.model = variant.build(weights)
         self.spec = variant.preprocess
-        self.spec_source = "zoo"
-        self.classes = imagenet_classes()
+        self.spec_source = "zoo" if variant.labels is None and not variant.option("user_model") else "user model"
+        self.classes = variant.classes
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         return self.spec.normalize(pixels)
@@ -189,17 +192,52 @@ def load_predictor(
     resolution: int | None = None,
     weights: str | None = "imagenet",
     num_threads: int | None = 1,
+    like=None,
 ):
-    """A .tflite path, or a zoo model name (float Keras model, needs TensorFlow)."""
+    """A .tflite path, a saved Keras model file (``.keras``/``.h5``) or a zoo model name
+    (float Keras model, needs TensorFlow). A Keras model file takes its spec and labels from
+    ``overrides``, else from ``like`` (the converted model it is the reference of), else
+    from its own input normalization (:mod:`edgemobile.models.user`)."""
+    from edgemobile.models.user import is_model_file
+
+    if is_model_file(ref):
+        _require_tensorflow(ref)
+        return KerasPredictor(*user_reference(ref, overrides, like))
     if ref.lower().endswith(".tflite") or Path(ref).is_file():
         return TFLitePredictor(ref, overrides, num_threads=num_threads)
     from edgemobile.models.zoo import resolve
 
     variant = resolve(ref, alpha, resolution)
+    _require_tensorflow(ref)
+    return KerasPredictor(variant, weights)
+
+
+def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):
+    """(variant, model file) of a user's Keras model used as a float reference."""
+    from edgemobile.models.user import user_variant
+
+    o = overrides or PreprocessOverrides()
+    mean, std, labels = o.mean, o.std, o.labels
+    label_names = None
+    if like is not None and mean is None and std is None:
+        info = getattr(like, "info", None)
+        trained = ((info.extra.get("android") or {}).get("preprocess_trained") if info is not None else None)
+        spec = PreprocessSpec.from_dict(trained) if trained else like.spec
+        mean, std = spec.mean, spec.std
+        crop = spec.size / spec.resize_shorter
+    else:
+        crop = o.crop_fraction
+    if like is not None and not labels:
+        label_names = like.classes
+    user = user_variant(path, mean=mean, std=std, crop_fraction=crop, labels=labels,
+                        classes=label_names)
+    return user.variant, str(user.path)
+
+
+def _require_tensorflow(ref: str) -> None:
     try:
         import tensorflow  # noqa: F401
     except ImportError:
         raise EdgeMobileError(
-            f"{ref}: running a Keras zoo model needs the converter install (pip install 'edgemobile[convert]')"
+            f"{ref}: running a Keras model needs the converter install (pip install 'edgemobile[convert]')"
         ) from None
-    return KerasPredictor(variant, weights)

@@ -58,6 +58,14 @@ class ModelVariant:
     license: str = ""
     num_classes: int = 1000
     options: tuple[tuple[str, Any], ...] = ()
+    labels: tuple[str, ...] | None = None  # a user model's classes in output order (None: ImageNet-1k)
+
+    @property
+    def classes(self):
+        """The :class:`~edgemobile.data.labels.ClassList` of the model's outputs."""
+        from edgemobile.data.labels import ClassList, imagenet_classes
+
+        return ClassList.from_names(self.labels) if self.labels is not None else imagenet_classes()
 
     @property
     def name(self) -> str:

@@ -18,7 +18,6 @@ from typing import Callable
 
 from edgemobile import __version__
 from edgemobile.data.datasets import find_images, stratified_sample
-from edgemobile.data.labels import imagenet_classes
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
 
@@ -168,21 +167,22 @@ def conversion_cost(start: float) -> dict:
 
 
 def model_info(variant, provenance: dict) -> ModelInfo:
-    """The metadata a zoo model's .tflite carries: its spec, labels and where it came from."""
-    classes = imagenet_classes()
+    """The metadata a converted model's .tflite carries: its spec, labels and where it came from."""
+    classes = variant.classes
+    what = "ImageNet classes" if variant.labels is None else "classes"
     precision = provenance["precision"]
     return ModelInfo(
         name=f"{variant.name}_{precision}",
         description=f"{variant.description}; {precision} TFLite model made by edgemobile {__version__}. "
         f"Input: RGB {variant.resolution}x{variant.resolution}, resized so the shorter side is "
         f"{variant.preprocess.resize_shorter} then center-cropped. Output: probabilities over "
-        f"{len(classes)} ImageNet classes.",
+        f"{len(classes)} {what}.",
         version=__version__,
         author="edgemobile",
         license=variant.license,
         labels=classes.label_lines(),
         preprocess=variant.preprocess,
-        extra={"provenance": provenance, "classes": "imagenet-1k"},
+        extra={"provenance": provenance, "classes": "imagenet-1k" if variant.labels is None else "user"},
     )
 
 
