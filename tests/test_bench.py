@@ -9,6 +9,7 @@ import pytest
 
 from edgemobile.cli.main import main
 from edgemobile.runtime.interpreter import TFLiteClassifier
+from cli_run import run
 
 # Google's QAT uint8 MobileNetV1 0.25/128: a small third-party model with no edgemobile metadata.
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
@@ -18,12 +19,6 @@ FAST = ["--runs", "3", "--warmup", "1", "--quiet"]
 @pytest.fixture(scope="module")
 def model(shared):
     return shared / MODEL
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_setting_is_measured_and_written_as_json(model, tmp_path, capsys):

@@ -26,6 +26,7 @@ from edgemobile.models.zoo import resolve, with_raw_pixel_input
 from edgemobile.quantization.convert import CalibrationSet
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.interpreter import TFLiteClassifier
+from cli_run import run
 
 pytest.importorskip("tensorflow")
 
@@ -54,12 +55,6 @@ def synthetic_images(folder, count=6, size=160, low=0, high=255):
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     return synthetic_images(tmp_path_factory.mktemp("calib"))
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,11 @@ from edgemobile.cli.main import main
 from edgemobile.metadata import read_metadata
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.interpreter import TFLiteClassifier
+from cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
 
 WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture(scope="module")

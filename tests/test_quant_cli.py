@@ -10,18 +10,12 @@ import pytest
 from PIL import Image
 
 from edgemobile.cli.main import main
+from cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
 
 SMALL = ["--alpha", "0.25", "--resolution", "128", "--weights", "none"]
 SYNSETS = ("n01440764", "n01443537")
-
-
-def run(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture(scope="module")

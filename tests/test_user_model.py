@@ -78,7 +78,7 @@ def keras():
 
 def tiny_model(keras, classes=3, rescaling=True, size=32):
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs) if rescaling else inputs
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")(inputs) if rescaling else inputs
     x = keras.layers.Conv2D(4, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(classes, activation="softmax")(x)

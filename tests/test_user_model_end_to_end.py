@@ -19,15 +19,9 @@ from edgemobile.metadata import read_metadata
 from edgemobile.quantization.integer_check import float_tensor_uses
 from edgemobile.runtime.interpreter import TFLiteClassifier
 from user_models import LABELS, class_folders, mobilenet_v1_user_model
+from cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
-
-
-def run(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
 
 
 @pytest.fixture(scope="module")
