@@ -324,7 +324,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
     ``skip_bad_images``. ``outputs``: also write each image's raw output there (``.npz``).
     ``cluster``: a Ray address (``"local"``, ``"auto"``, ``"ray://HOST:PORT"``) or a
     :class:`~edgemobile.eval.cluster.RayCluster` to shard the images over."""
-    from edgemobile.data.datasets import labeled_images, stratified_sample
+    from edgemobile.data.datasets import labeled_images, limit_pairs
     from edgemobile.eval import outputs as image_outputs
     from edgemobile.eval.evaluate import evaluate as run
 
@@ -348,9 +348,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
         predictors.append(load(reference, overrides, alpha, resolution, reference_weights or "imagenet", threads,
                                like=predictor))
     pairs = labeled_images(data, predictor.classes, ground_truth)
-    if limit and limit < len(pairs):
-        chosen = set(stratified_sample([p for p, _ in pairs], Path(data), limit, seed))
-        pairs = [pair for pair in pairs if pair[0] in chosen]
+    pairs = limit_pairs(pairs, data, limit, seed)
     with cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
         result = run(predictors, pairs, data=str(data), progress=progress, skip_bad_images=skip_bad_images,
                      runner=ray_cluster.run_predictors if ray_cluster else None)

@@ -89,6 +89,16 @@ def stratified_sample(paths: list[Path], root: str | os.PathLike, n: int, seed: 
     return chosen
 
 
+def limit_pairs(pairs: list[tuple[Path, int]], root: str | os.PathLike, limit: int | None,
+                seed: int = 0) -> list[tuple[Path, int]]:
+    """``pairs`` cut to ``limit`` images drawn by :func:`stratified_sample` (all of them when
+    ``limit`` is None or not smaller), in their original order — eval's and report's ``--limit``."""
+    if not limit or limit >= len(pairs):
+        return pairs
+    chosen = set(stratified_sample([p for p, _ in pairs], root, limit, seed))
+    return [pair for pair in pairs if pair[0] in chosen]
+
+
 def labeled_images(
     root: str | os.PathLike, classes: ClassList, ground_truth: str | os.PathLike | None = None
 ) -> list[tuple[Path, int]]:

@@ -139,7 +139,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     int8 .tflite (no metadata needed) of the same float model, calibrated on the same images
     (normalized), evaluated like edgemobile's own rows with the variant's preprocessing (e.g.
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine."""
-    from edgemobile.data.datasets import labeled_images, stratified_sample
+    from edgemobile.data.datasets import labeled_images, limit_pairs
     from edgemobile.data.labels import imagenet_classes
     from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.pipeline import DEFAULT
@@ -147,9 +147,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     options = options or DEFAULT
     configs = ablation_configs(options) if ablation else [(options.label(), options)]
     pairs = labeled_images(data, imagenet_classes())
-    if limit and limit < len(pairs):
-        chosen = set(stratified_sample([p for p, _ in pairs], Path(data), limit, seed))
-        pairs = [pair for pair in pairs if pair[0] in chosen]
+    pairs = limit_pairs(pairs, data, limit, seed)
     labels = np.array([label for _, label in pairs])
     jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
     if cluster is not None:
