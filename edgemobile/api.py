@@ -354,10 +354,8 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
                      runner=ray_cluster.run_predictors if ray_cluster else None)
     evaluation = Evaluation(result)
     if outputs is not None or reference_file is not None:
-        left_out = {item["image"] for item in result.skipped}
-        evaluated = [(p, y) for p, y in pairs if str(p) not in left_out]
-        evaluation.outputs = predictor.outputs(image_outputs.image_ids([p for p, _ in evaluated], data),
-                                               [y for _, y in evaluated])
+        evaluation.outputs = predictor.outputs(image_outputs.image_ids([p for p, _ in result.evaluated], data),
+                                               [y for _, y in result.evaluated])
     if reference_file is not None:
         evaluation.image_comparison = image_outputs.with_reference(result, evaluation.outputs, reference_file,
                                                                    str(reference))
@@ -496,15 +494,10 @@ def quiet_tensorflow() -> None:
 
     if importlib.util.find_spec("tensorflow") is None:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    from edgemobile.native_stderr import drop_all, native_stderr_filtered
+
+    with native_stderr_filtered(drop_all):
+        import tensorflow  # noqa: F401
 
 
 @contextlib.contextmanager

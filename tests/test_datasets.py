@@ -118,3 +118,12 @@ def test_label_files(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(EdgeMobileError, match="not a text label file"):
         read_label_file(binary)
+
+
+def test_readable_names_cut_synset_synonyms_but_keep_user_labels_whole(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("n01440764 tench, Tinca tinca\nshoes, red\nshoes, blue\n")
+    classes = read_label_file(labels)
+    assert classes.label_lines() == ["tench", "shoes, red", "shoes, blue"]
+    assert imagenet_classes().short_name(2) == "great white shark"
+    assert classes.index_of("Shoes,  Blue") == 2

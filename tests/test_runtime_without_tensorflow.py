@@ -93,6 +93,7 @@ def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflo
     code, out, err, heavy = run_cli(env, "predict", uint8_model, image, "--top-k", "3", cwd=tmp_path)
     assert code == 0, err
     assert "1." in out and "%" in out and heavy == []
+    assert "XNNPACK delegate" not in err, err  # LiteRT's per-interpreter notice is dropped
 
     report = tmp_path / "eval.json"
     code, out, err, heavy = run_cli(env, "eval", uint8_model, "--data", shared / "imagenet/val", "--limit", "12",

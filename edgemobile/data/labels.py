@@ -53,8 +53,10 @@ class ClassList:
         return cls(ids=names, names=names)
 
     def short_name(self, index: int) -> str:
-        """First synonym only: ``great white shark`` rather than the whole synset line."""
-        return self.names[index].split(",")[0].strip()
+        """First synonym only for a synset's name list (``great white shark`` rather than the
+        whole WordNet line); a user's own label (no synset id) is kept whole, commas included."""
+        name = self.names[index]
+        return name.split(",")[0].strip() if self.ids[index] != name else name
 
     def label_lines(self) -> list[str]:
         """``labels.txt`` lines as Android/MediaPipe read them: one readable name per class."""

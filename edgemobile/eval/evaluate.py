@@ -55,6 +55,7 @@ class EvalResult:
     seconds: float
     images_per_second: float
     skipped: list[dict] = dataclasses.field(default_factory=list)  # undecodable images left out: image, error
+    evaluated: list[tuple[Path, int]] = dataclasses.field(default_factory=list, repr=False)  # (image, label), in order
 
     def as_dict(self) -> dict:
         result = {
@@ -198,13 +199,15 @@ def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str 
         if not keep.any():
             raise EdgeMobileError(f"{data}: none of the {len(paths)} images could be decoded (first: {skipped[0][2]})")
         labels, paths = labels[keep], [p for p, k in zip(paths, keep) if k]
+    evaluated = list(zip(paths, labels.tolist()))
     accuracies = [
         Accuracy(p.name, topk_accuracy(pr, labels, 1), topk_accuracy(pr, labels, 5), len(paths), p.describe())
         for p, pr in zip(predictors, probs)
     ]
     comparison = compare(probs[0], probs[1], labels) if len(predictors) > 1 else None
     return EvalResult(data, accuracies, comparison, seconds, len(paths) / seconds if seconds else 0.0,
-                      skipped=[{"image": str(path), "error": reason} for _, path, reason in skipped or []])
+                      skipped=[{"image": str(path), "error": reason} for _, path, reason in skipped or []],
+                      evaluated=evaluated)
 
 
 def format_table(result: EvalResult) -> str:

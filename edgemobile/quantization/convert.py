@@ -79,6 +79,7 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
         if precision in FULL_INTEGER:
             from tensorflow.lite.python.convert import mlir_quantize
 
+            from edgemobile.native_stderr import native_stderr_filtered
             from edgemobile.quantization.exact_ranges import exact_minmax_hook
 
             hook = calibrated_hook or exact_minmax_hook(representative)
@@ -87,7 +88,8 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
                 # "Statistics for quantized inputs were expected": the calibrator's own notice.
                 warnings.simplefilter("ignore", UserWarning)
                 calibrated = hook(converter.convert())
-            return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
+            with native_stderr_filtered():  # the quantizer prints its options to fd 2
+                return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
         return converter.convert()
     except EdgeMobileError:
         raise

@@ -16,13 +16,20 @@ import numpy as np
 
 from edgemobile.errors import EdgeMobileError
 from edgemobile.inputs import reading
+from edgemobile.native_stderr import native_stderr_filtered
 
 TFLITE_IDENTIFIER = b"TFL3"
 
 
 @functools.lru_cache(maxsize=1)
 def interpreter_backend() -> tuple[str, type]:
-    """(backend name, Interpreter class) of the first runtime that imports."""
+    """(backend name, Interpreter class) of the first runtime that imports; the class
+    allocates without printing the delegate's INFO notice (see :mod:`edgemobile.native_stderr`)."""
+    name, cls = _import_backend()
+    return name, _without_delegate_notice(cls)
+
+
+def _import_backend() -> tuple[str, type]:
     try:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -44,6 +51,17 @@ def interpreter_backend() -> tuple[str, type]:
             "no TFLite runtime installed: pip install ai-edge-litert "
             "(or tflite-runtime on 32-bit Raspberry Pi OS)"
         ) from None
+
+
+def _without_delegate_notice(cls: type) -> type:
+    """``cls`` whose ``allocate_tensors`` (where the XNNPACK delegate is created, and
+    announced on fd 2 once per interpreter) drops that one line."""
+
+    def allocate_tensors(self, *args, **kwargs):
+        with native_stderr_filtered():
+            return cls.allocate_tensors(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"allocate_tensors": allocate_tensors, "__module__": __name__})
 
 
 def read_tflite(path: str | os.PathLike) -> bytes:
