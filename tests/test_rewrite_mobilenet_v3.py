@@ -130,8 +130,43 @@ def test_altered_backbone_is_converted_unchanged_with_the_reason(pixels):
     same, done = rw.int8_rewrite(model, pixels)
     assert same is model and not done.applied
     message = done.message()
-    assert message.startswith("MobileNetV3 backbone converted unchanged") and "differs from keras.applications" in message
-    assert "\n" not in message
+    assert message.startswith("MobileNetV3 backbone converted unchanged")
+    assert "has Activation(relu) where the application has Activation(hard_silu)" in message and "\n" not in message
+
+
+def test_convert_of_an_unrecognised_backbone_is_the_users_model_with_note_and_warning(tmp_path):
+    """Through em.convert: the edited model is converted as it is (its int8 HARD_SWISH ops
+    kept), the note says why, the provenance records it, and the XNNPACK warning names the
+    ops with their measured cost."""
+    import keras
+    from PIL import Image
+
+    import edgemobile as em
+    from edgemobile.quantization.integer_check import op_histogram
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    base = _base(seed=8)
+    swap = [layer.name for layer in base.layers if type(layer).__name__ == "Activation"][-1]  # after conv_1_bn
+    altered = keras.models.clone_model(base, clone_function=lambda layer: keras.layers.Activation(
+        "relu", name=layer.name) if layer.name == swap else layer.__class__.from_config(layer.get_config()))
+    altered.set_weights(base.get_weights())
+    model = tmp_path / "edited.keras"
+    _user_model(altered, nested=True).save(model)
+    rng = np.random.default_rng(0)
+    (tmp_path / "cal").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (RES + 16, RES + 16, 3), dtype=np.uint8)).save(tmp_path / f"cal/{i}.png")
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(5)))
+    converted = em.convert(model, "int8", calibration=tmp_path / "cal", labels=tmp_path / "labels.txt",
+                           techniques="plain", progress=False)
+    assert len(converted.notes) == 1 and "converted unchanged" in converted.notes[0]
+    assert "not the backbone's hard-swish" in converted.notes[0] and "rewritten" not in repr(converted)
+    rewrite = converted.provenance["rewrite"]
+    assert rewrite["applied"] is False and rewrite["reason"] in converted.notes[0]
+    hard_swish = op_histogram(TFLiteClassifier(converted.tflite))["HARD_SWISH"]
+    assert hard_swish > 0 and len(converted.warnings) == 1
+    assert f"{hard_swish}× HARD_SWISH (int8)" in converted.warnings[0]
+    assert "× its float model's latency" in converted.warnings[0]
 
 
 def test_head_reading_inside_the_backbone_is_not_rewritten(pixels):

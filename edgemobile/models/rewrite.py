@@ -27,6 +27,7 @@ models. The rewrite:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
@@ -170,7 +171,9 @@ def _signature(op) -> tuple:
     for key in ("name", "trainable", "dtype", "build_config", "compile_config"):
         config.pop(key, None)
     weights = tuple(tuple(w.shape) for w in getattr(op, "weights", ()))
-    return type(op).__name__, repr(sorted(config.items())), weights
+    detail = config.get("activation") if isinstance(config.get("activation"), str) else None
+    label = f"{type(op).__name__}({detail})" if detail else type(op).__name__
+    return type(op).__name__, repr(sorted(config.items())), weights, label
 
 
 def _backbone_output(m, minimalistic: bool):
@@ -208,13 +211,13 @@ def _recognise(m):
         head = Function([out], m.outputs)
     except ValueError as exc:  # "Graph disconnected": the head reads inside the backbone
         raise NotRecognised(f"layers after the backbone read its inner tensors ({str(exc).splitlines()[0][:120]})")
-    ours = sorted(_signature(op) for op in span.operations if type(op).__name__ != "InputLayer")
-    keras_app = sorted(_signature(op) for op in stock.operations if type(op).__name__ != "InputLayer")
+    ours = collections.Counter(_signature(op) for op in span.operations if type(op).__name__ != "InputLayer")
+    keras_app = collections.Counter(_signature(op) for op in stock.operations if type(op).__name__ != "InputLayer")
     if ours != keras_app:
-        extra = [s[0] for s in ours if s not in keras_app][:3]
-        missing = [s[0] for s in keras_app if s not in ours][:3]
+        extra = ", ".join(sorted({s[-1] for s in ours - keras_app})[:3]) or "nothing"
+        missing = ", ".join(sorted({s[-1] for s in keras_app - ours})[:3]) or "nothing"
         raise NotRecognised(f"the backbone differs from keras.applications' {_describe(p)} "
-                            f"(unexpected {extra or 'nothing'}, missing {missing or 'nothing'})")
+                            f"(has {extra} where the application has {missing})")
     return p, out, head
 
 
