@@ -33,8 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
-
 TOLERANCE = 1e-4  # max |rewritten - original| output on the calibration images
 CHECK_BATCH = 32
 _MARKERS = ("conv", "conv_bn", "conv_1", "conv_1_bn", "expanded_conv_project")
@@ -85,6 +83,9 @@ def int8_rewrite(model, images: np.ndarray) -> tuple[Any, Rewrite]:
         rewritten, backbone = rewrite_mobilenet_v3(model)
     except NotRecognised as exc:
         return model, Rewrite(False, reason=str(exc))
+    except Exception as exc:  # Keras refusing to re-apply a layer of the head: convert as it is
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return model, Rewrite(False, reason=f"rebuilding it failed ({type(exc).__name__}: {first[:150]})")
     difference = max_difference(model, rewritten, images)
     if not difference <= TOLERANCE:  # NaN too
         return model, Rewrite(False, reason=f"the rewritten model differs by {difference:.1e} (> {TOLERANCE:g}) "
@@ -235,7 +236,8 @@ def rewrite_mobilenet_v3(model):
     if target is None:
         raise NotRecognised("no MobileNetV3 backbone layers")
     tracer = _Tracer(target)
-    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t._keras_history.operation.name)
+              for t in model.inputs]
     outputs = tracer.run(model, inputs)
     from keras import tree
 
