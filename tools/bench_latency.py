@@ -154,7 +154,8 @@ def user_v3_models(args) -> list[tuple[str, bytes, bytes]]:
         if not done.applied:
             raise SystemExit(f"rewrite not applied: {done.message()}")
         suffix = "" if patch is None else f", 1/6 as {label}"
-        rows.append((f"user V3-Small, rewritten{suffix}", convert(rewritten, "float32"), convert(rewritten, "int8", rep)))
+        rows.append((f"user V3-Small, rewritten{suffix}", convert(rewritten, "float32"),
+                     convert(rewritten, "int8", rep)))
     return rows
 
 
@@ -253,7 +254,8 @@ def main(argv=None) -> int:
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for label, f32, i8 in rows:
-            stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace(" (keras graph)", "_keras_graph"))
+            label = label.replace(" (keras graph)", "_keras_graph")
+            stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
             (args.save / f"{stem}_float32.tflite").write_bytes(f32)
             (args.save / f"{stem}_int8.tflite").write_bytes(i8)
 

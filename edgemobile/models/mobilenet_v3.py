@@ -38,7 +38,8 @@ Layer names match the Keras application, and weights are always loaded into the 
 application first and copied by name, so every Keras weights file loads exactly as Keras
 loads it. :func:`build_stock` gives the unmodified application (the reference in tests and
 benchmarks). Users' own models built on the application get the same backbone
-(:func:`int8_friendly_backbone`) through :mod:`edgemobile.models.rewrite`. Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
+(:func:`int8_friendly_backbone`) through :mod:`edgemobile.models.rewrite`.
+Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
 as int8 the Keras graph runs 2.7× (Large) / 3.2× (Small) slower than :func:`build`'s; as
 float it is 5-9 % faster (float HARD_SWISH is one XNNPACK op, its decomposition two).
 
