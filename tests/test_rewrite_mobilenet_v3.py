@@ -1,9 +1,9 @@
 """The int8-friendly rewrite of users' keras.applications MobileNetV3 models
-(edgemobile.models.rewrite), on random weights at 96x96: nested and flattened backbones, Large,
-minimalistic, alpha 0.75, include_top-style and pooled heads with Dropout/Dense; the rewritten
-model computes the same function, keeps the user's model untouched, and whatever is not
-exactly the Keras backbone — or fails the numeric check — is converted unchanged with the
-reason."""
+(edgemobile.models.rewrite), on random weights at 96x96: nested, flattened and Sequential
+backbones, Large, minimalistic, alpha 0.75, include_top-style and pooled heads with Dropout,
+Dense and BatchNorm; the rewritten model computes the same function, keeps the user's model
+untouched, and whatever is not exactly the Keras backbone — or fails the numeric check — is
+converted unchanged with the reason."""
 
 from __future__ import annotations
 
@@ -75,6 +75,17 @@ def test_small_with_users_head(pixels, nested):
     rewritten = _check_rewritten(_user_model(_base(), nested), pixels, "MobileNetV3-Small alpha 1 96x96")
     head = rewritten.get_layer("head")
     assert rewritten.output_shape == (None, 5) and head.kernel.shape == (576, 5)
+
+
+def test_sequential_with_a_batchnorm_in_the_head(pixels):
+    """keras.Sequential([backbone, pooling, BatchNormalization, Dense]): the 1/6 cannot pass the
+    BatchNorm, so a constant multiply goes before it — still the same function."""
+    import keras
+
+    model = keras.Sequential([keras.Input((RES, RES, 3)), _base(seed=9), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(5, activation="softmax")])
+    randomize_batchnorm(model, 10)  # the head's BatchNorm
+    _check_rewritten(model, pixels, "MobileNetV3-Small alpha 1 96x96")
 
 
 def test_large_alpha_075_flattened(pixels):

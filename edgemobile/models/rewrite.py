@@ -5,9 +5,10 @@ The Keras backbone's int8 HARD_SWISH ops are not taken by XNNPACK (see that modu
 docstring); users fine-tune exactly that backbone, so the zoo's speed would be lost on their
 models. The rewrite:
 
-1. finds the backbone: a (possibly nested) functional model whose layers are the Keras
-   application's (``conv``, ``expanded_conv_*``, ``conv_1``/``conv_1_bn``), the backbone
-   being everything from that model's input to the activation after ``conv_1_bn``;
+1. finds the backbone: a functional model (the user's, or one nested in it or in its
+   ``Sequential``) whose layers are the Keras application's (``conv``, ``expanded_conv_*``,
+   ``conv_1``/``conv_1_bn``), the backbone being everything from that model's input to the
+   activation after ``conv_1_bn``;
 2. recognises it *exactly*: the Keras application with the parameters read off its layers
    (Small/Large, alpha, minimalistic, include_preprocessing, input size), built with
    ``include_top=False``, must have the same layers (type and configuration, names aside
@@ -117,7 +118,7 @@ def _find_backbone(model):
     if _is_functional(model) and set(_MARKERS) <= _names(model):
         return model
     for layer in getattr(model, "layers", ()):
-        if _is_functional(layer):
+        if _graph(layer) is not None:
             found = _find_backbone(layer)
             if found is not None:
                 return found
@@ -128,6 +129,14 @@ def _is_functional(layer) -> bool:
     import keras
 
     return isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth")
+
+
+def _graph(model):
+    """The functional graph of a functional model or a built ``Sequential``, else None."""
+    if _is_functional(model):
+        return model
+    inner = getattr(model, "_functional", None)
+    return inner if _is_functional(inner) else None
 
 
 def _parameters(m) -> dict:
@@ -263,7 +272,7 @@ class _Tracer:
     def run(self, model, inputs):
         if model is self.target:
             return self._backbone(model, inputs)
-        return model._run_through_graph(inputs, operation_fn=self._operation)
+        return _graph(model)._run_through_graph(inputs, operation_fn=self._operation)
 
     def _backbone(self, m, inputs):
         import keras
@@ -289,7 +298,7 @@ class _Tracer:
         """The callable that applies ``op`` to new tensors, carrying their scale."""
         from edgemobile.models.mobilenet_v3 import unscale
 
-        if _is_functional(op) and (op is self.target or _find_backbone(op) is self.target):
+        if _graph(op) is not None and (op is self.target or _find_backbone(op) is self.target):
             return lambda *args, **kwargs: self.run(op, [a for a in _flat(args, kwargs) if hasattr(a, "shape")])
         kind = type(op).__name__
         scales = self.scales
@@ -349,7 +358,7 @@ def _copy(op, kernel_scale: float = 1.0):
             return ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))
 
         return flatten
-    if _is_functional(op):  # a nested model in the head: rebuild it from copies too
+    if _graph(op) is not None:  # a nested model in the head: rebuild it from copies too
         return lambda *args, **kwargs: _rebuild_plain(op)(*args, **kwargs)
     try:
         layer = type(op).from_config(op.get_config())
@@ -372,7 +381,7 @@ def _rebuild_plain(model):
     import keras
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
-    return keras.Model(_one(inputs), model._run_through_graph(inputs, operation_fn=_copy), name=model.name)
+    return keras.Model(_one(inputs), _graph(model)._run_through_graph(inputs, operation_fn=_copy), name=model.name)
 
 
 __all__ = ["Rewrite", "TOLERANCE", "int8_rewrite", "max_difference", "rewrite_mobilenet_v3"]
