@@ -43,6 +43,7 @@ class Converted:
     seconds: float
     quantization: dict | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. ops XNNPACK leaves to builtin kernels
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite (provenance "rewrite")
 
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
         """Write the .tflite atomically (an existing file only with ``force``)."""
@@ -57,7 +58,9 @@ class Converted:
         how = f", calibrated on {cal['images']} images with {quant.get('techniques', 'the converter')}" if cal else ""
         cost = self.provenance.get("conversion") or {}
         peak = f", peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" if cost.get("peak_rss_mb") is not None else ""
-        return f"{len(self.tflite) / 1e6:.2f} MB, {self.precision}{how}, {self.seconds:.1f} s wall{peak}"
+        rewrite = ", MobileNetV3 backbone rewritten int8-friendly" if (self.provenance.get("rewrite") or {}).get(
+            "applied") else ""
+        return f"{len(self.tflite) / 1e6:.2f} MB, {self.precision}{how}{rewrite}, {self.seconds:.1f} s wall{peak}"
 
     def __repr__(self) -> str:
         return f"<Converted {self.name} ({self.summary})>"
@@ -285,11 +288,11 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
         result = convert_variant(variant, precision, weights, cal, progress=progress,
                                  techniques=_techniques(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
-                          result.quantization)
+                          result.quantization, notes=list(result.notes))
     if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
-        from edgemobile.runtime.delegation import fallback_warning, model_delegation
+        from edgemobile.runtime.delegation import slow_ops_warning
 
-        warning = fallback_warning(model_delegation(result.tflite), str(output or variant.name))
+        warning = slow_ops_warning(result.tflite, str(output or variant.name), result.float_tflite)
         converted.warnings += [warning] if warning else []
     if output is not None:
         converted.save(output, force=force)

@@ -3,10 +3,17 @@ fall back to TFLite's builtin kernels."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edgemobile.cli.main import main
-from edgemobile.runtime.delegation import fallback_warning, model_delegation, xnnpack_delegation
+from edgemobile.runtime.delegation import (
+    fallback_warning,
+    measure_against_float,
+    model_delegation,
+    xnnpack_delegation,
+)
 from edgemobile.runtime.interpreter import TFLiteClassifier, model_ops
 
 GOOGLE_V3 = "weights/mobilenet_v3/v3-small_224_1.0_uint8.tflite"  # XNNPACK takes HARD_SWISH only in float
@@ -61,5 +68,23 @@ def test_convert_warns_when_int8_ops_fall_back(shared, tmp_path, capsys):
     warnings = [line for line in err.splitlines() if line.startswith("edgemobile: warning: ")]
     assert len(warnings) == 1, err
     expected = fallback_warning(model_delegation(out.read_bytes()), str(out))
-    assert warnings[0] == f"edgemobile: warning: {expected}"
+    measured = re.search(r"; measured here, it runs at ([0-9.]+)× its float model's latency \(([0-9.]+) vs "
+                         r"([0-9.]+) ms, 1 thread\)", warnings[0])
+    assert measured, warnings[0]
+    assert warnings[0].replace(measured.group(0), "") == f"edgemobile: warning: {expected}"
+    ratio, int8_ms, float_ms = map(float, measured.groups())
+    assert int8_ms > 0 and float_ms > 0 and ratio == pytest.approx(int8_ms / float_ms, abs=0.01)
     assert "ADD (int8)" in warnings[0]
+
+
+def test_latency_against_float_is_measured_side_by_side(shared):
+    """The measurement behind the warning: both models really run (their medians differ as the
+    models do), and the ratio is of the two."""
+    v3 = (shared / GOOGLE_V3).read_bytes()
+    v1 = (shared / GOOGLE_V1).read_bytes()
+    latency = measure_against_float(v3, v1, budget_s=0.3)
+    assert latency.model_ms > 0 and latency.float_ms > 0
+    assert latency.ratio == latency.model_ms / latency.float_ms
+    assert latency.model_ms > latency.float_ms  # V3-Small at 224 does far more work than V1 0.25 at 128
+    line = fallback_warning(model_delegation(v3), "v3.tflite", latency)
+    assert f"runs at {latency.ratio:.2f}× its float model's latency" in line and "\n" not in line

@@ -90,3 +90,23 @@ def mobilenet_v1_user_model(shared: Path, train: Path, out: Path) -> Path:
     model = fine_tune(backbone, variant.preprocess, train, "flowers_v1")
     model.save(out)
     return out
+
+
+def mobilenet_v3_small_user_model(shared: Path, train: Path, out: Path) -> Path:
+    """``keras.applications.MobileNetV3Small(include_top=False)`` (its own Rescaling layer: no
+    preprocessing flag) with the shared ImageNet weights loaded by layer name, a new 5-class
+    head after a GlobalAveragePooling2D, flattened into one model as users write it
+    (``Model(base.input, head(base.output))``), saved to ``out`` (.keras)."""
+    import keras
+
+    from edgemobile.models import mobilenet_v3 as v3
+    from edgemobile.models.zoo import resolve
+
+    variant = resolve("mobilenet_v3_small")
+    base = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), include_top=False, weights=None,
+                                               include_preprocessing=True)
+    v3.copy_weights(v3.build_stock(variant, shared / V3_SMALL_WEIGHTS), base)
+    backbone = keras.Model(base.input, keras.layers.GlobalAveragePooling2D(name="pool")(base.output))
+    model = fine_tune(backbone, variant.preprocess, train, "flowers_v3")
+    model.save(out)
+    return out

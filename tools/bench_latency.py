@@ -2,7 +2,7 @@
 profile.
 
     python tools/bench_latency.py [MODEL[:ALPHA] ...] [--threads 1] [--runs 100]
-                                  [--calib DIR] [--stock] [--profile] [--save DIR]
+                                  [--calib DIR] [--stock] [--user-v3 [--carry]] [--profile] [--save DIR]
 
 Default models: mobilenet_v3_large, mobilenet_v3_small and mobilenet_v1 (1.0/224) for
 contrast. Each model is built with random weights and non-trivial BatchNorm statistics
@@ -13,6 +13,13 @@ machine noise hits them alike. The table gives median ms, and int8/float.
 
 --stock adds the unmodified keras.applications graph of MobileNetV3 models (what edgemobile
 converted before its int8-friendly graph) as extra rows.
+
+--user-v3 adds a user's model: keras.applications.MobileNetV3Small(include_top=False) +
+GlobalAveragePooling2D / Dropout / Dense(5, softmax), as the user saved it and as `convert`
+rewrites it (edgemobile.models.rewrite), float and int8 of each in the same loop; --carry
+adds the rewrite with the backbone's 1/6 carried as a MUL after the pooling or on the 7x7
+features instead of folded into the Dense (the choice the rewrite makes, measured).
+``python tools/bench_latency.py none --user-v3 --carry`` times only those.
 
 --profile prints a per-op profile of every model (edgemobile.deploy.bench.profile_ops: each
 op cut out into a one-op model, fed the values it sees in a real run, timed alone with XNNPACK
@@ -69,9 +76,11 @@ def randomize(model, seed: int = 0):
 
 def representative(variant, calib: Path | None, num: int):
     if calib is not None:
-        from edgemobile.quantization.convert import CalibrationSet, representative_dataset
+        from edgemobile.quantization.convert import CalibrationSet
+        from edgemobile.quantization.pipeline import load_images
 
-        return representative_dataset(CalibrationSet.from_folder(calib, num), variant.preprocess, progress=False)
+        images = load_images(CalibrationSet.from_folder(calib, num).paths, variant.preprocess, progress=False)
+        return lambda: ([x[None]] for x in images)
     spec = variant.preprocess
     size = variant.resolution
 
@@ -105,6 +114,48 @@ def build_models(name: str, args) -> list[tuple[str, bytes, bytes]]:
 
             stock_int8 = convert_keras(stock, "int8", rep)  # the plain converter, as before
         rows.append((f"{variant.name} (keras graph)", convert(stock, "float32"), stock_int8))
+    return rows
+
+
+# The 1/6 of the backbone's 6·hard_swish output, carried to (the rewrite folds it into the head's Dense):
+CARRY = {
+    "folded into Dense": None,
+    "MUL after pooling": {"_LINEAR": ()},  # a constant multiply on the pooled 1x576 vector
+    "MUL on 7x7 features": {"_LINEAR": (), "_COMMUTING": ()},  # right at the backbone output
+}
+
+
+def user_v3_models(args) -> list[tuple[str, bytes, bytes]]:
+    """A user's MobileNetV3-Small (keras.applications, include_top=False, + GlobalAveragePooling2D
+    / Dropout / Dense(5, softmax)), random weights: rows for the model as the user saved it and
+    as edgemobile rewrites it (edgemobile.models.rewrite), float and int8 of each; with
+    --carry also the rewrite with the 1/6 carried elsewhere."""
+    import keras
+
+    from edgemobile.models import rewrite as rw
+
+    variant = resolve("mobilenet_v3_small")
+    base = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), include_top=False, weights=None)
+    head = keras.layers.Dense(5, activation="softmax", name="head")
+    user = keras.Model(base.input, head(keras.layers.Dropout(0.2)(keras.layers.GlobalAveragePooling2D()(base.output))))
+    randomize(base)
+    rep = representative(variant, args.calib, args.num_calib)
+    images = np.concatenate([batch[0] for batch in rep()])
+    rows = [("user V3-Small, as saved", convert(user, "float32"), convert(user, "int8", rep))]
+    for label, patch in CARRY.items() if args.carry else [("folded into Dense", None)]:
+        saved = {k: getattr(rw, k) for k in patch or {}}
+        try:
+            for k, v in (patch or {}).items():
+                setattr(rw, k, v)
+            rewritten, done = rw.int8_rewrite(user, images)
+        finally:
+            for k, v in saved.items():
+                setattr(rw, k, v)
+        if not done.applied:
+            raise SystemExit(f"rewrite not applied: {done.message()}")
+        suffix = "" if patch is None else f", 1/6 as {label}"
+        rows.append((f"user V3-Small, rewritten{suffix}", convert(rewritten, "float32"),
+                     convert(rewritten, "int8", rep)))
     return rows
 
 
@@ -184,19 +235,27 @@ def main(argv=None) -> int:
     parser.add_argument("--calib", type=Path, help="calibration image folder (default: synthetic images)")
     parser.add_argument("--num-calib", type=int, default=16, help="calibration images (default 16)")
     parser.add_argument("--stock", action="store_true", help="also time the keras.applications graph of V3 models")
+    parser.add_argument("--user-v3", action="store_true", help="also a user's keras.applications MobileNetV3-Small "
+                        "+ new head, as saved and as edgemobile rewrites it (models/rewrite.py)")
+    parser.add_argument("--carry", action="store_true", help="with --user-v3: also the rewrite with the backbone's "
+                        "1/6 as a MUL after pooling and on the 7x7 features instead of folded into the Dense")
     parser.add_argument("--profile", action="store_true", help="per-op profile of every model")
     parser.add_argument("--top", type=int, default=8, help="slowest ops listed per profile (default 8)")
     parser.add_argument("--save", type=Path, help="write the .tflite files to this folder")
     args = parser.parse_args(argv)
 
     rows = []
-    for name in args.models:
+    for name in args.models if args.models != ["none"] else []:
         print(f"converting {name} ...", file=sys.stderr, flush=True)
         rows.extend(build_models(name, args))
+    if args.user_v3:
+        print("converting a user's MobileNetV3-Small ...", file=sys.stderr, flush=True)
+        rows.extend(user_v3_models(args))
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for label, f32, i8 in rows:
-            stem = label.replace(" (keras graph)", "_keras_graph")
+            label = label.replace(" (keras graph)", "_keras_graph")
+            stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in label)
             (args.save / f"{stem}_float32.tflite").write_bytes(f32)
             (args.save / f"{stem}_int8.tflite").write_bytes(i8)
 
@@ -214,6 +273,10 @@ def main(argv=None) -> int:
     for label, _, _ in rows:
         f, q = ms[(label, "float32")], ms[(label, "int8")]
         print(f"{label:<{width}}  {f:9.3f}  {q:8.3f}  {q / f:10.2f}")
+    saved = ms.get(("user V3-Small, as saved", "int8"))
+    for label, _, _ in rows:
+        if saved and label.startswith("user V3-Small, rewritten"):
+            print(f"int8 {label}: {saved / ms[(label, 'int8')]:.2f}x faster than as saved")
 
     if args.profile:
         for label, f32, i8 in rows:

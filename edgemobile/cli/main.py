@@ -154,6 +154,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     result = api.convert(args.model, precision, calibration=args.calibration, num_calibration=args.num_calibration,
                          seed=args.seed, techniques=options_from_args(args), output=output, force=args.force,
                          progress=not args.quiet, **model_kwargs(args))
+    for note in result.notes:
+        print(f"edgemobile: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"edgemobile: warning: {warning}", file=sys.stderr)
     print(f"wrote {output} ({result.summary})")

@@ -45,6 +45,7 @@ class Bundle:
     info: ModelInfo
     input_dtype: str
     input_quantization: tuple[float, int] | None  # (scale, zero_point) of a uint8 input
+    notes: tuple[str, ...] = ()  # the conversion's one-line notes and warnings (MobileNetV3 rewrite, XNNPACK)
 
     @property
     def model_file(self) -> str:
@@ -95,7 +96,14 @@ def bundle_from_variant(variant, precision: str, weights, calibration, name: str
     precision = android_precision(precision)
     result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
                              techniques=techniques)
-    return bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
+    made = bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
+    notes = list(result.notes)
+    if precision != "float32":
+        from edgemobile.runtime.delegation import slow_ops_warning
+
+        warning = slow_ops_warning(made.tflite, made.model_file, result.float_tflite)
+        notes += [f"warning: {warning}"] if warning else []
+    return dataclasses.replace(made, notes=tuple(notes))
 
 
 def bundle_from_tflite(model: bytes | str | os.PathLike, name: str, source: str | None = None) -> Bundle:

@@ -37,7 +37,9 @@ one XNNPACK handles in int8:
 Layer names match the Keras application, and weights are always loaded into the Keras
 application first and copied by name, so every Keras weights file loads exactly as Keras
 loads it. :func:`build_stock` gives the unmodified application (the reference in tests and
-benchmarks). Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
+benchmarks). Users' own models built on the application get the same backbone
+(:func:`int8_friendly_backbone`) through :mod:`edgemobile.models.rewrite`.
+Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
 as int8 the Keras graph runs 2.7× (Large) / 3.2× (Small) slower than :func:`build`'s; as
 float it is 5-9 % faster (float HARD_SWISH is one XNNPACK op, its decomposition two).
 
@@ -151,20 +153,17 @@ def _stride2_padding(size: int, kernel: int) -> tuple[tuple[int, int], tuple[int
     return ((kernel // 2 - adjust, kernel // 2),) * 2
 
 
-def int8_friendly_graph(variant: ModelVariant):
-    """The MobileNetV3 graph of the module docstring, randomly initialized."""
-    import keras
-    from keras import layers, ops
+def int8_friendly_backbone(inputs, size: str, alpha: float, minimalistic: bool, rescale: bool = True):
+    """The feature extractor of the module docstring (``include_top=False``: up to the
+    activation after ``conv_1``) on ``inputs``, randomly initialized, layers named as in the
+    Keras application. Returns ``(y, scale)``: ``y == scale * activation(conv_1_bn)``, the
+    1/scale left for the consumer to carry (6 after a hard-swish, 1 when minimalistic)."""
+    from keras import layers
 
-    size, minimalistic = _options(variant)
-    blocks, last_point = _ARCH[size]
-    alpha, classes = variant.alpha, variant.num_classes
+    blocks, _ = _ARCH[size]
 
     def batchnorm(name):
         return layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=name)
-
-    def unscale(x, scale):
-        return x if scale == 1.0 else x * (1.0 / scale)
 
     def activation(x, kind):
         """(y, s) with y == s * activation(x)."""
@@ -172,8 +171,7 @@ def int8_friendly_graph(variant: ModelVariant):
             return layers.ReLU()(x), 1.0
         return layers.Multiply()([x, layers.ReLU(6.0)(x + 3.0)]), _HS_SCALE
 
-    inputs = keras.Input((variant.resolution, variant.resolution, 3))
-    x = layers.Rescaling(scale=1.0 / 127.5, offset=-1.0)(inputs)
+    x = layers.Rescaling(scale=1.0 / 127.5, offset=-1.0)(inputs) if rescale else inputs
     x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv")(x)
     x, scale = activation(batchnorm("conv_bn")(x), "HS")
 
@@ -209,14 +207,36 @@ def int8_friendly_graph(variant: ModelVariant):
             x, scale = layers.Add(name=f"{prefix}add")([shortcut, x]), shortcut_scale
 
     x = layers.Conv2D(_make_divisible(x.shape[-1] * 6), 1, padding="same", use_bias=False, name="conv_1")(x)
-    x, scale = activation(batchnorm("conv_1_bn")(unscale(x, scale)), "HS")
+    return activation(batchnorm("conv_1_bn")(unscale(x, scale)), "HS")
+
+
+def unscale(x, scale: float):
+    """``x / scale`` as a constant multiply (folded into the neighbouring conv), or ``x``."""
+    return x if scale == 1.0 else x * (1.0 / scale)
+
+
+def unfused_hard_swish(x):
+    """hard-swish of a small (1x1xC) tensor in a form the converter leaves unfused: XNNPACK
+    takes its int8 MUL/ADD, not an int8 HARD_SWISH."""
+    from keras import layers
+
+    return layers.Multiply()([x * (1.0 / 6.0), layers.ReLU(6.0)(x + 3.0)])
+
+
+def int8_friendly_graph(variant: ModelVariant):
+    """The MobileNetV3 classifier of the module docstring, randomly initialized."""
+    import keras
+    from keras import layers, ops
+
+    size, minimalistic = _options(variant)
+    _, last_point = _ARCH[size]
+    alpha, classes = variant.alpha, variant.num_classes
+    inputs = keras.Input((variant.resolution, variant.resolution, 3))
+    x, scale = int8_friendly_backbone(inputs, size, alpha, minimalistic)
     x = unscale(layers.GlobalAveragePooling2D(keepdims=True)(x), scale)
     x = layers.Conv2D(_make_divisible(last_point * alpha) if alpha > 1.0 else last_point, 1,
                       padding="same", use_bias=True, name="conv_2")(x)
-    if minimalistic:
-        x = layers.ReLU()(x)
-    else:  # hard-swish of a 1x1xC vector, in a form the converter leaves unfused
-        x = layers.Multiply()([x * (1.0 / 6.0), layers.ReLU(6.0)(x + 3.0)])
+    x = layers.ReLU()(x) if minimalistic else unfused_hard_swish(x)
     x = layers.Dropout(0.2)(x)
     x = layers.Conv2D(classes, 1, padding="same", name="logits")(x)
     x = ops.reshape(x, (-1, classes))
@@ -272,5 +292,6 @@ FAMILIES = (
 )
 
 __all__ = [
-    "FAMILIES", "build", "build_stock", "copy_weights", "int8_friendly_graph", "keras_weights",
+    "FAMILIES", "build", "build_stock", "copy_weights", "int8_friendly_backbone", "int8_friendly_graph",
+    "keras_weights", "unfused_hard_swish", "unscale",
 ]

@@ -104,6 +104,8 @@ class ConversionResult:
     provenance: dict
     seconds: float
     quantization: dict | None = None  # full-integer: what each technique did (pipeline report)
+    notes: list[str] = dataclasses.field(default_factory=list)  # one line each, e.g. the MobileNetV3 rewrite
+    float_tflite: bytes | None = None  # full-integer: the calibrated float model it was quantized from
 
 
 def convert_variant(
@@ -126,15 +128,19 @@ def convert_variant(
     start = time.perf_counter()
     weights_path = variant.weights_path(weights)
     model = variant.builder(variant, weights_path)
-    quantization = None
+    quantization, rewrite, float_tflite = None, None, None
     if precision in FULL_INTEGER:
         if calibration is None:
             raise EdgeMobileError(f"{precision} conversion needs calibration images")
         from edgemobile.quantization.pipeline import DEFAULT, convert_full_integer, load_images
 
         images = load_images(calibration.paths, variant.preprocess, progress)
+        if variant.option("user_model"):  # a Keras MobileNetV3 backbone → the zoo's int8-friendly graph
+            from edgemobile.models.rewrite import int8_rewrite
+
+            model, rewrite = int8_rewrite(model, images)
         done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)
-        tflite, quantization = done.tflite, done.report
+        tflite, quantization, float_tflite = done.tflite, done.report, done.calibrated
     else:
         tflite = convert_keras(model, precision)
     converted = TFLiteClassifier(tflite, source=f"converted {variant.name} ({precision})")
@@ -149,6 +155,7 @@ def convert_variant(
         "weights": _describe_weights(weights_path),
         "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
         "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds")} if quantization else None,
+        **({"rewrite": rewrite.as_dict()} if rewrite is not None and rewrite.message() else {}),
         "conversion": conversion_cost(start),
         "converter": _converter_versions(),
         "edgemobile": __version__,
@@ -156,7 +163,8 @@ def convert_variant(
     }
     tflite = embed_metadata(tflite, model_info(variant, provenance))
     return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start,
-                            quantization=quantization)
+                            quantization=quantization, notes=[rewrite.message()] if rewrite and rewrite.message()
+                            else [], float_tflite=float_tflite)
 
 
 def conversion_cost(start: float) -> dict:

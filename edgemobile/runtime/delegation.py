@@ -116,9 +116,54 @@ def model_delegation(model: bytes, num_threads: int = 1) -> Delegation | None:
     return xnnpack_delegation(interpreter)
 
 
-def fallback_warning(delegation: Delegation | None, source: str) -> str | None:
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Median single-thread latency (ms, XNNPACK as by default) of a model and of its float
+    counterpart, timed interleaved in one run."""
+
+    model_ms: float
+    float_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.model_ms / self.float_ms
+
+
+def measure_against_float(model: bytes, float_model: bytes, budget_s: float = 1.0, max_runs: int = 50) -> Latency:
+    """Time ``model`` and ``float_model`` alternately (so load on the machine hits both alike)
+    for about ``budget_s`` seconds after one warm-up invoke each: the cost of the fallback ops,
+    measured where the conversion runs."""
+    import time
+
+    from edgemobile.runtime.interpreter import interpreter_backend
+
+    _, cls = interpreter_backend()
+    invokes = []
+    for data in (model, float_model):
+        interpreter = cls(model_content=bytes(data), num_threads=1)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for detail in interpreter.get_input_details():
+            dtype = np.dtype(detail["dtype"])
+            value = (rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, detail["shape"], endpoint=True)
+                     if dtype.kind in "iu" else rng.uniform(0, 1, detail["shape"])).astype(dtype)
+            interpreter.set_tensor(detail["index"], value)
+        interpreter.invoke()  # warm-up
+        invokes.append(interpreter.invoke)
+    times: list[list[float]] = [[], []]
+    deadline = time.perf_counter() + budget_s
+    while len(times[0]) < 3 or (time.perf_counter() < deadline and len(times[0]) < max_runs):
+        for k, invoke in enumerate(invokes):
+            t0 = time.perf_counter()
+            invoke()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return Latency(float(np.median(times[0])), float(np.median(times[1])))
+
+
+def fallback_warning(delegation: Delegation | None, source: str, latency: Latency | None = None) -> str | None:
     """One line naming the ops XNNPACK left to the builtin kernels (the classifier head aside,
-    see :attr:`Delegation.slow_fallback`), or None if it took all of them."""
+    see :attr:`Delegation.slow_fallback`) and, with ``latency``, what they cost against the
+    float model; None if XNNPACK took all of them."""
     if delegation is None or not delegation.slow_fallback:
         return None
     slow = delegation.slow_fallback
@@ -126,6 +171,18 @@ def fallback_warning(delegation: Delegation | None, source: str) -> str | None:
     kinds = ", ".join(f"{count}× {label}" for label, count in types[:6]) + (", …" if len(types) > 6 else "")
     where = (f"XNNPACK takes {len(delegation.delegated)} of its {delegation.total} ops"
              if delegation.applied else "XNNPACK takes none of its ops")
-    return (f"{source}: {where}; {len(slow)} run on TFLite's slower builtin kernels ({kinds}): quantization "
+    cost = (f"; measured here, it runs at {latency.ratio:.2f}× its float model's latency ({latency.model_ms:.2f} vs "
+            f"{latency.float_ms:.2f} ms, 1 thread)" if latency is not None else "")
+    return (f"{source}: {where}; {len(slow)} run on TFLite's slower builtin kernels ({kinds}){cost}: quantization "
             "scales outside XNNPACK's range (e.g. untrained BatchNorm statistics, --weights none) or op types "
             "it takes only in float")
+
+
+def slow_ops_warning(model: bytes, source: str, float_model: bytes | None = None) -> str | None:
+    """:func:`fallback_warning` of a converted full-integer ``model``, timed against
+    ``float_model`` (the float model it was quantized from) when ops fall back."""
+    delegation = model_delegation(model)
+    if delegation is None or not delegation.slow_fallback:
+        return None
+    latency = measure_against_float(model, float_model) if float_model is not None else None
+    return fallback_warning(delegation, source, latency)

@@ -1,0 +1,103 @@
+"""Issue 13's MobileNetV3 acceptance path on real data: a user's MobileNetV3-Small (shared
+ImageNet weights, new 5-class head fine-tuned on class-name folders, saved .keras) converts
+--int8 with the default techniques; its Keras backbone is rewritten to the int8-friendly graph
+(no int8 HARD_SWISH, XNNPACK takes every op but the head's softmax), it agrees with the Keras
+float model on held-apart images, and its Android bundle names the user's classes in
+MediaPipe."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_run import run_ok as run
+from edgemobile.cli.main import main
+from edgemobile.data.preprocessing import load_rgb
+from edgemobile.metadata import read_metadata
+from edgemobile.models.rewrite import TOLERANCE
+from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
+from edgemobile.runtime.delegation import model_delegation
+from edgemobile.runtime.interpreter import TFLiteClassifier
+from user_models import LABELS, class_folders, mobilenet_v3_small_user_model
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def user(shared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("flowers_v3")
+    train, val = class_folders(shared, root)
+    model = mobilenet_v3_small_user_model(shared, train, root / "flowers_v3.keras")
+    int8 = root / "flowers_v3_int8.tflite"
+    return {"root": root, "train": train, "val": val, "model": model, "int8": int8}
+
+
+@pytest.fixture(scope="module")
+def converted(user):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["convert", "--model", str(user["model"]), "--int8", "--calibration", str(user["train"]),
+                     "-o", str(user["int8"]), "--quiet"]) == 0
+    return err.getvalue()
+
+
+def test_backbone_is_rewritten_and_runs_on_xnnpack_whole(user, converted):
+    assert "rewrote the MobileNetV3-Small alpha 1 224x224 backbone" in converted, converted
+    assert "warning" not in converted  # nothing left on the builtin kernels
+    classifier = TFLiteClassifier(user["int8"])
+    assert not float_tensor_uses(classifier)
+    ops = op_histogram(classifier)
+    assert "HARD_SWISH" not in ops and ops["FULLY_CONNECTED"] == 1, ops
+    delegation = model_delegation(user["int8"].read_bytes())
+    assert delegation.partitions == 1 and [op.name for op in delegation.fallback] == ["SOFTMAX"]
+    provenance = read_metadata(user["int8"]).extra["provenance"]
+    rewrite = provenance["rewrite"]
+    assert rewrite["applied"] and rewrite["images"] == 15 and 0 <= rewrite["max_difference"] <= TOLERANCE
+    assert provenance["quantization"]["techniques"].startswith("mse ranges + equalization")  # the default
+
+
+def test_eval_against_keras_float_on_held_apart_class_folders(user, converted, capsys, tmp_path):
+    report = tmp_path / "eval.json"
+    out = run(capsys, "eval", user["int8"], "--data", user["val"], "--reference", user["model"],
+              "--json", report, "--quiet")
+    print(out)
+    result = json.loads(report.read_text())
+    assert result["images"] == 10 and "top-1 agreement" in out
+    float_top1, int8_top1 = result["reference"]["top1"], result["model"]["top1"]
+    assert float_top1 >= 70  # the fine-tuned head learned the classes (chance: 20)
+    assert abs(int8_top1 - float_top1) <= 20 and result["comparison"]["top1_agreement"] >= 80
+
+
+def test_bundle_gives_mediapipe_the_users_class_names(user, capsys):
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    import mediapipe as mp
+
+    folder = user["root"] / "assets" / "flowers_v3"
+    folder.parent.mkdir()
+    out = run(capsys, "bundle", user["model"], "--calibration", user["train"], "--plain", "--out", folder, "--quiet")
+    assert "MediaPipe ImageClassifier checks passed" in out
+    assert (folder / "labels.txt").read_text().splitlines() == LABELS
+    model = folder / "flowers_v3.tflite"
+    assert read_metadata(model).extra["provenance"]["rewrite"]["applied"]
+    assert "HARD_SWISH" not in op_histogram(TFLiteClassifier(model))
+    spec = read_metadata(model).preprocess
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)), max_results=1)
+    classifier = vision.ImageClassifier.create_from_options(options)
+    right = 0
+    try:
+        images = sorted(user["val"].glob("*/*.JPEG"))
+        for path in images:
+            crop = np.ascontiguousarray(spec.crop_pixels(load_rgb(path)))
+            top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop)).classifications[0]
+            name = top.categories[0].category_name
+            assert name in LABELS
+            right += "".join(name.split()).lower() == "".join(path.parent.name.split()).lower()
+    finally:
+        classifier.close()
+    assert right >= 7, f"MediaPipe named {right} of {len(images)} held-apart images right"
