@@ -68,8 +68,10 @@ def fine_tune(backbone, spec, train: Path, name: str, epochs: int = 60):
 
     x, y = _training_set(train, spec)
     features = np.asarray(backbone.predict(x, batch_size=8, verbose=0))
-    head = keras.layers.Dense(len(LABELS), activation="softmax", name="head")
+    # before the layer exists: Keras draws an unseeded initializer's seed from Python's
+    # random when the layer is constructed, so earlier tests would change the head
     keras.utils.set_random_seed(0)
+    head = keras.layers.Dense(len(LABELS), activation="softmax", name="head")
     probe = keras.Sequential([keras.Input(features.shape[1:]), head])
     probe.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     probe.fit(features, y, epochs=epochs, batch_size=len(y), verbose=0)
