@@ -286,6 +286,7 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
                                  techniques=_techniques(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
                           result.quantization)
+    converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
         from edgemobile.runtime.delegation import fallback_warning, model_delegation
 
@@ -294,6 +295,11 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     if output is not None:
         converted.save(output, force=force)
     return converted
+
+
+def skipped_techniques(quantization: dict | None) -> list[str]:
+    """One warning per pattern the int8 techniques left alone (see quantization.guards)."""
+    return [f"int8 techniques skipped {note}" for note in (quantization or {}).get("skipped", [])]
 
 
 def default_output(model, precision: str, alpha: float | None = None, resolution: int | None = None) -> str:
