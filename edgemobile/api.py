@@ -258,6 +258,16 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
     return variant, weights, cal
 
 
+def conversion_inputs(model, precision: str = "int8", *, alpha: float | None = None, resolution: int | None = None,
+                      weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
+                      preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
+                      labels=None):
+    """(variant, weights, CalibrationSet) for a zoo name or a user model, resolved and checked
+    exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
+    return _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
+                     preprocess, mean, std, crop_fraction, labels)
+
+
 # -- the four functions --------------------------------------------------------------------
 def convert(model, precision: str = "float32", *, alpha: float | None = None, resolution: int | None = None,
             weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
