@@ -22,7 +22,8 @@ import numpy as np
 
 from edgemobile.quantization import graph as G
 
-FLOAT_TOLERANCE = 1e-3  # max |Δ output| relative to the outputs' spread; float32 rewrites stay near 1e-6
+FLOAT_TOLERANCE = 1e-2  # max |Δ output| over the outputs' spread; exact rewrites in float32 stay below 1e-3 (zoo:
+# MobileNetV1 α0.25 3e-4, V3-Small 5e-5, MobileOne-S0 0), a wrong fold is of order 1
 CHECK_IMAGES = 32
 _NOT_WEIGHTS = ("BatchNormalization", "LayerNormalization", "Normalization", "GroupNormalization", "PReLU",
                 "Rescaling", "Embedding")
