@@ -58,6 +58,7 @@ def separable(i):
     L = _keras().layers
     x = L.Conv2D(8, 3, padding="same", activation="relu")(i)
     x = L.ReLU()(L.BatchNormalization()(L.SeparableConv2D(12, 3, padding="same")(x)))
+    x = L.SeparableConv2D(12, 3, strides=2, depth_multiplier=2, use_bias=False, activation="relu6")(x)
     return _head(x)
 
 
@@ -179,7 +180,7 @@ MODELS = {
     activation_layers: [], concatenate: [], residual: [], shared_batchnorm: [], nested_model: [],
     squeeze_excite: [], flatten_pooling_dropout: [], layer_normalization: [], rescaling_input: [],
     normalization_input: [], logits_output: [], dense_on_feature_map: [], keras_applications_backbone: [],
-    separable: ["a SeparableConv2D layer is not modelled"],
+    separable: [],  # split into the depthwise + 1×1 conv the converter makes of it
     grouped: ["grouped convolution (groups=4) is not modelled"],
     shared_conv: ["shared_conv: called more than once"],
 }
@@ -264,7 +265,10 @@ def linear_layers(model) -> list:
     found = []
     for layer in model.layers:
         inner = getattr(layer, "_functional", None) or layer
-        found += linear_layers(inner) if isinstance(inner, _keras().Model) else [layer] * bool(linear_kind(layer))
+        if isinstance(inner, _keras().Model):
+            found += linear_layers(inner)
+        else:  # a SeparableConv2D is two (depthwise + pointwise)
+            found += [layer] * (2 if isinstance(layer, _keras().layers.SeparableConv2D) else bool(linear_kind(layer)))
     return found
 
 

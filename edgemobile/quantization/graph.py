@@ -253,7 +253,7 @@ def rebuild(model, replace: Callable[[Any], tuple | None] | None = None, skip: s
     """A new, flat functional model with fresh copies of every layer (weights copied).
 
     ``replace(layer)`` may return ``(new_layer, weights, after)`` to use instead — ``after``
-    an optional layer applied to its output; layers named in ``skip`` are removed (their
+    an optional layer applied to its output (or ``(layer, weights)``); layers named in ``skip`` are removed (their
     single input passes through). Nested models are inlined (their layers become the new
     model's own); a layer called more than once stays one shared layer.
     """
@@ -280,6 +280,9 @@ def rebuild(model, replace: Callable[[Any], tuple | None] | None = None, skip: s
                 weights = layer.get_weights()
             else:
                 new, weights, after = swap
+            if isinstance(after, tuple):
+                after, after_weights = after
+                built.append((after, after_weights))
             names.update(n.name for n in (new, after) if n is not None)
             if weights:
                 built.append((new, weights))
@@ -314,8 +317,8 @@ def fold_batchnorm(model):
     Activation layer and a zero bias given to those without one (the TFLite graph is the
     same; techniques see pre-activations and may correct any bias)."""
     keras = _keras()
-    if nested_models(model) or isinstance(model, keras.Sequential):
-        model = rebuild(model)
+    if nested_models(model) or isinstance(model, keras.Sequential) or _separable(model):
+        model = rebuild(model, _split_separable)
     folds = foldable_batchnorms(model)
     targets = {fold.linear.name: (model.get_layer(bn_name), fold.factor) for bn_name, fold in folds.items()}
     skipped = set(folds) | {op.name for fold in folds.values() for op in fold.scalars}
@@ -338,6 +341,32 @@ def fold_batchnorm(model):
         return layer.__class__.from_config(config), weights, after
 
     return rebuild(model, replace, skip=skipped)
+
+
+def _separable(model) -> bool:
+    return any(_splittable(layer) for layer in model.layers)
+
+
+def _splittable(layer) -> bool:
+    keras = _keras()
+    return isinstance(layer, keras.layers.SeparableConv2D) and layer.data_format == "channels_last"
+
+
+def _split_separable(layer):
+    """A SeparableConv2D as the DepthwiseConv2D + 1×1 Conv2D the converter lowers it to (same
+    TFLite ops), so the techniques see both; None for any other layer."""
+    if not _splittable(layer):
+        return None
+    keras = _keras()
+    c = layer.get_config()
+    weights = layer.get_weights()
+    depthwise = keras.layers.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                             depth_multiplier=c["depth_multiplier"],
+                                             dilation_rate=c["dilation_rate"], use_bias=False,
+                                             name=f"{layer.name}_depthwise")
+    pointwise = keras.layers.Conv2D(c["filters"], 1, use_bias=c["use_bias"], activation=c["activation"],
+                                    name=f"{layer.name}_pointwise")
+    return depthwise, weights[:1], (pointwise, weights[1:])
 
 
 # -- per-channel views -------------------------------------------------------------------------
