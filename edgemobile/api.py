@@ -162,6 +162,12 @@ class BundleResult:
     def labels(self) -> list[str]:
         return list(self.bundle.info.labels)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the int8 techniques skipped when this bundle's model was converted (from its provenance)."""
+        provenance = (self.bundle.info.extra or {}).get("provenance") or {}
+        return skipped_techniques(provenance.get("quantization"))
+
     def write(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from edgemobile.deploy.bundle import write_bundle
 

@@ -315,8 +315,8 @@ def test_a_rewrite_that_changes_the_float_function_is_dropped(monkeypatch):
 
 
 def test_skipped_patterns_reach_warnings_and_provenance(tmp_path):
-    """em.convert of a user model with a grouped conv: the message is a warning of the result
-    and recorded in the model's provenance."""
+    """em.convert (and em.bundle) of a user model with a grouped conv: the message is a
+    warning of the result and recorded in the model's provenance."""
     import edgemobile as em
     from edgemobile.metadata import read_metadata
     from test_user_model import write_images
@@ -330,3 +330,5 @@ def test_skipped_patterns_reach_warnings_and_provenance(tmp_path):
     assert len(notes) == 1 and notes[0].startswith("int8 techniques skipped conv2d"), result.warnings
     provenance = read_metadata(result.tflite).extra["provenance"]
     assert any("grouped convolution" in n for n in provenance["quantization"]["skipped"])
+    bundle = em.bundle(tmp_path / "grouped.keras", calibration=train, preprocess="mobilenet", progress=False)
+    assert [w for w in bundle.warnings if "grouped convolution" in w] == notes

@@ -5,6 +5,7 @@ edgemobile-made .tflite; ``edgemobile convert --android`` goes through here too.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgemobile.errors import EdgeMobileError
@@ -77,6 +78,8 @@ def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> in
 
 def _report(result) -> int:
     bundle = result.bundle
+    for warning in result.warnings:
+        print(f"edgemobile: warning: {warning}", file=sys.stderr)
     print(f"wrote {result.folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
           f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")
     return 0
