@@ -60,13 +60,16 @@ def test_inspect_a_user_model(capsys, world, tmp_path):
 def test_report_of_user_models_with_their_classes(capsys, world, tmp_path):
     out = run_ok(capsys, "report", "--model", world["model"], "--model", f"{world['other']}:label=second model",
                  "--data", world["val"], "--calibration", world["train"], "--preprocess", "mobilenet", "--plain",
-                 "--bench-runs", 0, "--out", tmp_path / "r", "--quiet")
+                 "--equalize", "--bench-runs", 0, "--out", tmp_path / "r", "--quiet")
     result = json.loads((tmp_path / "r" / "report.json").read_text())
     assert result["images"] == 6
     assert [(r["model"], r["precision"]) for r in result["rows"]] == [
         ("pets_32", "float32"), ("pets_32", "int8"), ("second model", "float32"), ("second model", "int8")]
     assert result["rows"][0]["weights"] == str(world["model"])
     assert "| pets_32 |" in out and "| second model |" in out
+    # pets has a grouped conv: named in its int8 row and under the table
+    assert [len(r.get("skipped", [])) for r in result["rows"]] == [0, 1, 0, 0]
+    assert "- int8 techniques skipped pets_32: conv2d" in out and "grouped convolution" in out
 
 
 def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):

@@ -247,11 +247,20 @@ def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_r
     from edgemobile.eval.evaluate import compare, topk_accuracy
 
     c = compare(probs, float_probs, labels)
-    return dict(precision="int8", top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+    return dict(precision="int8", skipped=_skipped(tflite), top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
                 top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
                 kl=c.mean_kl, total_variation=c.mean_total_variation,
                 size_mb=len(tflite) / 1e6, latency_ms=_latency(tflite, bench_runs),
                 conversion_seconds=round(seconds, 1))
+
+
+def _skipped(tflite: bytes) -> list[str]:
+    """What the int8 techniques left alone in this model (its provenance), one line each."""
+    from edgemobile.metadata import read_metadata
+
+    info = read_metadata(tflite)
+    provenance = (info.extra or {}).get("provenance") or {} if info is not None else {}
+    return list((provenance.get("quantization") or {}).get("skipped", []))
 
 
 def _num(value, fmt: str = ".2f", signed: bool = False) -> str:
@@ -285,7 +294,9 @@ def markdown(result: dict) -> str:
         notes.append(f"calibration: {result['calibration']['images']} images from {result['calibration']['source']}")
     if result.get("latency") and not result["ablation"]:
         notes.append(f"latency: {result['latency']}")
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+    skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
+    techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + (f"\n{techniques}" if techniques else "")
 
 
 def _md_row(cells: list[str]) -> list[str]:
