@@ -100,8 +100,6 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     [-1, 1] input: half a step off the normalized input, which bias correction then removes;
     see :func:`edgemobile.quantization.simulate.device_input`). The input ``model`` is left
     untouched."""
-    from edgemobile.quantization import graph as G
-
     images = np.asarray(images, np.float32)
     report: dict[str, Any] = {"techniques": options.label(), "options": options.as_dict()}
     start = time.perf_counter()
