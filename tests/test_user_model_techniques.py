@@ -332,3 +332,25 @@ def test_skipped_patterns_reach_warnings_and_provenance(tmp_path):
     assert any("grouped convolution" in n for n in provenance["quantization"]["skipped"])
     bundle = em.bundle(tmp_path / "grouped.keras", calibration=train, preprocess="mobilenet", progress=False)
     assert [w for w in bundle.warnings if "grouped convolution" in w] == notes
+
+
+def test_a_sequential_model():
+    """A top-level Sequential classifier: rebuilt as a functional model for the techniques."""
+    from edgemobile.quantization.pipeline import QuantOptions
+
+    keras = _keras()
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((R, R, 3)), L.Conv2D(12, 3, padding="same"), L.BatchNormalization(),
+                              L.ReLU(), L.Conv2D(12, 3, padding="same", activation="relu"),
+                              L.GlobalAveragePooling2D(), L.Dense(CLASSES, activation="softmax")])
+    bn = model.layers[1]
+    rng = np.random.default_rng(0)
+    bn.set_weights([rng.uniform(0.5, 1.5, 12), rng.uniform(-0.3, 0.3, 12), rng.uniform(-0.5, 0.5, 12),
+                    rng.uniform(0.5, 2.0, 12)])
+    calibration, test = images(IMAGES, 1), images(48, 2)
+    plain = relative_error(model, convert(model, QuantOptions.plain(), calibration).tflite, test)
+    done = convert(model, QuantOptions(), calibration)
+    assert done.report["skipped"] == [] and len(done.report["layers"]) == 3
+    assert len(done.report["equalization"]) == 2
+    assert relative_error(model, done.tflite, test) <= 1.25 * plain + 0.01
