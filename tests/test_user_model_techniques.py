@@ -171,7 +171,7 @@ def dense_on_feature_map(i):
 def keras_applications_backbone(i):
     keras = _keras()
     base = keras.applications.MobileNet(input_shape=(R, R, 3), alpha=0.25, include_top=False, weights=None)
-    return _head(base(i))
+    return _head(base(i, training=False))  # the transfer-learning guide's call
 
 
 # model → the skipped-pattern messages its conversion must report (substrings)
