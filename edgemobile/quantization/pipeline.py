@@ -136,8 +136,9 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
         skipped.append(f"all Keras-side techniques: the model could not be rebuilt for them ({_first_line(exc)})")
         return model
     if not same:
-        skipped.append(f"all Keras-side techniques: BatchNorm folding changed the float outputs by {err:.2g} "
-                       "(relative), so the model is converted as it is")
+        skipped.append(f"all Keras-side techniques: BatchNorm folding (and inlining nested models, splitting "
+                       f"separable convs) changed the float outputs by {err:.2g} (relative), so the model is "
+                       "converted as it is")
         return model
     model = folded
     skipped += guards.unmodeled_layers(model)
