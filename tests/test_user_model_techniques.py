@@ -168,6 +168,13 @@ def dense_on_feature_map(i):
     return _head(L.Dense(12, activation="relu")(x))
 
 
+def channels_first_conv(i):
+    L = _keras().layers
+    x = L.Permute((3, 1, 2))(_conv_bn(i, 12))
+    x = L.ReLU()(L.BatchNormalization(axis=1)(L.Conv2D(12, 3, padding="same", data_format="channels_first")(x)))
+    return _head(L.Permute((2, 3, 1))(x))
+
+
 def keras_applications_backbone(i):
     keras = _keras()
     base = keras.applications.MobileNet(input_shape=(R, R, 3), alpha=0.25, include_top=False, weights=None)
@@ -183,6 +190,7 @@ MODELS = {
     separable: [],  # split into the depthwise + 1×1 conv the converter makes of it
     grouped: ["grouped convolution (groups=4) is not modelled"],
     shared_conv: ["shared_conv: called more than once"],
+    channels_first_conv: ["a channels_first Conv2D layer is not modelled"],
 }
 RAW_PIXELS = {rescaling_input, normalization_input}
 

@@ -35,6 +35,8 @@ def _keras():
 def linear_kind(layer) -> str | None:
     """"conv", "depthwise", "dense" for the layers TFLite quantizes per channel; else None."""
     keras = _keras()
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None  # the per-channel views, patches and statistics are channels-last
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return "depthwise"
     if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):

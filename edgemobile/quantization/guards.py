@@ -36,7 +36,9 @@ def unmodeled_layers(model) -> list[str]:
         kind = type(layer).__name__
         if not layer.weights or G.linear_kind(layer) is not None or kind in _NOT_WEIGHTS:
             continue
-        if kind == "Conv2D":
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            why = f"a {layer.data_format} {kind} layer"
+        elif kind == "Conv2D":
             why = f"grouped convolution (groups={layer.groups})"
         else:
             why = f"a {kind} layer"
