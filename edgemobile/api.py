@@ -165,6 +165,18 @@ class BundleResult:
     def labels(self) -> list[str]:
         return list(self.bundle.info.labels)
 
+    @property
+    def notes(self) -> list[str]:
+        """What the conversion did that the user should know (the MobileNetV3 rewrite)."""
+        return list(self.bundle.notes)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the int8 techniques skipped when this bundle's model was converted (from its
+        provenance), and ops XNNPACK leaves to the builtin kernels."""
+        provenance = (self.bundle.info.extra or {}).get("provenance") or {}
+        return skipped_techniques(provenance.get("quantization")) + list(self.bundle.warnings)
+
     def write(self, folder: str | os.PathLike, force: bool = False) -> Path:
         from edgemobile.deploy.bundle import write_bundle
 
@@ -261,6 +273,16 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
     return variant, weights, cal
 
 
+def conversion_inputs(model, precision: str = "int8", *, alpha: float | None = None, resolution: int | None = None,
+                      weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
+                      preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
+                      labels=None):
+    """(variant, weights, CalibrationSet) for a zoo name or a user model, resolved and checked
+    exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
+    return _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
+                     preprocess, mean, std, crop_fraction, labels)
+
+
 # -- the four functions --------------------------------------------------------------------
 def convert(model, precision: str = "float32", *, alpha: float | None = None, resolution: int | None = None,
             weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
@@ -289,6 +311,7 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
                                  techniques=_techniques(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
                           result.quantization, notes=list(result.notes))
+    converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
         from edgemobile.runtime.delegation import slow_ops_warning
 
@@ -297,6 +320,11 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     if output is not None:
         converted.save(output, force=force)
     return converted
+
+
+def skipped_techniques(quantization: dict | None) -> list[str]:
+    """One warning per pattern the int8 techniques left alone (see quantization.guards)."""
+    return [f"int8 techniques skipped {note}" for note in (quantization or {}).get("skipped", [])]
 
 
 def default_output(model, precision: str, alpha: float | None = None, resolution: int | None = None) -> str:

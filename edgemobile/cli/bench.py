@@ -8,7 +8,7 @@ import json
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import _positive_int
+    from edgemobile.cli.arguments import positive_int
 
     p = sub.add_parser(
         "bench", help="latency, model size and peak memory of a .tflite (threads, XNNPACK on/off)",
@@ -17,9 +17,9 @@ def register(sub, prep) -> None:
         "per-op breakdown (each op timed alone). Needs only the runtime install.",
     )
     p.add_argument("model", help=".tflite file")
-    p.add_argument("--threads", type=_positive_int, nargs="+", default=[1],
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[1],
                    help="interpreter thread counts to try (default: 1), e.g. --threads 1 2 4")
-    p.add_argument("--runs", type=_positive_int, default=50, help="timed runs per setting (default 50)")
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs per setting (default 50)")
     p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed runs first (default 5)")
     xnn = p.add_mutually_exclusive_group()
     xnn.add_argument("--xnnpack", nargs="+", choices=("on", "off"), default=None,

@@ -78,8 +78,10 @@ def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> in
 
 def _report(result) -> int:
     bundle = result.bundle
-    for note in bundle.notes:
+    for note in result.notes:
         print(f"edgemobile: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"edgemobile: warning: {warning}", file=sys.stderr)
     print(f"wrote {result.folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
           f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")
     return 0

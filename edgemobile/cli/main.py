@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from edgemobile import __version__
+from edgemobile.cli.arguments import floats, json_object, positive_int
 from edgemobile.errors import EdgeMobileError
 
 
@@ -29,34 +30,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers, got {text!r}") from None
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"expected 1 or 3 numbers, got {text!r}")
-    return values
-
-
 def _preprocessing_flags() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group(
         "preprocessing for models without edgemobile metadata (third-party .tflite files)"
     )
-    group.add_argument("--mean", type=_floats, help="per-channel mean in 0..255 pixel units, 1 or 3 values "
+    group.add_argument("--mean", type=floats, help="per-channel mean in 0..255 pixel units, 1 or 3 values "
                        "(input = (pixel - mean) / std); e.g. 127.5 for [-1, 1] inputs")
-    group.add_argument("--std", type=_floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--std", type=floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
     group.add_argument("--crop-fraction", type=float, default=0.875,
                        help="center-crop fraction: the shorter side is resized to size/fraction (default 0.875)")
     group.add_argument("--labels", help="label file, one class per line, in output order")
@@ -64,7 +45,7 @@ def _preprocessing_flags() -> argparse.ArgumentParser:
     bg.add_argument("--background-class", dest="background_class", action="store_true", default=None,
                     help="output 0 is a background class (TF-slim 1001-class models; inferred from 1001 outputs)")
     bg.add_argument("--no-background-class", dest="background_class", action="store_false")
-    group.add_argument("--threads", type=_positive_int, default=None,
+    group.add_argument("--threads", type=positive_int, default=None,
                        help="interpreter threads (default: 1 for eval, decoding uses the other cores)")
     return parent
 
@@ -115,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights for a zoo --reference: 'imagenet' (default), 'none' or a file")
     p.add_argument("--alpha", type=float, help="alpha of a zoo model (default: from the model's metadata)")
     p.add_argument("--resolution", type=int, help="resolution of a zoo model (default: from the model's metadata)")
-    p.add_argument("--limit", type=_positive_int, help="evaluate only N images, drawn stratified across classes")
+    p.add_argument("--limit", type=positive_int, help="evaluate only N images, drawn stratified across classes")
     p.add_argument("--seed", type=int, default=0, help="seed for --limit (default 0)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -129,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Softmax + top-k with class names for each image.")
     p.add_argument("model", help=".tflite file")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", help="also write the predictions to this JSON file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(func=cmd_predict)
@@ -228,8 +209,8 @@ def add_user_model_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
                        help="the zoo family's preprocessing the model was trained with (not needed when the model "
                        "has its own Rescaling/Normalization layer)")
-    group.add_argument("--mean", type=_floats, help="or: per-channel mean in 0..255 pixel units, 1 or 3 values")
-    group.add_argument("--std", type=_floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--mean", type=floats, help="or: per-channel mean in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--std", type=floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
     group.add_argument("--crop-fraction", type=float, default=None,
                        help="center-crop fraction (default: the --preprocess family's, else 0.875)")
     group.add_argument("--labels", help="label file, one class per line, in output order (default: the class-name "
@@ -249,7 +230,7 @@ def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for
     technique flags: every command that makes a full-integer model takes them."""
     p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
                    "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
-    p.add_argument("--num-calibration", type=_positive_int, default=None,
+    p.add_argument("--num-calibration", type=positive_int, default=None,
                    help="calibration images drawn stratified across classes (default 500)")
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
     add_technique_flags(p)
@@ -272,7 +253,7 @@ def add_technique_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
     group.add_argument("--plain", action="store_true",
                        help="the converter alone (min/max ranges, no technique); other technique flags add to it")
-    group.add_argument("--technique-images", type=_positive_int, default=None,
+    group.add_argument("--technique-images", type=positive_int, default=None,
                        help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
 
 
@@ -286,20 +267,10 @@ def add_cluster_flags(p: argparse.ArgumentParser) -> None:
     group.add_argument("--cluster-data", choices=DATA_MODES, default="bytes",
                        help="how workers get the images: 'bytes' ships each encoded file in its shard (default; "
                        "no shared storage needed), 'paths' sends paths every node reads on a shared mount")
-    group.add_argument("--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE,
+    group.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
                        help=f"images per Ray task, rounded up to whole batches of 16 (default {DEFAULT_SHARD_SIZE})")
-    group.add_argument("--runtime-env", type=_json_object, default=None, metavar="JSON",
+    group.add_argument("--runtime-env", type=json_object, default=None, metavar="JSON",
                        help='Ray runtime_env for the workers, e.g. \'{"pip": ["edgemobile[runtime]==0.1.0"]}\'')
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 
 def cluster_from_args(args: argparse.Namespace):

@@ -45,7 +45,8 @@ class Bundle:
     info: ModelInfo
     input_dtype: str
     input_quantization: tuple[float, int] | None  # (scale, zero_point) of a uint8 input
-    notes: tuple[str, ...] = ()  # the conversion's one-line notes and warnings (MobileNetV3 rewrite, XNNPACK)
+    notes: tuple[str, ...] = ()  # the conversion's one-line notes (the MobileNetV3 rewrite)
+    warnings: tuple[str, ...] = ()  # ops XNNPACK leaves to builtin kernels, with the measured cost
 
     @property
     def model_file(self) -> str:
@@ -97,13 +98,12 @@ def bundle_from_variant(variant, precision: str, weights, calibration, name: str
     result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
                              techniques=techniques)
     made = bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
-    notes = list(result.notes)
+    warning = None
     if precision != "float32":
         from edgemobile.runtime.delegation import slow_ops_warning
 
         warning = slow_ops_warning(made.tflite, made.model_file, result.float_tflite)
-        notes += [f"warning: {warning}"] if warning else []
-    return dataclasses.replace(made, notes=tuple(notes))
+    return dataclasses.replace(made, notes=tuple(result.notes), warnings=(warning,) if warning else ())
 
 
 def bundle_from_tflite(model: bytes | str | os.PathLike, name: str, source: str | None = None) -> Bundle:

@@ -24,21 +24,34 @@ import numpy as np
 
 from edgemobile.errors import EdgeMobileError
 
-SPEC_KEYS = ("alpha", "resolution", "weights", "label")
+SPEC_KEYS = ("alpha", "resolution", "weights", "label", "preprocess", "labels")
+_RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A zoo model with its settings: ``NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT]``."""
+    """A zoo model with its settings, ``NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT]``, or
+    your Keras model file, ``FILE.keras[:preprocess=P,labels=FILE,label=TEXT]`` — its
+    preprocessing and labels resolved as ``convert --model FILE`` does (:mod:`edgemobile.models.user`)."""
 
     name: str
     alpha: float | None = None
     resolution: int | None = None
     weights: str = "imagenet"
     label: str | None = None
+    preprocess: str | None = None  # the rest: a user model file only
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_fraction: float | None = None
+    labels: str | None = None
+    label_folder: str | None = None  # class-name folders naming its classes when ``labels`` is not given
 
     @classmethod
-    def parse(cls, text: str) -> "ModelSpec":
+    def parse(cls, text: str, **user_flags) -> "ModelSpec":
+        """``user_flags`` (preprocess, mean, std, crop_fraction, labels, label_folder): the
+        command's flags for a model file; a spec's own keys take precedence, zoo specs ignore them."""
+        from edgemobile.models.user import is_model_file
+
         name, _, rest = text.partition(":")
         if not name.strip():
             raise EdgeMobileError(f"model spec {text!r}: no model name (NAME[:alpha=A,resolution=R,weights=FILE])")
@@ -52,12 +65,25 @@ class ModelSpec:
                 values[key] = float(value) if key == "alpha" else int(value) if key == "resolution" else value
             except ValueError:
                 raise EdgeMobileError(f"model spec {text!r}: {key} must be a number, got {value!r}") from None
+        if is_model_file(name.strip()):
+            values = {**{k: v for k, v in user_flags.items() if v is not None}, **values}
         return cls(name=name.strip(), **values)
 
-    def variant(self):
-        from edgemobile.models.zoo import resolve
+    def resolved(self):
+        """(variant, weights) — a zoo variant and its weights, or a user model's variant and its file."""
+        if self not in _RESOLVED:
+            from edgemobile.api import resolve_model
+            from edgemobile.models.user import is_model_file
 
-        return resolve(self.name, self.alpha, self.resolution)
+            user = is_model_file(self.name)
+            weights = None if user and self.weights == "imagenet" else self.weights
+            _RESOLVED[self] = resolve_model(self.name, self.alpha, self.resolution, weights, self.preprocess,
+                                            self.mean, self.std, self.crop_fraction, self.labels,
+                                            self.label_folder if user else None)
+        return _RESOLVED[self]
+
+    def variant(self):
+        return self.resolved()[0]
 
     def display(self) -> str:
         return self.label or self.variant().name
@@ -120,10 +146,10 @@ def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool
     from edgemobile.quantization.convert import convert_variant
 
     start = time.perf_counter()
+    variant, weights = spec.resolved()
     if config is None:
-        return convert_variant(spec.variant(), "float32", spec.weights, progress=progress).tflite, \
-            time.perf_counter() - start
-    result = convert_variant(spec.variant(), "int8", spec.weights, calibration, progress=progress, techniques=config)
+        return convert_variant(variant, "float32", weights, progress=progress).tflite, time.perf_counter() - start
+    result = convert_variant(variant, "int8", weights, calibration, progress=progress, techniques=config)
     return result.tflite, result.seconds
 
 
@@ -140,13 +166,12 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     (normalized), evaluated like edgemobile's own rows with the variant's preprocessing (e.g.
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.data.labels import imagenet_classes
     from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.pipeline import DEFAULT
 
     options = options or DEFAULT
     configs = ablation_configs(options) if ablation else [(options.label(), options)]
-    pairs = labeled_images(data, imagenet_classes())
+    pairs = labeled_images(data, _common_classes(specs))
     pairs = limit_pairs(pairs, data, limit, seed)
     labels = np.array([label for _, label in pairs])
     jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
@@ -167,8 +192,8 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     for job in jobs:
         k, label, config = job
         spec = specs[k]
-        variant = spec.variant()
-        base = {"model": spec.display(), "zoo": variant.name, "weights": str(spec.weights)}
+        variant, weights = spec.resolved()
+        base = {"model": spec.display(), "zoo": variant.name, "weights": str(weights)}
         model, seconds, probs = outcome(job)
         if config is None:
             float_probs = probs
@@ -188,7 +213,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
 
                 images = load_images(calibration.paths, variant.preprocess, progress)
             start = time.perf_counter()
-            tflite = quantize(variant, spec.weights, images)
+            tflite = quantize(variant, weights, images)
             seconds = time.perf_counter() - start
             probs = _predict(tflite, f"{variant.name} {peer_label}", pairs, progress, overrides=_overrides(variant))
             rows.append(dict(base, config=peer_label, techniques=None,
@@ -204,16 +229,38 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     }
 
 
+def _common_classes(specs: list[ModelSpec]):
+    """The one class list every model is evaluated with (the report compares them on the same images)."""
+    classes = [spec.variant().classes for spec in specs]
+    for spec, other in zip(specs[1:], classes[1:]):
+        if tuple(other.names) != tuple(classes[0].names):
+            raise EdgeMobileError(
+                f"report compares models on the same images, but {spec.display()} has {len(other)} classes "
+                f"({', '.join(other.names[:5])}{', …' if len(other) > 5 else ''}) and {specs[0].display()} has "
+                f"{len(classes[0])} ({', '.join(classes[0].names[:5])}{', …' if len(classes[0]) > 5 else ''}); "
+                "report them separately")
+    return classes[0]
+
+
 def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_runs: int) -> dict:
     """An int8 model's columns: accuracy, its comparison with the float model, size, cost."""
     from edgemobile.eval.evaluate import compare, topk_accuracy
 
     c = compare(probs, float_probs, labels)
-    return dict(precision="int8", top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
+    return dict(precision="int8", skipped=_skipped(tflite), top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
                 top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
                 kl=c.mean_kl, total_variation=c.mean_total_variation,
                 size_mb=len(tflite) / 1e6, latency_ms=_latency(tflite, bench_runs),
                 conversion_seconds=round(seconds, 1))
+
+
+def _skipped(tflite: bytes) -> list[str]:
+    """What the int8 techniques left alone in this model (its provenance), one line each."""
+    from edgemobile.metadata import read_metadata
+
+    info = read_metadata(tflite)
+    provenance = (info.extra or {}).get("provenance") or {} if info is not None else {}
+    return list((provenance.get("quantization") or {}).get("skipped", []))
 
 
 def _num(value, fmt: str = ".2f", signed: bool = False) -> str:
@@ -247,7 +294,9 @@ def markdown(result: dict) -> str:
         notes.append(f"calibration: {result['calibration']['images']} images from {result['calibration']['source']}")
     if result.get("latency") and not result["ablation"]:
         notes.append(f"latency: {result['latency']}")
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+    skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
+    techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + (f"\n{techniques}" if techniques else "")
 
 
 def _md_row(cells: list[str]) -> list[str]:

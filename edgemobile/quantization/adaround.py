@@ -79,7 +79,14 @@ def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed:
     """:func:`position_sample` as sorted flat indices into (images, rows, columns), and the
     output's rows and columns (None for dense layers: one position per image)."""
     if layer.kind == "dense":
-        return np.arange(images), None, None
+        per_image = _dense_positions(layer)
+        if per_image == 1:
+            return np.arange(images), None, None
+        total, fan_in = images * per_image, int(layer.layer.input.shape[-1])
+        budget = max(1024, min(max_positions, MAX_PATCH_VALUES // max(1, fan_in)))
+        flat = np.arange(total) if total <= budget else np.sort(
+            np.random.default_rng(seed).choice(total, budget, replace=False))
+        return flat, None, None
     _, h, w, _ = layer.layer.output.shape
     total = images * h * w
     fan_in = int(np.prod(layer.layer.kernel.shape[:2])) * int(layer.layer.input.shape[-1])
@@ -91,12 +98,17 @@ def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed:
     return flat, int(h), int(w)
 
 
+def _dense_positions(layer: G.LinearLayer) -> int:
+    """Input vectors per image of a dense layer: 1, or H·W when applied to a feature map."""
+    return int(np.prod([int(d) for d in layer.layer.input.shape[1:-1]]))
+
+
 def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     """Input patches at ``where``: (M, fan_in) rows in kernel order (kh, kw, cin) — or
     (channels, kh·kw, M) for depthwise layers."""
     x = np.asarray(x, np.float32)
-    if layer.kind == "dense":
-        return x.reshape(len(x), -1)[where[0]]
+    if layer.kind == "dense":  # one input vector per position (the last axis), as TFLite's FULLY_CONNECTED
+        return x.reshape(-1, x.shape[-1])[where[0]]
     k = layer.layer
     (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
     n, y, xs = where
@@ -136,7 +148,7 @@ class PatchMoments:
 
     def add(self, x: np.ndarray, first_image: int) -> None:
         """The patches of images ``first_image`` … ``first_image + len(x) - 1`` (their input ``x``)."""
-        per_image = 1 if self.h is None else self.h * self.w
+        per_image = _dense_positions(self.layer) if self.h is None else self.h * self.w
         lo, hi = np.searchsorted(self.flat, [first_image * per_image, (first_image + len(x)) * per_image])
         if hi <= lo:
             return

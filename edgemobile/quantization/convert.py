@@ -154,7 +154,8 @@ def convert_variant(
         "precision": precision,
         "weights": _describe_weights(weights_path),
         "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
-        "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds")} if quantization else None,
+        "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds", "skipped")
+                         if k in quantization} if quantization else None,
         **({"rewrite": rewrite.as_dict()} if rewrite is not None and rewrite.message() else {}),
         "conversion": conversion_cost(start),
         "converter": _converter_versions(),

@@ -35,6 +35,8 @@ def _keras():
 def linear_kind(layer) -> str | None:
     """"conv", "depthwise", "dense" for the layers TFLite quantizes per channel; else None."""
     keras = _keras()
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None  # the per-channel views, patches and statistics are channels-last
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return "depthwise"
     if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):
@@ -194,8 +196,8 @@ def foldable_batchnorms(model) -> dict[str, Fold]:
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        if layer.axis not in (-1, len(layer.input.shape) - 1):
-            continue
+        if layer.axis not in (-1, len(layer.input.shape) - 1) or len(layer._inbound_nodes) != 1:
+            continue  # a shared batch norm also normalizes another layer's output
         source, scalars = producer(layer), []
         while source is not None and scalar_multiplier(source) is not None and len(readers[source.name]) == 1:
             scalars.append(source)
@@ -235,46 +237,90 @@ def folded_weights(linear, bn, factor: float = 1.0) -> list[np.ndarray]:
     return [kernel.astype(np.float32), bias.astype(np.float32)]
 
 
+def _inner_graph(layer):
+    """The functional graph of a nested model (a ``keras.applications`` backbone, a
+    Sequential block), or None for any other layer."""
+    keras = _keras()
+    if isinstance(layer, keras.Sequential):
+        layer = getattr(layer, "_functional", None)
+    return layer if isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth") else None
+
+
+def nested_models(model) -> list[str]:
+    """Names of the nested models that :func:`rebuild` inlines."""
+    return [layer.name for layer in model.layers if _inner_graph(layer) is not None]
+
+
 def rebuild(model, replace: Callable[[Any], tuple | None] | None = None, skip: set[str] = frozenset()):
-    """A new functional model with fresh copies of every layer (weights copied).
+    """A new, flat functional model with fresh copies of every layer (weights copied).
 
     ``replace(layer)`` may return ``(new_layer, weights, after)`` to use instead — ``after``
-    an optional layer applied to its output; layers named in ``skip`` are removed (their
-    single input passes through).
+    an optional layer applied to its output (or ``(layer, weights)``); layers named in ``skip`` are removed (their
+    single input passes through). Nested models are inlined (their layers become the new
+    model's own); a layer called more than once stays one shared layer.
     """
     keras = _keras()
     built: list[tuple[Any, list[np.ndarray]]] = []
+    made: dict[int, tuple] = {}  # id(original layer) → (new layer, after): shared layers stay shared
+    names: set[str] = set()
 
     def call(layer, *args, **kwargs):
         if layer.name in skip:
             return next(a for a in args if isinstance(a, keras.KerasTensor))
         if not isinstance(layer, keras.layers.Layer):  # a stateless operation (``x + 3``): reuse it
             return layer(*args, **kwargs)
-        swap = replace(layer) if replace else None
-        after = None
-        if swap is None:
-            new = layer.__class__.from_config(layer.get_config())
-            weights = layer.get_weights()
-        else:
-            new, weights, after = swap
+        inner = _inner_graph(layer)
+        if inner is not None:  # a nested model: run its graph here, layer by layer
+            tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
+            return inner._run_through_graph(tensors if len(tensors) > 1 else tensors[0],
+                                            operation_fn=lambda op: op, call_fn=call)
+        if id(layer) not in made:
+            swap = replace(layer) if replace else None
+            after = None
+            if swap is None:
+                new = layer.__class__.from_config(_unique(layer.get_config(), names, model.name))
+                weights = layer.get_weights()
+            else:
+                new, weights, after = swap
+            if isinstance(after, tuple):
+                after, after_weights = after
+                built.append((after, after_weights))
+            names.update(n.name for n in (new, after) if n is not None)
+            if weights:
+                built.append((new, weights))
+            made[id(layer)] = (new, after)
+        new, after = made[id(layer)]
         out = new(*args, **kwargs)
-        if weights:
-            built.append((new, weights))
         return after(out) if after is not None else out
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
-    outputs = model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
+    graph = _inner_graph(model) or model
+    outputs = graph._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
     new_model = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
     for layer, weights in built:
         layer.set_weights(weights)
     return new_model
 
 
+def _unique(config: dict, names: set[str], prefix: str) -> dict:
+    """``config`` with a layer name not yet used (an inlined model may reuse its parent's names)."""
+    name = config.get("name")
+    if name in names:
+        k = 1
+        while f"{prefix}_{name}_{k}" in names:
+            k += 1
+        config = dict(config, name=f"{prefix}_{name}_{k}")
+    return config
+
+
 def fold_batchnorm(model):
-    """An equivalent model with every foldable BatchNorm folded into its conv/dense layer,
-    and every conv/dense layer's own activation split off into an Activation layer (the
-    TFLite graph is the same; techniques see pre-activations)."""
+    """An equivalent flat model (nested models inlined) with every foldable BatchNorm folded
+    into its conv/dense layer, every conv/dense layer's own activation split off into an
+    Activation layer and a zero bias given to those without one (the TFLite graph is the
+    same; techniques see pre-activations and may correct any bias)."""
     keras = _keras()
+    if nested_models(model) or isinstance(model, keras.Sequential) or _separable(model):
+        model = rebuild(model, _split_separable)
     folds = foldable_batchnorms(model)
     targets = {fold.linear.name: (model.get_layer(bn_name), fold.factor) for bn_name, fold in folds.items()}
     skipped = set(folds) | {op.name for fold in folds.values() for op in fold.scalars}
@@ -285,17 +331,44 @@ def fold_batchnorm(model):
         bn, factor = targets.get(layer.name, (None, 1.0))
         activation = keras.activations.serialize(layer.activation)
         activation = activation if isinstance(activation, str) else activation.get("config", {}).get("name", activation)
-        if bn is None and activation == "linear":
+        if bn is None and activation == "linear" and layer.use_bias:
             return None
-        config = dict(layer.get_config(), activation="linear")
+        config = dict(layer.get_config(), activation="linear", use_bias=True)
         weights = layer.get_weights()
         if bn is not None:
-            config["use_bias"] = True
             weights = folded_weights(layer, bn, factor)
+        elif not layer.use_bias:
+            weights = [weights[0], np.zeros(LinearLayer(layer, linear_kind(layer)).out_channels, np.float32)]
         after = None if activation == "linear" else keras.layers.Activation(layer.activation, name=f"{layer.name}_act")
         return layer.__class__.from_config(config), weights, after
 
     return rebuild(model, replace, skip=skipped)
+
+
+def _separable(model) -> bool:
+    return any(_splittable(layer) for layer in model.layers)
+
+
+def _splittable(layer) -> bool:
+    keras = _keras()
+    return isinstance(layer, keras.layers.SeparableConv2D) and layer.data_format == "channels_last"
+
+
+def _split_separable(layer):
+    """A SeparableConv2D as the DepthwiseConv2D + 1×1 Conv2D the converter lowers it to (same
+    TFLite ops), so the techniques see both; None for any other layer."""
+    if not _splittable(layer):
+        return None
+    keras = _keras()
+    c = layer.get_config()
+    weights = layer.get_weights()
+    depthwise = keras.layers.DepthwiseConv2D(c["kernel_size"], strides=c["strides"], padding=c["padding"],
+                                             depth_multiplier=c["depth_multiplier"],
+                                             dilation_rate=c["dilation_rate"], use_bias=False,
+                                             name=f"{layer.name}_depthwise")
+    pointwise = keras.layers.Conv2D(c["filters"], 1, use_bias=c["use_bias"], activation=c["activation"],
+                                    name=f"{layer.name}_pointwise")
+    return depthwise, weights[:1], (pointwise, weights[1:])
 
 
 # -- per-channel views -------------------------------------------------------------------------

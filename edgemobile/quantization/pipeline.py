@@ -100,29 +100,85 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     [-1, 1] input: half a step off the normalized input, which bias correction then removes;
     see :func:`edgemobile.quantization.simulate.device_input`). The input ``model`` is left
     untouched."""
-    from edgemobile.quantization import graph as G
-
     images = np.asarray(images, np.float32)
     report: dict[str, Any] = {"techniques": options.label(), "options": options.as_dict()}
     start = time.perf_counter()
     if options.keras_side:
         x = images[: options.technique_images]
-        model = G.fold_batchnorm(model)
         report["technique_images"] = int(len(x))
-        if options.equalize:
-            from edgemobile.quantization.equalization import equalize
-
-            done = equalize(model, x)
-            report["equalization"] = [d.as_dict() for d in done]
-        if options.bias_correction or options.adaround:
-            from edgemobile.quantization.stream import sequential_pass
-
-            report["layers"] = sequential_pass(model, x, options, progress, spec)
+        skipped: list[str] = []  # one line per pattern a technique left alone, and why (see guards)
+        model = _keras_side(model, x, options, progress, spec, report, skipped)
+        report["skipped"] = skipped
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
         hook = _range_hook(options.ranges, representative or _replay(images), report, len(images) if progress else 0)
     return Prepared(model, hook, report)
+
+
+def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: dict, skipped: list[str]):
+    """BatchNorm folding, equalization and the sequential pass on a copy of ``model``; what
+    they cannot handle is skipped with a message in ``skipped``, and a rewrite that changes the
+    float function, or a technique that fails on an unfamiliar pattern, is dropped (the
+    original model, or the one before that technique, goes on to the converter)."""
+    from edgemobile.quantization import graph as G
+    from edgemobile.quantization import guards
+
+    why = guards.single_io(model)
+    if why is not None:
+        skipped.append(f"all Keras-side techniques: {why}")
+        return model
+    check = guards.FloatCheck(model, x)
+    try:
+        folded = G.fold_batchnorm(model)
+        same, err = check.keeps(folded)
+    except Exception as exc:  # a layer the rebuild cannot copy: convert the model as it is
+        skipped.append(f"all Keras-side techniques: the model could not be rebuilt for them ({_first_line(exc)})")
+        return model
+    if not same:
+        skipped.append(f"all Keras-side techniques: BatchNorm folding (and inlining nested models, splitting "
+                       f"separable convs) changed the float outputs by {err:.2g} (relative), so the model is "
+                       "converted as it is")
+        return model
+    model = folded
+    skipped += guards.unmodeled_layers(model)
+    if options.equalize:
+        from edgemobile.quantization.equalization import equalize
+        from edgemobile.quantization.simulate import snapshot
+
+        before = snapshot(model)
+        try:
+            done = equalize(model, x)
+            same, err = check.keeps(model)
+            failure = None if same else f"it changed the float outputs by {err:.2g} (relative)"
+        except Exception as exc:
+            done, failure = [], f"it failed on this model ({_first_line(exc)})"
+        if failure:
+            for layer in G.linear_layers(model):
+                layer.layer.set_weights(before[layer.name])
+            skipped.append(f"equalization: dropped, {failure}")
+        else:
+            report["equalization"] = [d.as_dict() for d in done]
+    if options.bias_correction or options.adaround:
+        from edgemobile.quantization.simulate import snapshot
+        from edgemobile.quantization.stream import sequential_pass
+
+        shared = guards.shared_layers(model)
+        skipped += [f"{name}: called more than once (a shared layer): no bias correction or AdaRound for it"
+                    for name in sorted(shared)]
+        before = snapshot(model)
+        try:
+            report["layers"] = sequential_pass(model, x, options, progress, spec, skip=shared)
+        except Exception as exc:
+            for layer in G.linear_layers(model):
+                layer.layer.set_weights(before[layer.name])
+            skipped.append(f"bias correction and AdaRound: dropped, they failed on this model ({_first_line(exc)})")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 REPLAY_BATCH = 8  # images per invoke when the calibrated model is replayed (ranges, exact min/max)

@@ -40,15 +40,17 @@ def _chunks(n: int, size: int = CHUNK) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=None) -> list[dict]:
+def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=None,
+                    skip: set[str] = frozenset()) -> list[dict]:
     """AdaRound and/or bias-correct every conv/dense layer of the BatchNorm-folded ``model``
-    in place, as :mod:`edgemobile.quantization.pipeline` describes; returns a row per layer."""
+    in place, as :mod:`edgemobile.quantization.pipeline` describes; returns a row per layer.
+    Layers named in ``skip`` are left as they are (the int8 stream runs them unrounded)."""
     from edgemobile.progress import Progress
     from edgemobile.quantization.adaround import PatchMoments, adaround_with
 
     roles = S.layer_roles(model)
     logits = S.feeds_softmax(model)
-    linear = {L.name: L for L in G.linear_layers(model)}
+    linear = {L.name: L for L in G.linear_layers(model) if L.name not in skip}
     ranged = {name for name, role in roles.items() if role in (S.OWN, S.LINEAR)}
     chunks = _chunks(len(x))
     two_passes = options.ranges != "minmax" or options.adaround
