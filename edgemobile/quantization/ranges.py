@@ -63,11 +63,30 @@ def _round_half_away(x):
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+def int8_codes(x: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, int]:
+    """``x`` on the int8 grid of [lo, hi] (TFLite rounding: half away from 0): (codes, scale, zero point)."""
+    scale, zero_point = quant_params(lo, hi)
+    q = np.asarray(x, np.float32) / np.float32(scale)
+    r = np.abs(q)  # in place from here: these tensors are large
+    r += 0.5
+    np.floor(r, out=r)
+    np.copysign(r, q, out=r)
+    r += zero_point
+    np.clip(r, QMIN, QMAX, out=r)
+    return r.astype(np.int8), scale, zero_point
+
+
 def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``x`` rounded onto the int8 grid of [lo, hi] and back (TFLite rounding: half away from 0)."""
-    scale, zero_point = quant_params(lo, hi)
-    q = np.clip(_round_half_away(np.asarray(x, np.float32) / np.float32(scale)) + zero_point, QMIN, QMAX)
-    return ((q - zero_point) * np.float32(scale)).astype(np.float32)
+    codes, scale, zero_point = int8_codes(x, lo, hi)
+    return dequantize(codes, scale, zero_point)
+
+
+def dequantize(codes: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    out = codes.astype(np.float32)
+    out -= zero_point
+    out *= np.float32(scale)
+    return out
 
 
 # -- histograms and range rules ------------------------------------------------------------------
@@ -238,7 +257,8 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
-FINE_BINS = 16 * BINS  # the one-pass histogram, over the calibrator's (wider or equal) range
+FINE_BINS = 16 * BINS  # the one-pass histogram, widened as the replay meets wider values
+HISTOGRAM_VALUES_PER_IMAGE = 1 << 14  # values per image and tensor the histograms sample (whole positions)
 
 
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
@@ -249,8 +269,9 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
 
     One replay: it records the exact min/max of :mod:`edgemobile.quantization.exact_ranges`
     (TFLite's calibrator can record merged ranges) and, in the same pass, a fine histogram
-    of each tensor over the calibrator's recorded range (which contains the exact one),
-    rebinned onto the exact range afterwards; ``minmax`` is the exact min/max alone."""
+    of each tensor (a random sample of its positions, every channel of each; widened when a
+    batch exceeds it), rebinned onto the exact range afterwards — so the calibrator's own
+    statistics are not needed and its pass can be short. ``minmax`` is the exact min/max alone."""
     from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
     from edgemobile.runtime.interpreter import tensor_inspector
 
@@ -262,17 +283,18 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     buf = bytearray(calibrated)
     slots = _stat_slots(buf)
     calibrator = _recorded(buf, slots)
-    interpreter = tensor_inspector(bytes(buf), num_threads=1)
+    interpreter = tensor_inspector(bytes(buf))
     ops, producers = _graph(interpreter)
     softmax_inputs = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
     for op in reversed(ops):  # a reshape before the softmax carries the logits too
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
-    tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
-    fine = {i: Histogram.empty(*calibrator[i], bins=FINE_BINS) for i in tracked}
+    tracked = {i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers}
+    fine: dict[int, Histogram] = {}
     lo = {i: np.inf for i in slots}
     hi = {i: -np.inf for i in slots}
     tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+    rng = np.random.default_rng(0)
     for sample in inputs():
         feed(interpreter, sample)
         interpreter.invoke()
@@ -280,18 +302,20 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
             value = interpreter.get_tensor(i)
             if not value.size:
                 continue
-            lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
-            if i in fine:
-                fine[i].add(value)
+            v_lo, v_hi = float(value.min()), float(value.max())
+            lo[i], hi[i] = min(lo[i], v_lo), max(hi[i], v_hi)
+            if i in tracked:
+                fine[i] = _covering(fine.get(i), v_lo, v_hi)
+                fine[i].add(_sampled_positions(value, rng))
                 if i in tops:
                     tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
         if progress:
             progress.update(len(sample[0]))
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
     chosen = dict(recorded)
-    for i in tracked:
+    for i in sorted(tracked):
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
-        h = fine[i].rebinned(*recorded[i])
+        h = fine[i].rebinned(*recorded[i]) if i in fine else Histogram.empty(*recorded[i])
         chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for op in ops:  # same-scale ops take their input's range, in graph order
         if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1:
@@ -306,6 +330,28 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
         if i in tracked:
             report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], chosen[i]))
     return bytes(buf), report
+
+
+def _covering(h: Histogram | None, lo: float, hi: float) -> Histogram:
+    """``h`` (or a new fine histogram) covering [lo, hi]; widened with a quarter of headroom
+    so that it is rebinned only a few times over a replay."""
+    if h is None:
+        return Histogram.empty(lo, hi, FINE_BINS)
+    if lo >= h.lo and hi <= h.hi:
+        return h
+    span = max(hi, h.hi) - min(lo, h.lo)
+    new_lo = min(lo, h.lo) - (0.25 * span if lo < h.lo else 0.0)
+    new_hi = max(hi, h.hi) + (0.25 * span if hi > h.hi else 0.0)
+    return h.rebinned(new_lo, new_hi, FINE_BINS)
+
+
+def _sampled_positions(value: np.ndarray, rng) -> np.ndarray:
+    """About ``HISTOGRAM_VALUES_PER_IMAGE`` values per image of a (batch, …, channels) tensor:
+    random positions (drawn with replacement), every channel of each."""
+    channels = int(value.shape[-1]) if value.ndim > 1 else 1
+    rows = value.reshape(-1, channels)
+    keep = max(1, HISTOGRAM_VALUES_PER_IMAGE * (len(value) if value.ndim > 1 else 1) // channels)
+    return rows if len(rows) <= keep else rows[rng.integers(0, len(rows), keep)]
 
 
 def _recorded(buf: bytearray, slots: dict) -> dict[int, tuple[float, float]]:
