@@ -121,7 +121,8 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
-        hook = _range_hook(options.ranges, representative or _replay(images), report, len(images) if progress else 0)
+        hook = _range_hook(options.ranges, representative or _replay(images), report,
+                           2 * len(images) if progress else 0)  # two replays
     return Prepared(model, hook, report)
 
 

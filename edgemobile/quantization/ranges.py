@@ -257,8 +257,7 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
-FINE_BINS = 16 * BINS  # the one-pass histogram, widened as the replay meets wider values
-HISTOGRAM_VALUES_PER_IMAGE = 1 << 14  # values per image and tensor the histograms sample (whole positions)
+FINE_BINS = 16 * BINS  # the histogram over each tensor's exact range, rebinned to BINS for the choice
 
 
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
@@ -267,11 +266,10 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     measured by running the calibrated float model on ``inputs()`` (the converter's
     representative dataset: lists holding one batch of images).
 
-    One replay: it records the exact min/max of :mod:`edgemobile.quantization.exact_ranges`
-    (TFLite's calibrator can record merged ranges) and, in the same pass, a fine histogram
-    of each tensor (a random sample of its positions, every channel of each; widened when a
-    batch exceeds it), rebinned onto the exact range afterwards — so the calibrator's own
-    statistics are not needed and its pass can be short. ``minmax`` is the exact min/max alone."""
+    Two replays: the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
+    calibrator can record merged ranges), then a fine histogram of each tensor over its
+    exact range. The calibrator's own statistics are not used, so its pass can be short;
+    ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
     from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
     from edgemobile.runtime.interpreter import tensor_inspector
 
@@ -289,33 +287,41 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     for op in reversed(ops):  # a reshape before the softmax carries the logits too
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
-    tracked = {i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers}
-    fine: dict[int, Histogram] = {}
+    tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
+
+    def replay(each):
+        for sample in inputs():
+            feed(interpreter, sample)
+            interpreter.invoke()
+            for i in slots:
+                value = interpreter.get_tensor(i)
+                if value.size:
+                    each(i, value)
+            if progress:
+                progress.update(len(sample[0]))
+
     lo = {i: np.inf for i in slots}
     hi = {i: -np.inf for i in slots}
-    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
-    rng = np.random.default_rng(0)
-    for sample in inputs():
-        feed(interpreter, sample)
-        interpreter.invoke()
-        for i in slots:
-            value = interpreter.get_tensor(i)
-            if not value.size:
-                continue
-            v_lo, v_hi = float(value.min()), float(value.max())
-            lo[i], hi[i] = min(lo[i], v_lo), max(hi[i], v_hi)
-            if i in tracked:
-                fine[i] = _covering(fine.get(i), v_lo, v_hi)
-                fine[i].add(_sampled_positions(value, rng))
-                if i in tops:
-                    tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
-        if progress:
-            progress.update(len(sample[0]))
+
+    def extremes(i, value):
+        lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
+
+    replay(extremes)
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
+    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked}
+    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+
+    def histograms(i, value):
+        if i in fine:
+            fine[i].add(value)
+            if i in tops:
+                tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
+
+    replay(histograms)
     chosen = dict(recorded)
-    for i in sorted(tracked):
+    for i in tracked:
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
-        h = fine[i].rebinned(*recorded[i]) if i in fine else Histogram.empty(*recorded[i])
+        h = fine[i].rebinned(*recorded[i])
         chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for op in ops:  # same-scale ops take their input's range, in graph order
         if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1:
@@ -330,28 +336,6 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
         if i in tracked:
             report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], chosen[i]))
     return bytes(buf), report
-
-
-def _covering(h: Histogram | None, lo: float, hi: float) -> Histogram:
-    """``h`` (or a new fine histogram) covering [lo, hi]; widened with a quarter of headroom
-    so that it is rebinned only a few times over a replay."""
-    if h is None:
-        return Histogram.empty(lo, hi, FINE_BINS)
-    if lo >= h.lo and hi <= h.hi:
-        return h
-    span = max(hi, h.hi) - min(lo, h.lo)
-    new_lo = min(lo, h.lo) - (0.25 * span if lo < h.lo else 0.0)
-    new_hi = max(hi, h.hi) + (0.25 * span if hi > h.hi else 0.0)
-    return h.rebinned(new_lo, new_hi, FINE_BINS)
-
-
-def _sampled_positions(value: np.ndarray, rng) -> np.ndarray:
-    """About ``HISTOGRAM_VALUES_PER_IMAGE`` values per image of a (batch, …, channels) tensor:
-    random positions (drawn with replacement), every channel of each."""
-    channels = int(value.shape[-1]) if value.ndim > 1 else 1
-    rows = value.reshape(-1, channels)
-    keep = max(1, HISTOGRAM_VALUES_PER_IMAGE * (len(value) if value.ndim > 1 else 1) // channels)
-    return rows if len(rows) <= keep else rows[rng.integers(0, len(rows), keep)]
 
 
 def _recorded(buf: bytearray, slots: dict) -> dict[int, tuple[float, float]]:
