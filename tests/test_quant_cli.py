@@ -101,3 +101,27 @@ def test_one_line_errors(capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
+
+
+def test_report_records_a_peer_that_refuses_the_model(folders):
+    """A peer quantizer that can't take a model (litert-quantizer's OCTAV on MobileNetV3's
+    Rescaling) gets a row with its error; the report goes on and renders."""
+    from edgemobile.errors import EdgeMobileError
+    from edgemobile.eval.report import ModelSpec, markdown, run_report
+    from edgemobile.quantization.convert import CalibrationSet
+    from edgemobile.quantization.pipeline import QuantOptions
+
+    calib, val = folders
+
+    def refuse(variant, weights, images):
+        assert images.shape == (8, 128, 128, 3)
+        raise EdgeMobileError("Unsupported symmetry: False | symmetric only")
+
+    result = run_report([ModelSpec("mobilenet_v1", 0.25, 128, "none", "tiny")], val,
+                        CalibrationSet.from_folder(calib, 8), QuantOptions.plain(), bench_runs=0, progress=False,
+                        peers=[("peer", refuse)])
+    float_row, int8_row, peer_row = result["rows"]
+    assert peer_row["config"] == "peer" and peer_row["error"] == "Unsupported symmetry: False | symmetric only"
+    assert "agreement" in int8_row and "| tiny |" in markdown(result)
+    ablation = markdown(dict(result, ablation=True))
+    assert "| tiny | peer: refused (Unsupported symmetry: False / symmetric only) | - |" in ablation

@@ -17,7 +17,8 @@ Peer rows: with ``--litert-python PYTHON`` (an interpreter of an environment wit
 ``litert-quantizer``, which pins its own ai-edge-litert and is never an edgemobile
 dependency — see ``tools/litert_quantizer_peer.py`` for the two-line setup) every family
 also gets Google's quantizer on the same float .tflite and calibration images: its default
-a8w8 recipe (min/max) and OCTAV, evaluated exactly like edgemobile's rows.
+a8w8 recipe (min/max) and OCTAV, evaluated exactly like edgemobile's rows. A model the
+quantizer refuses gets a row with its error instead of numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgemobile.errors import EdgeMobileError  # noqa: E402
 from edgemobile.eval.report import ModelSpec, markdown, run_report  # noqa: E402
 from edgemobile.outputs import write_atomic  # noqa: E402
 from edgemobile.quantization.convert import CalibrationSet  # noqa: E402
@@ -125,9 +127,9 @@ def litert_quantizer_peers(python: str) -> list:
                 np.save(tmp / "calib.npy", images)
                 done = subprocess.run([python, str(PEER), str(tmp / "float.tflite"), str(tmp / "calib.npy"), method,
                                        str(tmp / "int8.tflite")], capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise SystemExit(f"accuracy_table: litert-quantizer {method} failed on {variant.name}:\n"
-                                     + done.stderr[-2000:])
+                if done.returncode != 0:  # e.g. OCTAV on MobileNetV3's in-graph Rescaling: a row with the error
+                    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+                    raise EdgeMobileError((lines[-1] if lines else f"exit {done.returncode}")[:300])
                 return (tmp / "int8.tflite").read_bytes()
         return quantize
 

@@ -164,7 +164,8 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     (label, quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an
     int8 .tflite (no metadata needed) of the same float model, calibrated on the same images
     (normalized), evaluated like edgemobile's own rows with the variant's preprocessing (e.g.
-    ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine."""
+    ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine. A peer
+    that refuses a model raises EdgeMobileError: its row carries the message (``error``)."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
     from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.pipeline import DEFAULT
@@ -213,7 +214,11 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
 
                 images = load_images(calibration.paths, variant.preprocess, progress)
             start = time.perf_counter()
-            tflite = quantize(variant, weights, images)
+            try:
+                tflite = quantize(variant, weights, images)
+            except EdgeMobileError as refused:  # one model the peer can't quantize: say so, go on
+                rows.append(dict(base, config=peer_label, techniques=None, precision="int8", error=str(refused)))
+                continue
             seconds = time.perf_counter() - start
             probs = _predict(tflite, f"{variant.name} {peer_label}", pairs, progress, overrides=_overrides(variant))
             rows.append(dict(base, config=peer_label, techniques=None,
@@ -276,6 +281,9 @@ def markdown(result: dict) -> str:
         lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
         for r in result["rows"]:
             int8 = r["precision"] == "int8"
+            if r.get("error"):
+                lines += _md_row([r["model"], f"{r['config']}: refused ({r['error'].replace('|', '/')})"] + ["-"] * 6)
+                continue
             lines += _md_row([r["model"], r["config"] if int8 else "float32", _num(r["top1"]), _num(r["top5"]),
                               _num(r.get("top1_drop"), ".2f", True) if int8 else "",
                               _num(r.get("agreement")) if int8 else "", _num(r.get("kl"), ".3f") if int8 else "",
@@ -308,7 +316,7 @@ def _pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
     for r in rows:
         if r["precision"] == "float32":
             current = r
-        elif current is not None:
+        elif current is not None and not r.get("error"):
             out.append((current, r))
     return out
 

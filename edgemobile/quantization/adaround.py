@@ -119,10 +119,9 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     _, hp, wp, channels = x.shape
     base = (n * hp + y * sh) * wp + xs * sw  # flat index of each patch's top-left pixel
     offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-    if layer.kind == "depthwise":
-        channels_first = np.ascontiguousarray(np.moveaxis(x, 3, 0)).reshape(channels, -1)
-        return np.stack([np.take(channels_first, base + o, axis=1) for o in offsets], axis=1)
     rows = x.reshape(-1, channels)
+    if layer.kind == "depthwise":  # gather the sampled pixels, then transpose only them
+        return np.stack([np.take(rows, base + o, axis=0).T for o in offsets], axis=1)
     return np.stack([np.take(rows, base + o, axis=0) for o in offsets], axis=1).reshape(len(n), -1)
 
 

@@ -112,7 +112,8 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
-        hook = _range_hook(options.ranges, representative or _replay(images), report, len(images) if progress else 0)
+        hook = _range_hook(options.ranges, representative or _replay(images), report,
+                           2 * len(images) if progress else 0)  # two replays
     return Prepared(model, hook, report)
 
 
@@ -249,23 +250,26 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
 
     start = time.perf_counter()
     replay = _replay(images)
+    prepared = prepare(model, images, options, replay, progress, spec)
+    # A range hook measures every statistic itself on a replay of all the images (see
+    # ranges.apply_ranges): the converter's calibration then only has to record its slots.
+    fed = images if prepared.calibrated_hook is None else images[:CALIBRATION_BATCH]
 
     def calibrate():  # the converter's calibration pass, batched, with a progress bar
         # The calibrator sizes its input once, from the first batch: the last batch is
         # filled up with images already seen (it records min/max only, which repeats keep).
-        bar = Progress(len(images), "calibrating") if progress else None
-        batch = min(CALIBRATION_BATCH, len(images))
-        for i in range(0, len(images), batch):
-            chunk = images[i:i + batch]
+        bar = Progress(len(fed), "calibrating") if progress else None
+        batch = min(CALIBRATION_BATCH, len(fed))
+        for i in range(0, len(fed), batch):
+            chunk = fed[i:i + batch]
             if len(chunk) < batch:
-                chunk = np.concatenate([chunk, images[: batch - len(chunk)]])
+                chunk = np.concatenate([chunk, fed[: batch - len(chunk)]])
             yield [chunk]
             if bar:
-                bar.update(min(batch, len(images) - i))
+                bar.update(min(batch, len(fed) - i))
         if bar:
             bar.close()
 
-    prepared = prepare(model, images, options, replay, progress, spec)
     captured: dict[str, bytes] = {}
 
     def hook(calibrated: bytes) -> bytes:

@@ -63,11 +63,30 @@ def _round_half_away(x):
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+def int8_codes(x: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, int]:
+    """``x`` on the int8 grid of [lo, hi] (TFLite rounding: half away from 0): (codes, scale, zero point)."""
+    scale, zero_point = quant_params(lo, hi)
+    q = np.asarray(x, np.float32) / np.float32(scale)
+    r = np.abs(q)  # in place from here: these tensors are large
+    r += 0.5
+    np.floor(r, out=r)
+    np.copysign(r, q, out=r)
+    r += zero_point
+    np.clip(r, QMIN, QMAX, out=r)
+    return r.astype(np.int8), scale, zero_point
+
+
 def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``x`` rounded onto the int8 grid of [lo, hi] and back (TFLite rounding: half away from 0)."""
-    scale, zero_point = quant_params(lo, hi)
-    q = np.clip(_round_half_away(np.asarray(x, np.float32) / np.float32(scale)) + zero_point, QMIN, QMAX)
-    return ((q - zero_point) * np.float32(scale)).astype(np.float32)
+    codes, scale, zero_point = int8_codes(x, lo, hi)
+    return dequantize(codes, scale, zero_point)
+
+
+def dequantize(codes: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    out = codes.astype(np.float32)
+    out -= zero_point
+    out *= np.float32(scale)
+    return out
 
 
 # -- histograms and range rules ------------------------------------------------------------------
@@ -238,7 +257,7 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
-FINE_BINS = 16 * BINS  # the one-pass histogram, over the calibrator's (wider or equal) range
+FINE_BINS = 16 * BINS  # the histogram over each tensor's exact range, rebinned to BINS for the choice
 
 
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
@@ -247,10 +266,10 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     measured by running the calibrated float model on ``inputs()`` (the converter's
     representative dataset: lists holding one batch of images).
 
-    One replay: it records the exact min/max of :mod:`edgemobile.quantization.exact_ranges`
-    (TFLite's calibrator can record merged ranges) and, in the same pass, a fine histogram
-    of each tensor over the calibrator's recorded range (which contains the exact one),
-    rebinned onto the exact range afterwards; ``minmax`` is the exact min/max alone."""
+    Two replays: the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
+    calibrator can record merged ranges), then a fine histogram of each tensor over its
+    exact range. The calibrator's own statistics are not used, so its pass can be short;
+    ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
     from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
     from edgemobile.runtime.interpreter import tensor_inspector
 
@@ -262,32 +281,43 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     buf = bytearray(calibrated)
     slots = _stat_slots(buf)
     calibrator = _recorded(buf, slots)
-    interpreter = tensor_inspector(bytes(buf), num_threads=1)
+    interpreter = tensor_inspector(bytes(buf))
     ops, producers = _graph(interpreter)
     softmax_inputs = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
     for op in reversed(ops):  # a reshape before the softmax carries the logits too
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
-    fine = {i: Histogram.empty(*calibrator[i], bins=FINE_BINS) for i in tracked}
+
+    def replay(each):
+        for sample in inputs():
+            feed(interpreter, sample)
+            interpreter.invoke()
+            for i in slots:
+                value = interpreter.get_tensor(i)
+                if value.size:
+                    each(i, value)
+            if progress:
+                progress.update(len(sample[0]))
+
     lo = {i: np.inf for i in slots}
     hi = {i: -np.inf for i in slots}
-    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
-    for sample in inputs():
-        feed(interpreter, sample)
-        interpreter.invoke()
-        for i in slots:
-            value = interpreter.get_tensor(i)
-            if not value.size:
-                continue
-            lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
-            if i in fine:
-                fine[i].add(value)
-                if i in tops:
-                    tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
-        if progress:
-            progress.update(len(sample[0]))
+
+    def extremes(i, value):
+        lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
+
+    replay(extremes)
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
+    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked}
+    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+
+    def histograms(i, value):
+        if i in fine:
+            fine[i].add(value)
+            if i in tops:
+                tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
+
+    replay(histograms)
     chosen = dict(recorded)
     for i in tracked:
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None

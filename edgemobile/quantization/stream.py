@@ -31,7 +31,7 @@ import numpy as np
 
 from edgemobile.quantization import graph as G
 from edgemobile.quantization import simulate as S
-from edgemobile.quantization.ranges import quant_params
+from edgemobile.quantization.ranges import dequantize, int8_codes, quant_params
 
 CHUNK = 32  # images per chunk: big enough for multi-threaded TF kernels, small enough to stay bounded
 
@@ -141,11 +141,14 @@ class _Store:
         self.grids.pop((tensor, chunk), None)
         np.save(self._path(tensor, chunk), value)
 
+    def put_codes(self, tensor: int, chunk: int, codes: np.ndarray, scale: float, zero_point: int) -> None:
+        np.save(self._path(tensor, chunk), codes)
+        self.grids[tensor, chunk] = (scale, zero_point)
+
     def get(self, tensor: int, chunk: int) -> np.ndarray:
         value = np.load(self._path(tensor, chunk))
         if (tensor, chunk) in self.grids:
-            scale, zero_point = self.grids[tensor, chunk]
-            return ((value.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+            return dequantize(value, *self.grids[tensor, chunk])
         return value
 
     def drop(self, tensor: int, chunks: int) -> None:
@@ -157,8 +160,6 @@ class _Store:
 def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar) -> None:
     """Layer by layer over the stored chunks of the int8 stream: measure and remove each
     conv/dense layer's mean output shift (see the module docstring)."""
-    from edgemobile.quantization.ranges import fake_quant
-
     lo_in, hi_in = S.tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
     chunks = _chunks(len(x))
     nodes = G._nodes(model)
@@ -166,14 +167,16 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
     outputs = {id(t) for t in model.outputs}
     grid_of: dict[int, tuple[float, float] | None] = {}  # tensor → the int8 grid it is on
 
-    def quantize(name: str, value, inputs: list[int]):
+    def keep(name: str, value, inputs: list[int], out: int, k: int):
+        """Store chunk ``k`` of a layer's output as the int8 model holds it; returns its grid."""
         role = roles.get(name)
-        if role == S.FIXED:
-            return S.fixed_grid(value), (0.0, 255.0 / 256.0)
         if role in (S.OWN, S.LINEAR):
             lo, hi = ranges[name]
-            return fake_quant(value, lo, hi), (lo, hi)
-        return np.asarray(value, np.float32), grid_of.get(inputs[0]) if role == S.PASS and inputs else None
+            store.put_codes(out, k, *int8_codes(value, lo, hi))
+            return lo, hi
+        grid = (0.0, 255.0 / 256.0) if role == S.FIXED else grid_of.get(inputs[0]) if role == S.PASS and inputs else None
+        store.put(out, k, S.fixed_grid(value) if role == S.FIXED else value, grid)
+        return grid
 
     with tempfile.TemporaryDirectory(prefix="edgemobile-stream-") as tmp:
         store = _Store(Path(tmp))
@@ -211,8 +214,7 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
                     L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
                 try:
                     for k in range(len(chunks)):
-                        value, grid = quantize(name, np.asarray(run(k)), ins)
-                        store.put(out, k, value, grid)
+                        grid = keep(name, np.asarray(run(k)), ins, out, k)
                 finally:
                     if kernel is not None:
                         L.set(kernel=kernel)
@@ -220,8 +222,7 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
                     bar.update()
             else:
                 for k in range(len(chunks)):
-                    value, grid = quantize(name, np.asarray(run(k)), ins)
-                    store.put(out, k, value, grid)
+                    grid = keep(name, np.asarray(run(k)), ins, out, k)
             grid_of[out] = grid
             for t in node.input_tensors:
                 remaining[id(t)] -= 1
