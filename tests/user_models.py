@@ -112,3 +112,31 @@ def mobilenet_v3_small_user_model(shared: Path, train: Path, out: Path) -> Path:
     model = fine_tune(backbone, variant.preprocess, train, "flowers_v3")
     model.save(out)
     return out
+
+
+def mediapipe_names_right(model: Path, val: Path) -> tuple[int, int]:
+    """(held-apart images MediaPipe's ImageClassifier names right, images) for a bundled
+    ``model``; every name it gives must be one of the user's labels. MediaPipe stretches the
+    whole image to the input size, so it is fed the model's own crop."""
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    import mediapipe as mp
+
+    from edgemobile.data.preprocessing import load_rgb
+    from edgemobile.metadata import read_metadata
+
+    spec = read_metadata(model).preprocess
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)), max_results=1)
+    classifier = vision.ImageClassifier.create_from_options(options)
+    right = 0
+    try:
+        images = sorted(val.glob("*/*.JPEG"))
+        for path in images:
+            crop = np.ascontiguousarray(spec.crop_pixels(load_rgb(path)))
+            top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop)).classifications[0]
+            name = top.categories[0].category_name
+            assert name in LABELS, name
+            right += "".join(name.split()).lower() == "".join(path.parent.name.split()).lower()
+    finally:
+        classifier.close()
+    return right, len(images)
