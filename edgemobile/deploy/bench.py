@@ -42,6 +42,7 @@ from edgemobile.runtime.delegation import xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
     interpreter_backend,
+    random_input,
     read_tflite,
 )
 
@@ -102,7 +103,7 @@ def benchmark(
         report.setdefault("input", model_info)
         report["settings"].append(result)
         if sample is None:
-            sample = _random_input(model_info)
+            sample = random_input(model_info)
     if bar:
         bar.close()
     if profile:
@@ -147,7 +148,7 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
                              source=f"benchmark ({setting.label()})")
     info = {"dtype": model.input.dtype.name, "shape": list(model.input.shape),
             "output": f"{model.output.dtype.name} {list(model.output.shape)}"}
-    model.interpreter.set_tensor(model.input.index, _random_input(info))
+    model.interpreter.set_tensor(model.input.index, random_input(info))
     model.invoke_only()  # first invoke: delegate preparation and allocation happen here
     load_ms = (time.perf_counter() - start) * 1e3
     delegation = xnnpack_delegation(model.interpreter)  # what XNNPACK took, not what was asked for
@@ -182,16 +183,6 @@ def _stats(times_ms: list[float]) -> dict:
         "min_ms": round(float(arr.min()), 4),
         "max_ms": round(float(arr.max()), 4),
     }
-
-
-def _random_input(info: dict) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    dtype = np.dtype(info["dtype"])
-    shape = [1, *info["shape"][1:]]
-    if np.issubdtype(dtype, np.integer):
-        bounds = np.iinfo(dtype)
-        return rng.integers(bounds.min, int(bounds.max) + 1, size=shape, dtype=dtype)
-    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -254,7 +245,7 @@ def profile_ops(
         ) from None
     reference = TFLiteClassifier(data, source="profile")
     if sample is None:
-        sample = _random_input({"dtype": reference.input.dtype.name, "shape": list(reference.input.shape)})
+        sample = random_input({"dtype": reference.input.dtype.name, "shape": list(reference.input.shape)})
     values = _all_tensor_values(data, reference.input.index, sample)
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

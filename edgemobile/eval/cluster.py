@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.progress import Progress
 
 DATA_MODES = ("bytes", "paths")
@@ -127,7 +127,7 @@ class RayCluster:
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise EdgeMobileError(f"--cluster {address}: cannot start or join a Ray cluster ({first[:200]})") from None
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.window = window  # tasks in flight; None: two per CPU and two more
@@ -247,7 +247,7 @@ class RayCluster:
             first = (str(cause or exc).strip().splitlines() or ["?"])[-1]
             raise EdgeMobileError(f"Ray task for {job.what} failed: {first[:300]}") from None
         except ray.exceptions.RayError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise EdgeMobileError(f"Ray task for {job.what} failed after {MAX_RETRIES} retries: "
                                   f"{first[:300]}") from None
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemobile.errors import first_line
+
 TOLERANCE = 1e-4  # max |rewritten - original| output on the calibration images
 CHECK_BATCH = 32
 _MARKERS = ("conv", "conv_bn", "conv_1", "conv_1_bn", "expanded_conv_project")
@@ -85,8 +87,7 @@ def int8_rewrite(model, images: np.ndarray) -> tuple[Any, Rewrite]:
     except NotRecognised as exc:
         return model, Rewrite(False, reason=str(exc))
     except Exception as exc:  # Keras refusing to re-apply a layer of the head: convert as it is
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return model, Rewrite(False, reason=f"rebuilding it failed ({type(exc).__name__}: {first[:150]})")
+        return model, Rewrite(False, reason=f"rebuilding it failed ({type(exc).__name__}: {first_line(exc)[:150]})")
     difference = max_difference(model, rewritten, images)
     if not difference <= TOLERANCE:  # NaN too
         return model, Rewrite(False, reason=f"the rewritten model differs by {difference:.1e} (> {TOLERANCE:g}) "

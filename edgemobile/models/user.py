@@ -27,7 +27,7 @@ from typing import Any
 
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.models.zoo import ModelVariant
 
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -53,7 +53,7 @@ def load_keras_model(path: str | os.PathLike):
     try:
         model = keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # Keras, h5py and zipfile raise many types for a wrong file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         hint = " (a weights-only .h5 has no model: save the whole model with model.save)" \
             if path.suffix.lower() == ".h5" else ""
         raise EdgeMobileError(f"{path}: not a loadable Keras model{hint}: {first[:200]}") from None

@@ -18,7 +18,7 @@ from typing import Callable
 
 from edgemobile import __version__
 from edgemobile.data.datasets import find_images, stratified_sample
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.metadata import ModelInfo, embed_metadata
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8", "uint8")
@@ -94,7 +94,7 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
     except EdgeMobileError:
         raise
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError…
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise EdgeMobileError(f"TFLite conversion to {precision} failed: {first[:300]}") from None
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 
 RANGE_CHOICES = ("minmax", "percentile", "mse")
 DEFAULT_TECHNIQUE_IMAGES = 256
@@ -145,7 +145,7 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
     skipped += guards.unmodeled_layers(model)
     if options.equalize:
         from edgemobile.quantization.equalization import equalize
-        from edgemobile.quantization.simulate import snapshot
+        from edgemobile.quantization.simulate import restore, snapshot
 
         before = snapshot(model)
         try:
@@ -155,13 +155,12 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
         except Exception as exc:
             done, failure = [], f"it failed on this model ({_first_line(exc)})"
         if failure:
-            for layer in G.linear_layers(model):
-                layer.layer.set_weights(before[layer.name])
+            restore(model, before)
             skipped.append(f"equalization: dropped, {failure}")
         else:
             report["equalization"] = [d.as_dict() for d in done]
     if options.bias_correction or options.adaround:
-        from edgemobile.quantization.simulate import snapshot
+        from edgemobile.quantization.simulate import restore, snapshot
         from edgemobile.quantization.stream import sequential_pass
 
         shared = guards.shared_layers(model)
@@ -171,15 +170,14 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
         try:
             report["layers"] = sequential_pass(model, x, options, progress, spec, skip=shared)
         except Exception as exc:
-            for layer in G.linear_layers(model):
-                layer.layer.set_weights(before[layer.name])
+            restore(model, before)
             skipped.append(f"bias correction and AdaRound: dropped, they failed on this model ({_first_line(exc)})")
     return model
 
 
 def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: first line`` of a technique's exception (the type alone when it has no message)."""
+    return f"{type(exc).__name__}: {first_line(exc)[:200]}" if str(exc).strip() else type(exc).__name__
 
 
 REPLAY_BATCH = 8  # images per invoke when the calibrated model is replayed (ranges, exact min/max)

@@ -305,6 +305,12 @@ def snapshot(model) -> dict[str, list[np.ndarray]]:
     return {L.name: L.layer.get_weights() for L in G.linear_layers(model)}
 
 
+def restore(model, weights: dict[str, list[np.ndarray]]) -> None:
+    """Put back the conv/dense weights a :func:`snapshot` of ``model`` took."""
+    for L in G.linear_layers(model):
+        L.layer.set_weights(weights[L.name])
+
+
 def nearest_output(layer: G.LinearLayer, x: np.ndarray) -> Any:
     """The layer's output on ``x`` with its kernel rounded to nearest on the int8 grid."""
     kernel = layer.kernel

@@ -135,19 +135,15 @@ def measure_against_float(model: bytes, float_model: bytes, budget_s: float = 1.
     measured where the conversion runs."""
     import time
 
-    from edgemobile.runtime.interpreter import interpreter_backend
+    from edgemobile.runtime.interpreter import interpreter_backend, random_input
 
     _, cls = interpreter_backend()
     invokes = []
     for data in (model, float_model):
         interpreter = cls(model_content=bytes(data), num_threads=1)
         interpreter.allocate_tensors()
-        rng = np.random.default_rng(0)
         for detail in interpreter.get_input_details():
-            dtype = np.dtype(detail["dtype"])
-            value = (rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, detail["shape"], endpoint=True)
-                     if dtype.kind in "iu" else rng.uniform(0, 1, detail["shape"])).astype(dtype)
-            interpreter.set_tensor(detail["index"], value)
+            interpreter.set_tensor(detail["index"], random_input(detail))
         interpreter.invoke()  # warm-up
         invokes.append(interpreter.invoke)
     times: list[list[float]] = [[], []]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.inputs import reading
 from edgemobile.native_stderr import native_stderr_filtered
 
@@ -141,7 +141,7 @@ class TFLiteClassifier:
             self.interpreter = interpreter_cls(**kwargs)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise EdgeMobileError(f"{self.source}: cannot be loaded as a TFLite model ({first[:200]})") from None
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
@@ -228,8 +228,21 @@ class TFLiteClassifier:
         try:
             self.interpreter.invoke()
         except RuntimeError as exc:  # a kernel refusing what the model asks of it
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise EdgeMobileError(f"{self.source}: inference failed ({first[:200]})") from None
+
+
+def random_input(info: dict) -> np.ndarray:
+    """A fixed random batch of one for an input tensor (``info``: its ``dtype`` and ``shape``,
+    as ``get_input_details`` gives them): integers over the dtype's range, floats in [-1, 1];
+    what timing runs feed, since latency does not depend on the values."""
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(info["dtype"])
+    shape = [1, *info["shape"][1:]]
+    if np.issubdtype(dtype, np.integer):
+        bounds = np.iinfo(dtype)
+        return rng.integers(bounds.min, int(bounds.max) + 1, size=shape, dtype=dtype)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
 
 
 def model_ops(interpreter) -> list[dict]:
