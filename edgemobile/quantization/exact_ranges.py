@@ -15,7 +15,7 @@ Needs ``ai-edge-litert`` (its interpreter and TFLite schema code), as conversion
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -37,16 +37,7 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
         tensors = model.subgraphs[0].tensors
         tracked = [i for i, t in enumerate(tensors)
                    if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1]
-        lo = {i: np.inf for i in tracked}
-        hi = {i: -np.inf for i in tracked}
-        for sample in representative():
-            feed(interpreter, sample)
-            interpreter.invoke()
-            for i in tracked:
-                value = interpreter.get_tensor(i)
-                if value.size:
-                    lo[i] = min(lo[i], float(value.min()))
-                    hi[i] = max(hi[i], float(value.max()))
+        lo, hi = tensor_extremes(interpreter, representative, tracked)
         for i in tracked:
             if np.isfinite(lo[i]) and np.isfinite(hi[i]):
                 tensors[i].quantization.min = [lo[i]]
@@ -54,6 +45,36 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
         return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
     return hook
+
+
+def replay(interpreter, inputs: Callable[[], Iterable[list[np.ndarray]]], tensors: Sequence[int],
+           each: Callable[[int, np.ndarray], None], progress=None) -> None:
+    """Run ``interpreter`` (a :func:`~edgemobile.runtime.interpreter.tensor_inspector`) on
+    every sample of ``inputs()`` and hand each non-empty tensor of ``tensors`` to ``each``;
+    ``progress`` (a bar) counts the images."""
+    for sample in inputs():
+        feed(interpreter, sample)
+        interpreter.invoke()
+        for i in tensors:
+            value = interpreter.get_tensor(i)
+            if value.size:
+                each(i, value)
+        if progress:
+            progress.update(len(sample[0]))
+
+
+def tensor_extremes(interpreter, inputs: Callable[[], Iterable[list[np.ndarray]]], tensors: Sequence[int],
+                    progress=None) -> tuple[dict[int, float], dict[int, float]]:
+    """(min, max) of every tensor of ``tensors`` over a :func:`replay` of ``inputs`` (±inf
+    for a tensor that was always empty)."""
+    lo = {i: np.inf for i in tensors}
+    hi = {i: -np.inf for i in tensors}
+
+    def extremes(i: int, value: np.ndarray) -> None:
+        lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
+
+    replay(interpreter, inputs, tensors, extremes, progress)
+    return lo, hi
 
 
 def feed(interpreter, sample) -> None:

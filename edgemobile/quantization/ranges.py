@@ -270,7 +270,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     calibrator can record merged ranges), then a fine histogram of each tensor over its
     exact range. The calibrator's own statistics are not used, so its pass can be short;
     ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook, feed
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay, tensor_extremes
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -288,25 +288,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
-
-    def replay(each):
-        for sample in inputs():
-            feed(interpreter, sample)
-            interpreter.invoke()
-            for i in slots:
-                value = interpreter.get_tensor(i)
-                if value.size:
-                    each(i, value)
-            if progress:
-                progress.update(len(sample[0]))
-
-    lo = {i: np.inf for i in slots}
-    hi = {i: -np.inf for i in slots}
-
-    def extremes(i, value):
-        lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
-
-    replay(extremes)
+    lo, hi = tensor_extremes(interpreter, inputs, slots, progress)
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
     fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked}
     tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
@@ -317,7 +299,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
             if i in tops:
                 tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
 
-    replay(histograms)
+    replay(interpreter, inputs, slots, histograms, progress)
     chosen = dict(recorded)
     for i in tracked:
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
