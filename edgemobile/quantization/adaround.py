@@ -12,7 +12,11 @@ Objective (per layer): ``E ‖(W̃ − W) x‖²`` on the layer's float inputs, 
 used). It is a quadratic form, so the calibration set enters only through the input
 covariance over sampled output positions (im2col patches for convolutions, per channel for
 depthwise layers): each optimisation step costs one (out × fan_in) × (fan_in × fan_in)
-product, independent of how many images were used.
+product, independent of how many images were used. The rest of a step is elementwise and, on
+wide layers, fused by XLA into one pass (unfused it cost 2–3 times the product); the product
+itself runs in two bfloat16 halves where the CPU has bfloat16 matrix units (see
+:func:`_optimize`). A low-rank covariance would not help: after equalization 99.9 % of its
+trace takes 84–99 % of the dimensions on the zoo's real weights.
 
 The paper's "asymmetric" variant fits ``W̃ x_q`` (inputs from the already-quantized layers)
 to ``W x``, so the rounding also compensates upstream quantization noise. It is available
