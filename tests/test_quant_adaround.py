@@ -17,7 +17,7 @@ from test_quant_graph import images, tiny_model
 def correlated_problem(out: int = 16, fan_in: int = 24, seed: int = 0):
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(fan_in, fan_in))
-    x = rng.normal(size=(4096, fan_in)) @ mix  # strongly correlated inputs
+    x = rng.normal(size=(max(4096, 32 * fan_in), fan_in)) @ mix  # strongly correlated inputs
     rows = rng.normal(size=(out, fan_in)).astype(np.float32)
     c = np.cov(x.T)[None]
     return rows, A.Covariance(qq=c, qf=c, ff=c, group=None)
@@ -61,3 +61,48 @@ def test_converter_reproduces_adarounded_weights():
             if rows.shape == dq.shape and np.allclose(dq, rows, rtol=0, atol=1e-6 * np.abs(rows).max()):
                 matched += 1
     assert matched == len(rounded)
+
+
+def _peaks_nudged(rows: np.ndarray, below: bool) -> np.ndarray:
+    """``rows`` with each channel's largest weight moved by a few ulps so that it lands exactly
+    on 127 grid steps (``below=False``) or a hair below (the float32 quotient max/scale is then
+    126.99999…): the same rounding problem either way."""
+    rows = rows.copy()
+    for o, row in enumerate(rows):
+        j = int(np.argmax(np.abs(row)))
+        for _ in range(1024):
+            peak = np.abs(rows[o:o + 1])
+            grid = peak[0, j] / G.channel_scales(peak)[0]
+            if (grid < G.INT8_MAX) == below:
+                break
+            rows[o, j] = np.nextafter(rows[o, j], np.float32(np.inf) if rows[o, j] > 0 else np.float32(-np.inf))
+        assert (grid < G.INT8_MAX) == below
+    return rows
+
+
+def test_channel_maximum_a_hair_below_127_steps_rounds_as_well():
+    # Each channel's max weight is held at its integer during the optimisation; taking the
+    # floor of 126.99999… instead put it a whole step off and the rest of the row compensated.
+    rows, cov = correlated_problem()
+    on = A.adaround_rows(_peaks_nudged(rows, below=False), cov)
+    below = A.adaround_rows(_peaks_nudged(rows, below=True), cov)
+    assert below.error_adaround <= 1.02 * on.error_adaround
+    assert below.error_adaround < 0.7 * below.error_nearest
+
+
+def test_bfloat16_halves_product_matches_float32_on_a_wide_layer(monkeypatch):
+    # Wide layers multiply by the covariance in two bfloat16 halves where the CPU has bfloat16
+    # matrix units; the learned rounding's exact objective must stay float32's.
+    if not A.bf16_matmul_units():
+        pytest.skip("no AMX / AVX-512 BF16: the float32 product is the only path")
+    rng = np.random.default_rng(1)
+    fan_in = A.BF16_MIN_FAN_IN
+    basis, _ = np.linalg.qr(rng.normal(size=(fan_in, fan_in)))
+    c = (basis * np.logspace(0, -5, fan_in)) @ basis.T  # five decades, like image patches: bfloat16 alone loses the tail
+    rows, cov = rng.normal(size=(128, fan_in)).astype(np.float32), A.Covariance(qq=c[None], qf=c[None], ff=c[None],
+                                                                                 group=None)  # 32768 weights: fused
+    halves = A.adaround_rows(rows, cov)
+    monkeypatch.setattr(A, "BF16_MIN_FAN_IN", rows.shape[1] + 1)
+    single = A.adaround_rows(rows, cov)
+    assert halves.error_adaround < 0.7 * halves.error_nearest
+    assert halves.error_adaround <= 1.03 * single.error_adaround
