@@ -13,8 +13,9 @@ technique needs:
    symmetric objective), so every layer is rounded from these statistics alone;
 3. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
    tensors kept on disk between layers (compact: int8 codes where the tensor is on an int8
-   grid). A conv/dense layer's chunks are computed once to measure its mean output shift,
-   which is removed from its bias, and once more with the corrected bias.
+   grid). A conv/dense layer's chunks are computed once, without the bias: with the bias
+   added they give its mean output shift, which is removed from the bias, and with the
+   corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
 
 Memory is therefore a chunk's activations plus per-tensor histograms and per-layer moments,
 whatever the number of technique images; the disk holds one int8 copy of the live tensors.
@@ -166,6 +167,20 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
     remaining = G._reader_counts(nodes)
     outputs = {id(t) for t in model.outputs}
     grid_of: dict[int, tuple[float, float] | None] = {}  # tensor → the int8 grid it is on
+    readers: dict[int, list] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            readers.setdefault(id(t), []).append(node)
+    # conv/dense output → the fused ReLU node that alone reads it (TFLite stores only the ReLU's output)
+    activation_of = {}
+    for node in nodes:
+        (t,) = node.outputs
+        reads = readers.get(id(t), [])
+        if (node.operation.name in linear and roles.get(node.operation.name) == S.FUSED_LINEAR and len(reads) == 1
+                and len(reads[0].input_tensors) == 1 and S.is_fusable_activation(reads[0].operation)
+                and id(t) not in outputs):
+            activation_of[id(t)] = reads[0]
+    fused_into = {id(node) for node in activation_of.values()}
 
     def keep(name: str, value, inputs: list[int], out: int, k: int):
         """Store chunk ``k`` of a layer's output as the int8 model holds it; returns its grid."""
@@ -193,33 +208,51 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
             def run(k: int):
                 return G._call(node, {t: store.get(t, k) for t in set(ins)})
 
+            if id(node) in fused_into:
+                continue  # computed with the conv/dense layer before it
             if name in linear:
                 L = linear[name]
+                act = activation_of.get(out)  # a fused ReLU: computed here, in memory
                 kernel = None if adarounded else L.kernel
                 if kernel is not None:  # the converter rounds the kernel to nearest
                     L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
-                total = None
-                for k in range(len(chunks)):
-                    value = np.asarray(run(k))
-                    s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
-                    total = s if total is None else total + s
+                bias = L.bias
+                try:
+                    # The output without its bias, once: its mean with the bias gives the
+                    # shift, and with the corrected bias it is the int8 model's (Keras adds
+                    # the bias in float32 after the conv, as numpy does here).
+                    L.set(bias=np.zeros_like(bias))
+                    total = None
+                    for k in range(len(chunks)):
+                        raw = np.asarray(run(k))
+                        value = raw + bias
+                        s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
+                        total = s if total is None else total + s
+                        store.put(-out, k, raw, None)  # scratch: the output without bias
+                finally:
+                    L.set(bias=bias)
+                    if kernel is not None:
+                        L.set(kernel=kernel)
                 shift = total / (_positions(L) * len(x)) - reference_mean[name]
-                if kernel is not None:
-                    L.set(kernel=kernel)
-                L.set(bias=L.bias.astype(np.float64) - shift)
+                L.set(bias=bias.astype(np.float64) - shift)
+                corrected = L.bias
                 rows[name]["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
                 if bar:
                     bar.update()
-                if kernel is not None:
-                    L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
-                try:
-                    for k in range(len(chunks)):
-                        grid = keep(name, np.asarray(run(k)), ins, out, k)
-                finally:
-                    if kernel is not None:
-                        L.set(kernel=kernel)
+                target, target_out = (name, out) if act is None else (act.operation.name, id(act.outputs[0]))
+                for k in range(len(chunks)):
+                    value = store.get(-out, k) + corrected
+                    if act is not None:
+                        value = np.asarray(G._call(act, {out: value}))
+                    grid = keep(target, value, ins, target_out, k)
+                store.drop(-out, len(chunks))
                 if bar:
                     bar.update()
+                if act is not None:
+                    grid_of[out] = None
+                    out = target_out
+                    for t in act.input_tensors:
+                        remaining[id(t)] -= 1
             else:
                 for k in range(len(chunks)):
                     grid = keep(name, np.asarray(run(k)), ins, out, k)
