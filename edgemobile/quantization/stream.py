@@ -6,20 +6,22 @@ MobileNetV1 1.0/224 on 256 images. This pass computes the same thing keeping onl
 technique needs:
 
 1. float stream, ``CHUNK`` images at a time (:func:`edgemobile.quantization.graph.run_graph`):
-   min/max of every int8 activation tensor, each conv/dense layer's mean output per channel;
-2. float stream again: range histograms (a fixed random sample of positions, as
-   :func:`.simulate.tensor_range` takes) and AdaRound's input-patch moments at a fixed sample
-   of positions (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its
-   symmetric objective), so every layer is rounded from these statistics alone;
-3. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
+   min/max of every int8 activation tensor, each conv/dense layer's mean output per channel,
+   the values at a fixed random sample of positions for the range histograms (as
+   :func:`.simulate.tensor_range` takes; binned once the min/max is known, so one pass does)
+   and AdaRound's input-patch moments at a fixed sample of positions
+   (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its symmetric
+   objective), so every layer is rounded from these statistics alone;
+2. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
    tensors kept on disk between layers (compact: int8 codes where the tensor is on an int8
    grid). A conv/dense layer's chunks are computed once, without the bias: with the bias
    added they give its mean output shift, which is removed from the bias, and with the
    corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
 
-Memory is therefore a chunk's activations plus per-tensor histograms and per-layer moments,
+Memory is therefore a chunk's activations plus per-tensor histogram samples (at most
+``simulate.HISTOGRAM_SAMPLES`` values each) and per-layer moments,
 whatever the number of technique images; the disk holds one int8 copy of the live tensors.
-The first stream of (3) is fed the device's input encoding (:func:`.simulate.device_input`).
+The int8 stream of (2) is fed the device's input encoding (:func:`.simulate.device_input`).
 """
 
 from __future__ import annotations
@@ -54,16 +56,16 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
     linear = {L.name: L for L in G.linear_layers(model) if L.name not in skip}
     ranged = {name for name, role in roles.items() if role in (S.OWN, S.LINEAR)}
     chunks = _chunks(len(x))
-    two_passes = options.ranges != "minmax" or options.adaround
-    bar = Progress((1 + two_passes) * len(chunks) + len(linear) * (2 if options.bias_correction else 1),
+    bar = Progress(len(chunks) + len(linear) * (2 if options.bias_correction else 1),
                    "quantizing layers", unit="step") if progress else None
 
-    meters = {name: S.RangeMeter(logits=name in logits) for name in ranged}
+    histograms = options.ranges != "minmax"  # the meters keep their histogram samples in the one pass
+    meters = {name: S.RangeMeter(logits=name in logits, images=len(x) if histograms else None) for name in ranged}
     means: dict[str, np.ndarray] = {}
     moments = {name: PatchMoments(L, len(x)) for name, L in linear.items()} if options.adaround else {}
     state = {"first": 0}
 
-    def first_pass(layer, inputs, output):
+    def float_pass(layer, inputs, output):
         name = layer.name
         if name in meters or name in linear:
             value = np.asarray(output)
@@ -72,28 +74,15 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
             if name in linear:
                 total = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
                 means[name] = means[name] + total if name in means else total
-        return None
-
-    histograms = options.ranges != "minmax"
-
-    def second_pass(layer, inputs, output):
-        name = layer.name
-        if histograms and name in meters:
-            meters[name].add(np.asarray(output), state["first"])
         if name in moments:
             moments[name].add(np.asarray(inputs[0]), state["first"])
         return None
 
-    passes = (first_pass, second_pass) if histograms or moments else (first_pass,)
-    for hook in passes:
-        for lo, hi in chunks:
-            state["first"] = lo
-            G.run_graph(model, x[lo:hi], hook)
-            if bar:
-                bar.update()
-        if hook is first_pass and histograms:
-            for meter in meters.values():
-                meter.start_histogram()
+    for lo, hi in chunks:
+        state["first"] = lo
+        G.run_graph(model, x[lo:hi], float_pass)
+        if bar:
+            bar.update()
     ranges = {name: meter.choose(options.ranges) for name, meter in meters.items()}
 
     rows: dict[str, dict[str, Any]] = {name: {"layer": name, "kind": L.kind} for name, L in linear.items()}
