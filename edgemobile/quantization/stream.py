@@ -218,6 +218,7 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
                         s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
                         total = s if total is None else total + s
                         store.put(-out, k, raw, None)  # scratch: the output without bias
+                        del raw, value  # not alive while the next chunk is computed
                 finally:
                     L.set(bias=bias)
                     if kernel is not None:
@@ -230,10 +231,12 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
                     bar.update()
                 target, target_out = (name, out) if act is None else (act.operation.name, id(act.outputs[0]))
                 for k in range(len(chunks)):
-                    value = store.get(-out, k) + corrected
+                    value = store.get(-out, k)
+                    value += corrected
                     if act is not None:
                         value = np.asarray(G._call(act, {out: value}))
                     grid = keep(target, value, ins, target_out, k)
+                    del value
                 store.drop(-out, len(chunks))
                 if bar:
                     bar.update()
