@@ -56,9 +56,10 @@ def replay(interpreter, inputs: Callable[[], Iterable[list[np.ndarray]]], tensor
         feed(interpreter, sample)
         interpreter.invoke()
         for i in tensors:
-            value = interpreter.get_tensor(i)
+            value = interpreter.tensor(i)()  # a view, not a copy: ``each`` must not keep it
             if value.size:
                 each(i, value)
+            del value  # no view may be alive at the next invoke
         if progress:
             progress.update(len(sample[0]))
 

@@ -117,11 +117,14 @@ class Histogram:
 
     def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, np.float32).ravel()
-        nonzero = values[values != 0]
+        nonzero = values[values != 0]  # a copy: worked on in place from here (these tensors are large)
         self.zeros += values.size - nonzero.size
         bins = len(self.counts)
-        idx = ((nonzero - self.lo) * (bins / (self.hi - self.lo))).astype(np.intp)  # bincount wants platform ints
-        self.counts += np.bincount(np.clip(idx, 0, bins - 1), minlength=bins)
+        nonzero -= self.lo
+        nonzero *= bins / (self.hi - self.lo)
+        idx = nonzero.astype(np.intp)  # bincount wants platform ints
+        np.clip(idx, 0, bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=bins)
 
     def rebinned(self, lo: float, hi: float, bins: int = BINS) -> "Histogram":
         """These counts on ``bins`` bins over [lo, hi] (each bin's count goes where its centre
@@ -288,9 +291,13 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
         if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
             softmax_inputs.add(int(op["inputs"][0]))
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
+    same_scale = [(int(op["inputs"][0]), int(op["outputs"][0])) for op in ops
+                  if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
+    same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
+    inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
     lo, hi = tensor_extremes(interpreter, inputs, slots, progress)
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
-    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked}
+    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked if i not in inherits}
     tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
 
     def histograms(i, value):
@@ -299,17 +306,14 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
             if i in tops:
                 tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
 
-    replay(interpreter, inputs, slots, histograms, progress)
+    replay(interpreter, inputs, list(fine), histograms, progress)
     chosen = dict(recorded)
-    for i in tracked:
+    for i in fine:
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
         h = fine[i].rebinned(*recorded[i])
         chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
-    for op in ops:  # same-scale ops take their input's range, in graph order
-        if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1:
-            src, dst = int(op["inputs"][0]), int(op["outputs"][0])
-            if src in chosen and dst in chosen and src in tracked and dst in tracked:
-                chosen[dst] = chosen[src]
+    for src, dst in same_scale:  # same-scale ops take their input's range, in graph order
+        chosen[dst] = chosen[src]
     report = []
     for i in sorted(chosen):
         name, lo_at, hi_at = slots[i]

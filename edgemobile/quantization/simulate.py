@@ -128,9 +128,11 @@ class RangeMeter:
     """One activation tensor's range, measured a chunk of images at a time in two passes:
     :meth:`observe` every chunk (min/max, per-image top logits), then :meth:`start_histogram`
     and :meth:`add` every chunk again; :meth:`choose` gives what :func:`tensor_range` gives
-    on all the images at once, storing only a histogram."""
+    on all the images at once, storing only a histogram. Given the number of ``images`` up
+    front, one pass does: :meth:`observe` keeps the histogram's sample of positions itself
+    (at most ``HISTOGRAM_SAMPLES`` values) and :meth:`choose` bins it over the final min/max."""
 
-    def __init__(self, logits: bool = False):
+    def __init__(self, logits: bool = False, images: int | None = None):
         self.logits = logits
         self.lo, self.hi = np.inf, -np.inf
         self.images = 0
@@ -139,35 +141,58 @@ class RangeMeter:
         self.tops: list[np.ndarray] = []
         self.histogram: Histogram | None = None
         self.sample: np.ndarray | None = None
+        self.expected = images
+        self.kept: list[np.ndarray] = []  # one pass: the sampled non-zero values of each chunk
+        self.kept_zeros = 0
 
     def observe(self, values: np.ndarray) -> None:
         values = np.asarray(values, np.float32)
         self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
+        first = self.images
         self.images += len(values)
         self.channels = int(values.shape[-1]) if values.ndim > 1 else 1
         self.rows_per_image = int(values[0].size // self.channels) if len(values) else 1
         if self.logits:
             self.tops.append(values.reshape(len(values), -1).max(axis=1))
+        if self.expected is not None:
+            if first == 0:
+                self.sample = self._sample(self.expected)
+            rows = self._sampled(values, first)
+            nonzero = rows[rows != 0]  # a copy; exact zeros are only counted (see Histogram)
+            self.kept_zeros += rows.size - nonzero.size
+            self.kept.append(nonzero)
 
-    def start_histogram(self) -> None:
+    def _sample(self, images: int) -> np.ndarray | None:
         # Subsample whole positions (every channel of each), at random: a plain stride through
         # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
         # only channels 0, 4, 8, 12) and can miss the channels that set the range.
-        self.histogram = Histogram.empty(self.lo, self.hi)
-        total = self.images * self.rows_per_image
+        total = images * self.rows_per_image
         keep = max(1, HISTOGRAM_SAMPLES // self.channels)
-        self.sample = None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
+        return None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
 
-    def add(self, values: np.ndarray, first_image: int) -> None:
-        """Values of images ``first_image`` … (in the order :meth:`observe` saw them)."""
+    def _sampled(self, values: np.ndarray, first_image: int) -> np.ndarray:
         rows = np.asarray(values, np.float32).reshape(-1, self.channels)
         if self.sample is not None:
             start = first_image * self.rows_per_image
             lo, hi = np.searchsorted(self.sample, [start, start + len(rows)])
             rows = rows[self.sample[lo:hi] - start]
-        self.histogram.add(rows)
+        return rows
+
+    def start_histogram(self) -> None:
+        self.histogram = Histogram.empty(self.lo, self.hi)
+        self.sample = self._sample(self.images)
+
+    def add(self, values: np.ndarray, first_image: int) -> None:
+        """Values of images ``first_image`` … (in the order :meth:`observe` saw them)."""
+        self.histogram.add(self._sampled(values, first_image))
 
     def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+        if self.kept:
+            self.histogram = Histogram.empty(self.lo, self.hi)
+            for values in self.kept:
+                self.histogram.add(values)
+            self.histogram.zeros += self.kept_zeros
+            self.kept, self.kept_zeros = [], 0
         floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
         h = self.histogram if self.histogram is not None else Histogram.empty(self.lo, self.hi)
         return select_range(h, method, percentile, keep_max=self.logits, floor=floor)

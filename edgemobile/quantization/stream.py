@@ -6,19 +6,22 @@ MobileNetV1 1.0/224 on 256 images. This pass computes the same thing keeping onl
 technique needs:
 
 1. float stream, ``CHUNK`` images at a time (:func:`edgemobile.quantization.graph.run_graph`):
-   min/max of every int8 activation tensor, each conv/dense layer's mean output per channel;
-2. float stream again: range histograms (a fixed random sample of positions, as
-   :func:`.simulate.tensor_range` takes) and AdaRound's input-patch moments at a fixed sample
-   of positions (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its
-   symmetric objective), so every layer is rounded from these statistics alone;
-3. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
+   min/max of every int8 activation tensor, each conv/dense layer's mean output per channel,
+   the values at a fixed random sample of positions for the range histograms (as
+   :func:`.simulate.tensor_range` takes; binned once the min/max is known, so one pass does)
+   and AdaRound's input-patch moments at a fixed sample of positions
+   (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its symmetric
+   objective), so every layer is rounded from these statistics alone;
+2. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
    tensors kept on disk between layers (compact: int8 codes where the tensor is on an int8
-   grid). A conv/dense layer's chunks are computed once to measure its mean output shift,
-   which is removed from its bias, and once more with the corrected bias.
+   grid). A conv/dense layer's chunks are computed once, without the bias: with the bias
+   added they give its mean output shift, which is removed from the bias, and with the
+   corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
 
-Memory is therefore a chunk's activations plus per-tensor histograms and per-layer moments,
+Memory is therefore a chunk's activations plus per-tensor histogram samples (at most
+``simulate.HISTOGRAM_SAMPLES`` values each) and per-layer moments,
 whatever the number of technique images; the disk holds one int8 copy of the live tensors.
-The first stream of (3) is fed the device's input encoding (:func:`.simulate.device_input`).
+The int8 stream of (2) is fed the device's input encoding (:func:`.simulate.device_input`).
 """
 
 from __future__ import annotations
@@ -53,16 +56,16 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
     linear = {L.name: L for L in G.linear_layers(model) if L.name not in skip}
     ranged = {name for name, role in roles.items() if role in (S.OWN, S.LINEAR)}
     chunks = _chunks(len(x))
-    two_passes = options.ranges != "minmax" or options.adaround
-    bar = Progress((1 + two_passes) * len(chunks) + len(linear) * (2 if options.bias_correction else 1),
+    bar = Progress(len(chunks) + len(linear) * (2 if options.bias_correction else 1),
                    "quantizing layers", unit="step") if progress else None
 
-    meters = {name: S.RangeMeter(logits=name in logits) for name in ranged}
+    histograms = options.ranges != "minmax"  # the meters keep their histogram samples in the one pass
+    meters = {name: S.RangeMeter(logits=name in logits, images=len(x) if histograms else None) for name in ranged}
     means: dict[str, np.ndarray] = {}
     moments = {name: PatchMoments(L, len(x)) for name, L in linear.items()} if options.adaround else {}
     state = {"first": 0}
 
-    def first_pass(layer, inputs, output):
+    def float_pass(layer, inputs, output):
         name = layer.name
         if name in meters or name in linear:
             value = np.asarray(output)
@@ -71,28 +74,15 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
             if name in linear:
                 total = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
                 means[name] = means[name] + total if name in means else total
-        return None
-
-    histograms = options.ranges != "minmax"
-
-    def second_pass(layer, inputs, output):
-        name = layer.name
-        if histograms and name in meters:
-            meters[name].add(np.asarray(output), state["first"])
         if name in moments:
             moments[name].add(np.asarray(inputs[0]), state["first"])
         return None
 
-    passes = (first_pass, second_pass) if histograms or moments else (first_pass,)
-    for hook in passes:
-        for lo, hi in chunks:
-            state["first"] = lo
-            G.run_graph(model, x[lo:hi], hook)
-            if bar:
-                bar.update()
-        if hook is first_pass and histograms:
-            for meter in meters.values():
-                meter.start_histogram()
+    for lo, hi in chunks:
+        state["first"] = lo
+        G.run_graph(model, x[lo:hi], float_pass)
+        if bar:
+            bar.update()
     ranges = {name: meter.choose(options.ranges) for name, meter in meters.items()}
 
     rows: dict[str, dict[str, Any]] = {name: {"layer": name, "kind": L.kind} for name, L in linear.items()}
@@ -166,6 +156,20 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
     remaining = G._reader_counts(nodes)
     outputs = {id(t) for t in model.outputs}
     grid_of: dict[int, tuple[float, float] | None] = {}  # tensor → the int8 grid it is on
+    readers: dict[int, list] = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            readers.setdefault(id(t), []).append(node)
+    # conv/dense output → the fused ReLU node that alone reads it (TFLite stores only the ReLU's output)
+    activation_of = {}
+    for node in nodes:
+        (t,) = node.outputs
+        reads = readers.get(id(t), [])
+        if (node.operation.name in linear and roles.get(node.operation.name) == S.FUSED_LINEAR and len(reads) == 1
+                and len(reads[0].input_tensors) == 1 and S.is_fusable_activation(reads[0].operation)
+                and id(t) not in outputs):
+            activation_of[id(t)] = reads[0]
+    fused_into = {id(node) for node in activation_of.values()}
 
     def keep(name: str, value, inputs: list[int], out: int, k: int):
         """Store chunk ``k`` of a layer's output as the int8 model holds it; returns its grid."""
@@ -193,33 +197,54 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
             def run(k: int):
                 return G._call(node, {t: store.get(t, k) for t in set(ins)})
 
+            if id(node) in fused_into:
+                continue  # computed with the conv/dense layer before it
             if name in linear:
                 L = linear[name]
+                act = activation_of.get(out)  # a fused ReLU: computed here, in memory
                 kernel = None if adarounded else L.kernel
                 if kernel is not None:  # the converter rounds the kernel to nearest
                     L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
-                total = None
-                for k in range(len(chunks)):
-                    value = np.asarray(run(k))
-                    s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
-                    total = s if total is None else total + s
+                bias = L.bias
+                try:
+                    # The output without its bias, once: its mean with the bias gives the
+                    # shift, and with the corrected bias it is the int8 model's (Keras adds
+                    # the bias in float32 after the conv, as numpy does here).
+                    L.set(bias=np.zeros_like(bias))
+                    total = None
+                    for k in range(len(chunks)):
+                        raw = np.asarray(run(k))
+                        value = raw + bias
+                        s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
+                        total = s if total is None else total + s
+                        store.put(-out, k, raw, None)  # scratch: the output without bias
+                        del raw, value  # not alive while the next chunk is computed
+                finally:
+                    L.set(bias=bias)
+                    if kernel is not None:
+                        L.set(kernel=kernel)
                 shift = total / (_positions(L) * len(x)) - reference_mean[name]
-                if kernel is not None:
-                    L.set(kernel=kernel)
-                L.set(bias=L.bias.astype(np.float64) - shift)
+                L.set(bias=bias.astype(np.float64) - shift)
+                corrected = L.bias
                 rows[name]["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
                 if bar:
                     bar.update()
-                if kernel is not None:
-                    L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
-                try:
-                    for k in range(len(chunks)):
-                        grid = keep(name, np.asarray(run(k)), ins, out, k)
-                finally:
-                    if kernel is not None:
-                        L.set(kernel=kernel)
+                target, target_out = (name, out) if act is None else (act.operation.name, id(act.outputs[0]))
+                for k in range(len(chunks)):
+                    value = store.get(-out, k)
+                    value += corrected
+                    if act is not None:
+                        value = np.asarray(G._call(act, {out: value}))
+                    grid = keep(target, value, ins, target_out, k)
+                    del value
+                store.drop(-out, len(chunks))
                 if bar:
                     bar.update()
+                if act is not None:
+                    grid_of[out] = None
+                    out = target_out
+                    for t in act.input_tensors:
+                        remaining[id(t)] -= 1
             else:
                 for k in range(len(chunks)):
                     grid = keep(name, np.asarray(run(k)), ins, out, k)
