@@ -43,24 +43,12 @@ def test_bias_correction_removes_the_mean_shift():
     assert sum(before.values()) > 0
 
 
-def test_bias_correction_touches_biases_and_one_gain_per_layer():
+def test_bias_correction_only_touches_biases():
     model = tiny_model()
     x = images(16)
     folded = G.fold_batchnorm(model)
     corrected = prepare(model, x, QuantOptions(ranges="minmax", equalize=False, bias_correction=True, adaround=False),
                         progress=False).model
     for a, b in zip(G.linear_layers(folded), G.linear_layers(corrected)):
-        ratio = a.kernel[a.kernel != 0] / b.kernel[a.kernel != 0]  # the gain correction: kernel / g
-        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
-        assert 0.8 <= ratio[0] <= 1.25
+        np.testing.assert_array_equal(a.kernel, b.kernel)
         assert not np.array_equal(a.bias, b.bias)
-
-
-def test_layer_gain_is_the_slope_of_int8_on_float_whatever_the_noise_and_channel_offsets():
-    from edgemobile.quantization.gain_correction import layer_gain
-
-    rng = np.random.default_rng(0)
-    f = rng.normal(size=(4000, 8)) * np.arange(1, 9) + np.arange(8) * 10  # channels: own sizes and means
-    q = 0.8 * f + rng.normal(size=f.shape) * 2.0 - 5.0  # shrunk, noisy, shifted
-    assert abs(layer_gain(f, q) - 0.8) < 0.01  # regressing float on int8 instead would give ≈ 0.71
-    assert abs(layer_gain(f, f) - 1.0) < 1e-12

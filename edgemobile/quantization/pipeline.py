@@ -12,7 +12,6 @@ converter quantizes, so the result is a standard all-integer TFLite model:
 ``bias_correction``  empirical bias correction (:mod:`.bias_correction`): each layer's mean
                    output shift under quantization, measured on calibration images through
                    a simulation of the int8 model (:mod:`.simulate`), removed from its bias
-                   — then each layer's gain (:mod:`.gain_correction`), divided out
 ``adaround``       learned up/down rounding of every weight on the converter's own int8
                    grid (:mod:`.adaround`)
 =================  ====================================================================
@@ -173,16 +172,6 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
         except Exception as exc:
             restore(model, before)
             skipped.append(f"bias correction and AdaRound: dropped, they failed on this model ({_first_line(exc)})")
-        else:
-            if options.bias_correction:
-                from edgemobile.quantization.gain_correction import correct_gains
-
-                corrected = snapshot(model)
-                try:
-                    report["gains"] = correct_gains(model, x, before, options.ranges, spec, skip=shared)
-                except Exception as exc:
-                    restore(model, corrected)
-                    skipped.append(f"gain correction: dropped, it failed on this model ({_first_line(exc)})")
     return model
 
 
