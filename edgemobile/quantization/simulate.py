@@ -116,21 +116,18 @@ def tensor_range(values: np.ndarray, method: str, percentile: float = DEFAULT_PE
     """The range ``method`` picks for these activations (batch first), as
     :func:`edgemobile.quantization.ranges.apply_ranges` will for the converter."""
     values = np.asarray(values, np.float32)
-    meter = RangeMeter(logits)
+    meter = RangeMeter(logits, images=None if method == "minmax" else len(values))
     meter.observe(values)
-    if method != "minmax":
-        meter.start_histogram()
-        meter.add(values, 0)
     return meter.choose(method, percentile)
 
 
 class RangeMeter:
-    """One activation tensor's range, measured a chunk of images at a time in two passes:
-    :meth:`observe` every chunk (min/max, per-image top logits), then :meth:`start_histogram`
-    and :meth:`add` every chunk again; :meth:`choose` gives what :func:`tensor_range` gives
-    on all the images at once, storing only a histogram. Given the number of ``images`` up
-    front, one pass does: :meth:`observe` keeps the histogram's sample of positions itself
-    (at most ``HISTOGRAM_SAMPLES`` values) and :meth:`choose` bins it over the final min/max."""
+    """One activation tensor's range, measured a chunk of images at a time: :meth:`observe`
+    every chunk (min/max, per-image top logits and, when the number of ``images`` is given,
+    the values at a fixed random sample of positions — at most ``HISTOGRAM_SAMPLES``);
+    :meth:`choose` bins that sample over the final min/max and gives what
+    :func:`tensor_range` gives on all the images at once. Without ``images`` (min/max ranges)
+    no sample is kept."""
 
     def __init__(self, logits: bool = False, images: int | None = None):
         self.logits = logits
@@ -139,10 +136,9 @@ class RangeMeter:
         self.rows_per_image = 1
         self.channels = 1
         self.tops: list[np.ndarray] = []
-        self.histogram: Histogram | None = None
         self.sample: np.ndarray | None = None
         self.expected = images
-        self.kept: list[np.ndarray] = []  # one pass: the sampled non-zero values of each chunk
+        self.kept: list[np.ndarray] = []  # the sampled non-zero values of each chunk
         self.kept_zeros = 0
 
     def observe(self, values: np.ndarray) -> None:
@@ -178,23 +174,12 @@ class RangeMeter:
             rows = rows[self.sample[lo:hi] - start]
         return rows
 
-    def start_histogram(self) -> None:
-        self.histogram = Histogram.empty(self.lo, self.hi)
-        self.sample = self._sample(self.images)
-
-    def add(self, values: np.ndarray, first_image: int) -> None:
-        """Values of images ``first_image`` … (in the order :meth:`observe` saw them)."""
-        self.histogram.add(self._sampled(values, first_image))
-
     def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
-        if self.kept:
-            self.histogram = Histogram.empty(self.lo, self.hi)
-            for values in self.kept:
-                self.histogram.add(values)
-            self.histogram.zeros += self.kept_zeros
-            self.kept, self.kept_zeros = [], 0
+        h = Histogram.empty(self.lo, self.hi)
+        for values in self.kept:
+            h.add(values)
+        h.zeros += self.kept_zeros
         floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
-        h = self.histogram if self.histogram is not None else Histogram.empty(self.lo, self.hi)
         return select_range(h, method, percentile, keep_max=self.logits, floor=floor)
 
 

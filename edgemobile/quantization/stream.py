@@ -84,6 +84,7 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
         if bar:
             bar.update()
     ranges = {name: meter.choose(options.ranges) for name, meter in meters.items()}
+    meters.clear()  # their histogram samples are not needed by the int8 stream
 
     rows: dict[str, dict[str, Any]] = {name: {"layer": name, "kind": L.kind} for name, L in linear.items()}
     for name, L in linear.items():
