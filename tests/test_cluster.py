@@ -141,6 +141,10 @@ def test_ctrl_c_cancels_and_writes_nothing(shared, cluster, int8_model, tmp_path
     assert code == 130, log
     assert "edgemobile: interrupted" in log and "Traceback" not in log
     assert not out.exists() and not list(tmp_path.glob(".eval.json*"))
+    deadline = time.monotonic() + 60  # the interrupted driver's tasks end with it
+    while _running_shard_workers(cluster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running_shard_workers(cluster), "shard tasks still running after the eval was interrupted"
 
 
 def test_report_on_cluster_matches_one_machine(shared, cluster, tmp_path):
