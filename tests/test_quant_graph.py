@@ -9,6 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from edgemobile.quantization import graph as G
+from edgemobile.quantization import ranges as R
 from edgemobile.quantization import simulate as S
 from random_weights import randomize_batchnorm
 
@@ -124,7 +125,7 @@ def test_simulated_ranges_see_every_channel(monkeypatch):
     sharing a factor with the channel count (4 over 16 channels: only channels 0, 4, 8, 12),
     so the channel setting the range was never seen and MSE clipped it away — and bias
     correction then chased shifts that existed only in the simulation."""
-    monkeypatch.setattr(S, "HISTOGRAM_SAMPLES", 250_000)  # the production ratio, at 1/16 of the size
+    monkeypatch.setattr(R, "HISTOGRAM_SAMPLES", 250_000)  # the production ratio, at 1/16 of the size
     rng = np.random.default_rng(0)
     x = rng.exponential(0.05, (20, 56, 56, 16)).astype(np.float32)  # 1.0 M values: a 4x subsample
     x[..., 5] = rng.uniform(0.0, 8.0, x.shape[:-1])  # one wide channel

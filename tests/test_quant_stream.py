@@ -19,9 +19,11 @@ from edgemobile.quantization import simulate as S
 from edgemobile.quantization.pipeline import QuantOptions, prepare
 from test_quant_graph import images, tiny_model
 
-# The Keras-side pass in a child process: its resident-memory peak above the process' own
-# baseline (TensorFlow's allocations included, which tracemalloc does not see), on a model
-# whose first activations are 96×96×16 float32 — 150 MB per tensor for 256 images.
+# The Keras-side pass in a child process, on a model whose first activations are 96×96×16
+# float32 — 150 MB per tensor for 256 images: the peak of its traced allocations (numpy's
+# arrays, where activations held for all images would show: exact from run to run) and its
+# resident-memory peak above the process' own baseline (TensorFlow's allocations included,
+# but varying by ±30 % between identical runs with the allocator's reuse of freed blocks).
 CHILD = """
 import os, sys
 import numpy as np
@@ -50,29 +52,36 @@ model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
 images = np.random.default_rng(1).uniform(-1, 1, (n, 96, 96, 3)).astype(np.float32)
 options = lambda k: QuantOptions(ranges="mse", technique_images=k, adaround_iterations=20)
 prepare(model, images[:4], options(4), progress=False)  # warm-up: kernels, tracing
+import tracemalloc
+tracemalloc.start()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM) to the current resident size
 base = rss_mb("VmRSS")
 prepare(model, images, options(n), progress=False)
-print(rss_mb("VmHWM") - base)
+print(tracemalloc.get_traced_memory()[1] / 2**20, rss_mb("VmHWM") - base)
 """
 
 
-def peak_increase_mb(n: int) -> float:
+def peak_increase_mb(n: int) -> tuple[float, float]:
+    """(traced peak, resident peak above the baseline) in MB of the pass on ``n`` images."""
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
                TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.strip().splitlines()[-1])
+    traced, resident = done.stdout.strip().splitlines()[-1].split()
+    return float(traced), float(resident)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
 def test_peak_memory_does_not_grow_with_technique_images():
-    """4× the technique images, at most 1.5× the peak memory above the baseline (the
-    all-at-once pass it replaced needed ≈ 4×: every tensor of every image, float and int8)."""
+    """4× the technique images, at most 1.5× the traced peak, and no more than 300 MB more
+    resident memory. Measured on this model, 64 → 256 images: the stream 61 → 52 MB traced,
+    +30 to +165 MB resident; the all-at-once simulation it replaced (every tensor of every
+    image, float and int8) 88 → 351 MB traced, 238 → 948 MB resident."""
     small, large = peak_increase_mb(64), peak_increase_mb(256)
-    assert large <= 1.5 * small, (small, large)
+    assert large[0] <= 1.5 * small[0], (small, large)
+    assert large[1] <= small[1] + 300, (small, large)
 
 
 def test_stream_matches_the_simulation_on_bias_correction():

@@ -95,7 +95,7 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     """Apply ``options`` to a Keras ``model`` using calibration ``images`` (normalized, NHWC).
 
     ``representative`` is the converter's calibration generator; the range hook replays it
-    (default: ``images`` one by one). ``spec``: the model's PreprocessSpec, so the
+    (default: ``images`` in batches). ``spec``: the model's PreprocessSpec, so the
     simulation feeds the quantized model what a device does (raw pixels for MobileNet's
     [-1, 1] input: half a step off the normalized input, which bias correction then removes;
     see :func:`edgemobile.quantization.simulate.device_input`). The input ``model`` is left
@@ -112,8 +112,7 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
-        hook = _range_hook(options.ranges, representative or _replay(images), report,
-                           2 * len(images) if progress else 0)  # two replays
+        hook = _range_hook(options.ranges, representative or _replay(images), report, len(images), progress)
     return Prepared(model, hook, report)
 
 
@@ -188,14 +187,15 @@ def _replay(images: np.ndarray, batch: int = REPLAY_BATCH) -> Callable:
     return lambda: ([images[i:i + batch]] for i in range(0, len(images), batch))
 
 
-def _range_hook(method: str, representative: Callable, report: dict, bar_total: int) -> Callable[[bytes], bytes]:
+def _range_hook(method: str, representative: Callable, report: dict, images: int,
+                progress: bool) -> Callable[[bytes], bytes]:
     from edgemobile.progress import Progress
     from edgemobile.quantization.ranges import apply_ranges
 
     def hook(calibrated: bytes) -> bytes:
         start = time.perf_counter()
-        bar = Progress(bar_total, f"choosing {method} ranges") if bar_total else None
-        out, rows = apply_ranges(calibrated, representative, method, progress=bar)
+        bar = Progress(images, f"choosing {method} ranges") if progress and images else None
+        out, rows = apply_ranges(calibrated, representative, method, progress=bar, images=images)
         if bar:
             bar.close()
         changed = [r for r in rows if tuple(np.round(r.calibrated, 6)) != tuple(np.round(r.chosen, 6))]

@@ -211,6 +211,84 @@ def _mse_range(h: Histogram, keep_max: bool) -> tuple[float, float]:
     return float(lows[i]), float(highs[j])
 
 
+# -- ranges measured a chunk of images at a time ------------------------------------------------
+
+# Values kept per tensor for its histogram; past this, a fixed random sample of positions.
+HISTOGRAM_SAMPLES = 4_000_000
+
+
+def tensor_range(values: np.ndarray, method: str, percentile: float = DEFAULT_PERCENTILE,
+                 logits: bool = False) -> tuple[float, float]:
+    """The range ``method`` picks for these activations (batch first), as
+    :func:`apply_ranges` picks for the converter."""
+    values = np.asarray(values, np.float32)
+    meter = RangeMeter(logits, images=None if method == "minmax" else len(values))
+    meter.observe(values)
+    return meter.choose(method, percentile)
+
+
+class RangeMeter:
+    """One activation tensor's range, measured a chunk of images at a time: :meth:`observe`
+    every chunk (min/max, per-image top logits and, when the number of ``images`` is given,
+    the values at a fixed random sample of positions — at most ``HISTOGRAM_SAMPLES``);
+    :meth:`choose` bins that sample over the final min/max and gives what
+    :func:`tensor_range` gives on all the images at once. Without ``images`` (min/max ranges)
+    no sample is kept."""
+
+    def __init__(self, logits: bool = False, images: int | None = None):
+        self.logits = logits
+        self.lo, self.hi = np.inf, -np.inf
+        self.images = 0
+        self.rows_per_image = 1
+        self.channels = 1
+        self.tops: list[np.ndarray] = []
+        self.sample: np.ndarray | None = None
+        self.expected = images
+        self.kept: list[np.ndarray] = []  # the sampled non-zero values of each chunk
+        self.kept_zeros = 0
+
+    def observe(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32)
+        self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
+        first = self.images
+        self.images += len(values)
+        self.channels = int(values.shape[-1]) if values.ndim > 1 else 1
+        self.rows_per_image = int(values[0].size // self.channels) if len(values) else 1
+        if self.logits:
+            self.tops.append(values.reshape(len(values), -1).max(axis=1))
+        if self.expected is not None:
+            if first == 0:
+                self.sample = self._sample(self.expected)
+            rows = self._sampled(values, first)
+            nonzero = rows[rows != 0]  # a copy; exact zeros are only counted (see Histogram)
+            self.kept_zeros += rows.size - nonzero.size
+            self.kept.append(nonzero)
+
+    def _sample(self, images: int) -> np.ndarray | None:
+        # Subsample whole positions (every channel of each), at random: a plain stride through
+        # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
+        # only channels 0, 4, 8, 12) and can miss the channels that set the range.
+        total = images * self.rows_per_image
+        keep = max(1, HISTOGRAM_SAMPLES // self.channels)
+        return None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
+
+    def _sampled(self, values: np.ndarray, first_image: int) -> np.ndarray:
+        rows = np.asarray(values, np.float32).reshape(-1, self.channels)
+        if self.sample is not None:
+            start = first_image * self.rows_per_image
+            lo, hi = np.searchsorted(self.sample, [start, start + len(rows)])
+            rows = rows[self.sample[lo:hi] - start]
+        return rows
+
+    def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+        h = Histogram.empty(self.lo, self.hi)
+        for values in self.kept:
+            h.add(values)
+        h.zeros += self.kept_zeros
+        floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
+        return select_range(h, method, percentile, keep_max=self.logits, floor=floor)
+
+
 # -- calibrated TFLite models -------------------------------------------------------------------
 
 # Ops whose output must share its input's quantization (the quantizer propagates one scale).
@@ -260,20 +338,21 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
-FINE_BINS = 16 * BINS  # the histogram over each tensor's exact range, rebinned to BINS for the choice
-
-
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
-                 percentile: float = DEFAULT_PERCENTILE, progress=None) -> tuple[bytes, list[TensorRange]]:
+                 percentile: float = DEFAULT_PERCENTILE, progress=None,
+                 images: int | None = None) -> tuple[bytes, list[TensorRange]]:
     """Replace the calibrated min/max of every activation tensor by the ``method`` range,
     measured by running the calibrated float model on ``inputs()`` (the converter's
-    representative dataset: lists holding one batch of images).
+    representative dataset: lists holding one batch of images; ``images`` of them in all,
+    counted by a first replay when not given).
 
-    Two replays: the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
-    calibrator can record merged ranges), then a fine histogram of each tensor over its
-    exact range. The calibrator's own statistics are not used, so its pass can be short;
-    ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay, tensor_extremes
+    One replay measures each tensor as the Keras-side pass does (:class:`RangeMeter`): its
+    exact min/max — with no buffer shared between tensors, see
+    :mod:`edgemobile.quantization.exact_ranges` (TFLite's calibrator can record merged
+    ranges) — and a fixed random sample of its values, binned over that min/max for the
+    choice. The calibrator's own statistics are not used, so its pass can be short;
+    ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -295,23 +374,18 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
                   if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
     same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
     inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
-    lo, hi = tensor_extremes(interpreter, inputs, slots, progress)
-    recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
-    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked if i not in inherits}
-    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
-
-    def histograms(i, value):
-        if i in fine:
-            fine[i].add(value)
-            if i in tops:
-                tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
-
-    replay(interpreter, inputs, list(fine), histograms, progress)
+    if images is None:
+        images = sum(len(sample[0]) for sample in inputs())
+    sampled = {i for i in tracked if i not in inherits}
+    meters = {i: RangeMeter(logits=i in softmax_inputs, images=images if i in sampled else None) for i in slots}
+    replay(interpreter, inputs, list(slots), lambda i, value: meters[i].observe(value), progress)
+    recorded = {i: (m.lo, m.hi) if np.isfinite(m.lo) and np.isfinite(m.hi) else calibrator[i]
+                for i, m in meters.items()}
     chosen = dict(recorded)
-    for i in fine:
-        floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
-        h = fine[i].rebinned(*recorded[i])
-        chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
+    for i in sampled:
+        if meters[i].images:
+            chosen[i] = meters[i].choose(method, percentile)
+    meters.clear()
     for src, dst in same_scale:  # same-scale ops take their input's range, in graph order
         chosen[dst] = chosen[src]
     report = []

@@ -26,10 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgemobile.quantization import graph as G
-from edgemobile.quantization.ranges import (DEFAULT_PERCENTILE, Histogram, fake_quant, logit_floor, quant_params,
-                                            select_range)
-
-HISTOGRAM_SAMPLES = 4_000_000
+from edgemobile.quantization.ranges import DEFAULT_PERCENTILE, fake_quant, quant_params, tensor_range
 
 # Layer roles in the quantized model.
 LINEAR, FUSED_LINEAR, FUSED, OWN, PASS, FIXED = "linear", "fused-linear", "fused", "own", "pass", "fixed"
@@ -109,78 +106,6 @@ def feeds_softmax(model) -> set[str]:
                     break
                 source = G.producer(source)
     return found
-
-
-def tensor_range(values: np.ndarray, method: str, percentile: float = DEFAULT_PERCENTILE,
-                 logits: bool = False) -> tuple[float, float]:
-    """The range ``method`` picks for these activations (batch first), as
-    :func:`edgemobile.quantization.ranges.apply_ranges` will for the converter."""
-    values = np.asarray(values, np.float32)
-    meter = RangeMeter(logits, images=None if method == "minmax" else len(values))
-    meter.observe(values)
-    return meter.choose(method, percentile)
-
-
-class RangeMeter:
-    """One activation tensor's range, measured a chunk of images at a time: :meth:`observe`
-    every chunk (min/max, per-image top logits and, when the number of ``images`` is given,
-    the values at a fixed random sample of positions — at most ``HISTOGRAM_SAMPLES``);
-    :meth:`choose` bins that sample over the final min/max and gives what
-    :func:`tensor_range` gives on all the images at once. Without ``images`` (min/max ranges)
-    no sample is kept."""
-
-    def __init__(self, logits: bool = False, images: int | None = None):
-        self.logits = logits
-        self.lo, self.hi = np.inf, -np.inf
-        self.images = 0
-        self.rows_per_image = 1
-        self.channels = 1
-        self.tops: list[np.ndarray] = []
-        self.sample: np.ndarray | None = None
-        self.expected = images
-        self.kept: list[np.ndarray] = []  # the sampled non-zero values of each chunk
-        self.kept_zeros = 0
-
-    def observe(self, values: np.ndarray) -> None:
-        values = np.asarray(values, np.float32)
-        self.lo, self.hi = min(self.lo, float(values.min())), max(self.hi, float(values.max()))
-        first = self.images
-        self.images += len(values)
-        self.channels = int(values.shape[-1]) if values.ndim > 1 else 1
-        self.rows_per_image = int(values[0].size // self.channels) if len(values) else 1
-        if self.logits:
-            self.tops.append(values.reshape(len(values), -1).max(axis=1))
-        if self.expected is not None:
-            if first == 0:
-                self.sample = self._sample(self.expected)
-            rows = self._sampled(values, first)
-            nonzero = rows[rows != 0]  # a copy; exact zeros are only counted (see Histogram)
-            self.kept_zeros += rows.size - nonzero.size
-            self.kept.append(nonzero)
-
-    def _sample(self, images: int) -> np.ndarray | None:
-        # Subsample whole positions (every channel of each), at random: a plain stride through
-        # the flat NHWC buffer aliases with the channel count (step 12 over 16 channels sees
-        # only channels 0, 4, 8, 12) and can miss the channels that set the range.
-        total = images * self.rows_per_image
-        keep = max(1, HISTOGRAM_SAMPLES // self.channels)
-        return None if total <= keep else np.sort(np.random.default_rng(0).choice(total, keep, replace=False))
-
-    def _sampled(self, values: np.ndarray, first_image: int) -> np.ndarray:
-        rows = np.asarray(values, np.float32).reshape(-1, self.channels)
-        if self.sample is not None:
-            start = first_image * self.rows_per_image
-            lo, hi = np.searchsorted(self.sample, [start, start + len(rows)])
-            rows = rows[self.sample[lo:hi] - start]
-        return rows
-
-    def choose(self, method: str, percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
-        h = Histogram.empty(self.lo, self.hi)
-        for values in self.kept:
-            h.add(values)
-        h.zeros += self.kept_zeros
-        floor = logit_floor(np.concatenate(self.tops)) if self.logits and self.tops else None
-        return select_range(h, method, percentile, keep_max=self.logits, floor=floor)
 
 
 def fixed_grid(values: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ technique needs:
 1. float stream, ``CHUNK`` images at a time (:func:`edgemobile.quantization.graph.run_graph`):
    min/max of every int8 activation tensor, each conv/dense layer's mean output per channel,
    the values at a fixed random sample of positions for the range histograms (as
-   :func:`.simulate.tensor_range` takes; binned once the min/max is known, so one pass does)
+   :func:`.ranges.tensor_range` takes; binned once the min/max is known, so one pass does)
    and AdaRound's input-patch moments at a fixed sample of positions
    (:class:`.adaround.PatchMoments`) — AdaRound fits the float inputs (its symmetric
    objective), so every layer is rounded from these statistics alone;
@@ -19,7 +19,7 @@ technique needs:
    corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
 
 Memory is therefore a chunk's activations plus per-tensor histogram samples (at most
-``simulate.HISTOGRAM_SAMPLES`` values each) and per-layer moments,
+``ranges.HISTOGRAM_SAMPLES`` values each) and per-layer moments,
 whatever the number of technique images; the disk holds one int8 copy of the live tensors.
 The int8 stream of (2) is fed the device's input encoding (:func:`.simulate.device_input`).
 """
@@ -34,7 +34,7 @@ import numpy as np
 
 from edgemobile.quantization import graph as G
 from edgemobile.quantization import simulate as S
-from edgemobile.quantization.ranges import dequantize, int8_codes, quant_params
+from edgemobile.quantization.ranges import RangeMeter, dequantize, int8_codes, quant_params, tensor_range
 
 CHUNK = 32  # images per chunk: big enough for multi-threaded TF kernels, small enough to stay bounded
 
@@ -60,7 +60,7 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
                    "quantizing layers", unit="step") if progress else None
 
     histograms = options.ranges != "minmax"  # the meters keep their histogram samples in the one pass
-    meters = {name: S.RangeMeter(logits=name in logits, images=len(x) if histograms else None) for name in ranged}
+    meters = {name: RangeMeter(logits=name in logits, images=len(x) if histograms else None) for name in ranged}
     means: dict[str, np.ndarray] = {}
     moments = {name: PatchMoments(L, len(x)) for name, L in linear.items()} if options.adaround else {}
     state = {"first": 0}
@@ -151,7 +151,7 @@ class _Store:
 def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar) -> None:
     """Layer by layer over the stored chunks of the int8 stream: measure and remove each
     conv/dense layer's mean output shift (see the module docstring)."""
-    lo_in, hi_in = S.tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
+    lo_in, hi_in = tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
     chunks = _chunks(len(x))
     nodes = G._nodes(model)
     remaining = G._reader_counts(nodes)
