@@ -17,6 +17,8 @@ technique needs:
    grid). A conv/dense layer's chunks are computed once, without the bias: with the bias
    added they give its mean output shift, which is removed from the bias, and with the
    corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
+   With AdaRound too, each layer is rounded on a second thread ahead of the stream, which
+   waits only for the layer it is at (same kernels, same order: the same model).
 
 Memory is therefore a chunk's activations plus per-tensor histogram samples (at most
 ``ranges.HISTOGRAM_SAMPLES`` values each) and per-layer moments,
@@ -27,8 +29,9 @@ The int8 stream of (2) is fed the device's input encoding (:func:`.simulate.devi
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -87,19 +90,39 @@ def sequential_pass(model, x: np.ndarray, options, progress: bool = True, spec=N
     meters.clear()  # their histogram samples are not needed by the int8 stream
 
     rows: dict[str, dict[str, Any]] = {name: {"layer": name, "kind": L.kind} for name, L in linear.items()}
-    for name, L in linear.items():
-        if options.adaround:
-            cov = moments.pop(name).covariance(centered=options.bias_correction)
-            rows[name].update(adaround_with(L, cov, options.adaround_iterations).as_dict())
-        if bar and not options.bias_correction:
-            bar.update()
-    if options.bias_correction:
-        pixels_per_channel = {name: _positions(L) * len(x) for name, L in linear.items()}
-        reference_mean = {name: means[name] / pixels_per_channel[name] for name in linear}
-        _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, options.adaround, bar)
+
+    def adaround(name: str) -> None:
+        cov = moments.pop(name).covariance(centered=options.bias_correction)
+        rows[name].update(adaround_with(linear[name], cov, options.adaround_iterations).as_dict())
+
+    if not options.bias_correction:
+        for name in linear:
+            if options.adaround:
+                adaround(name)
+            if bar:
+                bar.update()
+    elif not options.adaround:
+        _int8_stream(model, x, roles, linear, ranges, _means(means, linear, len(x)), rows, spec, False, bar)
+    else:
+        # AdaRound fits the float statistics alone, so later layers are rounded (one thread, in
+        # execution order) while the int8 stream runs the earlier ones: the stream waits only
+        # for the layer it is at, and the two keep both cores busy where either alone does not.
+        with ThreadPoolExecutor(1, thread_name_prefix="edgemobile-adaround") as pool:
+            rounded = {name: pool.submit(adaround, name) for name in linear}
+            try:
+                _int8_stream(model, x, roles, linear, ranges, _means(means, linear, len(x)), rows, spec, True, bar,
+                             ready=lambda name: rounded[name].result())
+            finally:
+                for future in rounded.values():
+                    future.cancel()
     if bar:
         bar.close()
     return list(rows.values())
+
+
+def _means(totals: dict[str, np.ndarray], linear: dict, images: int) -> dict[str, np.ndarray]:
+    """Each layer's float mean output per channel, from its per-channel sums."""
+    return {name: totals[name] / (_positions(L) * images) for name, L in linear.items()}
 
 
 def _positions(layer: G.LinearLayer) -> int:
@@ -148,9 +171,11 @@ class _Store:
             self.grids.pop((tensor, k), None)
 
 
-def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar) -> None:
+def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar,
+                 ready: Callable[[str], None] = lambda name: None) -> None:
     """Layer by layer over the stored chunks of the int8 stream: measure and remove each
-    conv/dense layer's mean output shift (see the module docstring)."""
+    conv/dense layer's mean output shift (see the module docstring). ``ready(name)`` returns
+    once that layer's kernel is final (AdaRound)."""
     lo_in, hi_in = tensor_range(x, "minmax")  # the input keeps its min/max (see ranges)
     chunks = _chunks(len(x))
     nodes = G._nodes(model)
@@ -201,6 +226,7 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
             if id(node) in fused_into:
                 continue  # computed with the conv/dense layer before it
             if name in linear:
+                ready(name)
                 L = linear[name]
                 act = activation_of.get(out)  # a fused ReLU: computed here, in memory
                 kernel = None if adarounded else L.kernel
