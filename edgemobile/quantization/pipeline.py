@@ -112,7 +112,8 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
-        hook = _range_hook(options.ranges, representative or _replay(images), report, len(images), progress)
+        hook = _range_hook(options.ranges, representative or _replay(images), report,
+                           2 * len(images) if progress else 0)  # two replays
     return Prepared(model, hook, report)
 
 
@@ -187,15 +188,14 @@ def _replay(images: np.ndarray, batch: int = REPLAY_BATCH) -> Callable:
     return lambda: ([images[i:i + batch]] for i in range(0, len(images), batch))
 
 
-def _range_hook(method: str, representative: Callable, report: dict, images: int,
-                progress: bool) -> Callable[[bytes], bytes]:
+def _range_hook(method: str, representative: Callable, report: dict, bar_total: int) -> Callable[[bytes], bytes]:
     from edgemobile.progress import Progress
     from edgemobile.quantization.ranges import apply_ranges
 
     def hook(calibrated: bytes) -> bytes:
         start = time.perf_counter()
-        bar = Progress(images, f"choosing {method} ranges") if progress and images else None
-        out, rows = apply_ranges(calibrated, representative, method, progress=bar, images=images)
+        bar = Progress(bar_total, f"choosing {method} ranges") if bar_total else None
+        out, rows = apply_ranges(calibrated, representative, method, progress=bar)
         if bar:
             bar.close()
         changed = [r for r in rows if tuple(np.round(r.calibrated, 6)) != tuple(np.round(r.chosen, 6))]

@@ -338,21 +338,20 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
+FINE_BINS = 16 * BINS  # the histogram over each tensor's exact range, rebinned to BINS for the choice
+
+
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
-                 percentile: float = DEFAULT_PERCENTILE, progress=None,
-                 images: int | None = None) -> tuple[bytes, list[TensorRange]]:
+                 percentile: float = DEFAULT_PERCENTILE, progress=None) -> tuple[bytes, list[TensorRange]]:
     """Replace the calibrated min/max of every activation tensor by the ``method`` range,
     measured by running the calibrated float model on ``inputs()`` (the converter's
-    representative dataset: lists holding one batch of images; ``images`` of them in all,
-    counted by a first replay when not given).
+    representative dataset: lists holding one batch of images).
 
-    One replay measures each tensor as the Keras-side pass does (:class:`RangeMeter`): its
-    exact min/max — with no buffer shared between tensors, see
-    :mod:`edgemobile.quantization.exact_ranges` (TFLite's calibrator can record merged
-    ranges) — and a fixed random sample of its values, binned over that min/max for the
-    choice. The calibrator's own statistics are not used, so its pass can be short;
-    ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay
+    Two replays: the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
+    calibrator can record merged ranges), then a fine histogram of each tensor over its
+    exact range. The calibrator's own statistics are not used, so its pass can be short;
+    ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay, tensor_extremes
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -374,18 +373,23 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
                   if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
     same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
     inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
-    if images is None:
-        images = sum(len(sample[0]) for sample in inputs())
-    sampled = {i for i in tracked if i not in inherits}
-    meters = {i: RangeMeter(logits=i in softmax_inputs, images=images if i in sampled else None) for i in slots}
-    replay(interpreter, inputs, list(slots), lambda i, value: meters[i].observe(value), progress)
-    recorded = {i: (m.lo, m.hi) if np.isfinite(m.lo) and np.isfinite(m.hi) else calibrator[i]
-                for i, m in meters.items()}
+    lo, hi = tensor_extremes(interpreter, inputs, slots, progress)
+    recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
+    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked if i not in inherits}
+    tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
+
+    def histograms(i, value):
+        if i in fine:
+            fine[i].add(value)
+            if i in tops:
+                tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
+
+    replay(interpreter, inputs, list(fine), histograms, progress)
     chosen = dict(recorded)
-    for i in sampled:
-        if meters[i].images:
-            chosen[i] = meters[i].choose(method, percentile)
-    meters.clear()
+    for i in fine:
+        floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
+        h = fine[i].rebinned(*recorded[i])
+        chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for src, dst in same_scale:  # same-scale ops take their input's range, in graph order
         chosen[dst] = chosen[src]
     report = []
