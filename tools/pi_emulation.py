@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -203,10 +204,25 @@ class Mounts:
         self.done.clear()
 
     def __enter__(self):
+        release_mounts(self.rootfs)
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def release_mounts(root: Path) -> list[str]:
+    """Unmount whatever is still mounted under ``root`` (deepest first) and return it: a
+    killed run's mounts, or mmdebstrap's /sys when its umount failed (then mounting sysfs
+    there again fails with "sysfs already mounted")."""
+    prefix = str(root.resolve()).rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f]
+    stale = sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True)
+    for where in stale:
+        if run(["umount", where], capture_output=True).returncode != 0:
+            run(["umount", "-l", where], capture_output=True)
+    return stale
 
 
 @contextlib.contextmanager
@@ -259,8 +275,11 @@ def build_rootfs(arch: str, cache: Path) -> tuple[Path, float | None]:
     start = time.perf_counter()
     proc = run(["mmdebstrap", "--variant=apt", f"--architectures={arch}",
                 "--include=" + ",".join(ARCHES[arch]["packages"]), SUITE, str(tmp), MIRROR], stdout=sys.stderr)
+    left = release_mounts(tmp)
     if proc.returncode != 0:
         raise Fail(f"{arch}: mmdebstrap failed (exit {proc.returncode})")
+    if left:
+        log(f"unmounted what mmdebstrap left mounted: {', '.join(left)}")
     seconds = time.perf_counter() - start
     if rootfs.exists():
         shutil.rmtree(rootfs)

@@ -165,7 +165,10 @@ class KerasPredictor:
         self.variant = variant
         self.weights = weights
         self.name = f"{variant.name} (Keras float)"
+        from edgemobile.quantization.graph import inference_call
+
         self.model = variant.build(weights)
+        self.call = inference_call(self.model)
         self.spec = variant.preprocess
         self.spec_source = "zoo" if variant.labels is None and not variant.option("user_model") else "user model"
         self.classes = variant.classes
@@ -174,7 +177,7 @@ class KerasPredictor:
         return self.spec.normalize(pixels)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(batch, training=False), dtype=np.float32)
+        return np.asarray(self.call(batch), dtype=np.float32)
 
     def describe(self) -> dict:
         return {

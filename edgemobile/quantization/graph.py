@@ -17,6 +17,7 @@ Needs TensorFlow/Keras (converter install).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -152,8 +153,43 @@ def _call(node, tensors: dict):
     args, kwargs = node.arguments.fill_in(tensors)
     kwargs = {k: v for k, v in kwargs.items() if k != "training"}
     if _takes_training(node.operation):
-        return node.operation(*args, training=False, **kwargs)
-    return node.operation(*args, **kwargs)
+        kwargs["training"] = False
+    return _eager(node.operation)(*args, **kwargs)
+
+
+_XLA: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # channels_first layer → its XLA call
+
+
+def _channels_first(op) -> bool:
+    return getattr(op, "data_format", None) == "channels_first"
+
+
+def inference_call(model) -> Callable[[Any], Any]:
+    """``model(x, training=False)`` as a callable, through XLA when the model holds a
+    channels_first layer (see :func:`_eager`)."""
+    def call(x):
+        return model(x, training=False)
+
+    if any(_channels_first(layer) for layer in model._flatten_layers(include_self=False)):
+        import tensorflow as tf
+
+        return tf.function(call, jit_compile=True, reduce_retracing=True)
+    return call
+
+
+def _eager(op) -> Callable:
+    """``op`` as a callable on concrete tensors. TensorFlow's CPU kernels of a channels_first
+    Conv2D/pooling run only with oneDNN, which TensorFlow enables on some CPUs and not others
+    ("only supports the NHWC tensor format"); XLA compiles them everywhere, as Keras itself
+    does for channels_first 3-D convolutions."""
+    if not _channels_first(op):
+        return op
+    if op not in _XLA:
+        import tensorflow as tf
+
+        layer = weakref.ref(op)  # the compiled call must not keep its layer alive
+        _XLA[op] = tf.function(lambda *a, **k: layer()(*a, **k), jit_compile=True, reduce_retracing=True)
+    return _XLA[op]
 
 
 def _takes_training(layer) -> bool:

@@ -69,7 +69,8 @@ class FloatCheck:
         self.scale = spread if spread > 0 else max(float(np.max(np.abs(self.reference))), 1e-12)
 
     def _outputs(self, model) -> np.ndarray:
-        return np.concatenate([np.asarray(model(chunk, training=False), np.float64).reshape(len(chunk), -1)
+        call = G.inference_call(model)
+        return np.concatenate([np.asarray(call(chunk), np.float64).reshape(len(chunk), -1)
                                for chunk in G.iter_batches(self.x, 16)])
 
     def error(self, model) -> float:
