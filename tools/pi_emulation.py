@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -47,6 +48,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,33 +261,45 @@ def machine(arch: str, rootfs: Path, binds: dict[str, tuple[Path, bool]], scratc
 
 # -- rootfs ---------------------------------------------------------------------------------------
 def build_rootfs(arch: str, cache: Path) -> tuple[Path, float | None]:
-    """The cached rootfs of ``arch`` (built now if absent) and the seconds a build took now."""
+    """The cached rootfs of ``arch`` (built now if absent) and the seconds a build took now.
+    A build another process is running (``build`` started in the background) is waited for."""
     rootfs = cache / arch / "rootfs"
-    if (cache / arch / "rootfs.json").exists():
-        return rootfs, None
-    reason = mirror_reachable()
-    if reason:
-        raise Fail(f"Debian mirror {MIRROR} unreachable ({reason}): cannot build the {arch} rootfs",
-                   MIRROR_UNREACHABLE)
-    tmp = cache / arch / "rootfs.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building the {arch} bookworm rootfs in {rootfs} (once)")
-    start = time.perf_counter()
-    proc = run(["mmdebstrap", "--variant=apt", f"--architectures={arch}",
-                "--include=" + ",".join(ARCHES[arch]["packages"]), SUITE, str(tmp), MIRROR], stdout=sys.stderr)
-    left = release_mounts(tmp)
-    if proc.returncode != 0:
-        raise Fail(f"{arch}: mmdebstrap failed (exit {proc.returncode})")
-    if left:
-        log(f"unmounted what mmdebstrap left mounted: {', '.join(left)}")
-    seconds = time.perf_counter() - start
-    if rootfs.exists():
-        shutil.rmtree(rootfs)
-    tmp.rename(rootfs)
-    (cache / arch / "rootfs.json").write_text(json.dumps({"seconds": round(seconds, 1), "mirror": MIRROR}) + "\n")
-    return rootfs, seconds
+    (cache / arch).mkdir(parents=True, exist_ok=True)
+    with open(cache / arch / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (cache / arch / "rootfs.json").exists():
+            return rootfs, None
+        reason = mirror_reachable()
+        if reason:
+            raise Fail(f"Debian mirror {MIRROR} unreachable ({reason}): cannot build the {arch} rootfs",
+                       MIRROR_UNREACHABLE)
+        tmp = cache / arch / "rootfs.tmp"
+        if tmp.exists():
+            release_mounts(tmp)
+            shutil.rmtree(tmp)
+        log(f"building the {arch} bookworm rootfs in {rootfs} (once)")
+        start = time.perf_counter()
+        proc = run(["mmdebstrap", "--variant=apt", f"--architectures={arch}",
+                    "--include=" + ",".join(ARCHES[arch]["packages"]), SUITE, str(tmp), MIRROR], stdout=sys.stderr)
+        left = release_mounts(tmp)
+        if proc.returncode != 0:
+            raise Fail(f"{arch}: mmdebstrap failed (exit {proc.returncode})")
+        if left:
+            log(f"unmounted what mmdebstrap left mounted: {', '.join(left)}")
+        seconds = time.perf_counter() - start
+        if rootfs.exists():
+            shutil.rmtree(rootfs)
+        tmp.rename(rootfs)
+        (cache / arch / "rootfs.json").write_text(json.dumps({"seconds": round(seconds, 1), "mirror": MIRROR}) + "\n")
+        return rootfs, seconds
+
+
+def build_all(arches: list[str], cache: Path) -> dict[str, tuple[Path, float | None]]:
+    """Every rootfs of ``arches``, the missing ones built at the same time: each build is
+    mostly one emulated dpkg at a time (one core) or downloads, so two overlap well."""
+    with ThreadPoolExecutor(len(arches)) as pool:
+        futures = {arch: pool.submit(build_rootfs, arch, cache) for arch in arches}
+        return {arch: future.result() for arch, future in futures.items()}
 
 
 def copy_checkout(destination: Path) -> None:
@@ -349,9 +363,9 @@ def host_outputs(models: list[Path], images: Path, out: Path, threads: int) -> d
     return files
 
 
-def run_arch(arch: str, models: list[Path], images: Path, out: Path, cache: Path, references: dict[str, Path],
-             predict_images: int, bench_runs: int) -> dict:
-    rootfs, build_seconds = build_rootfs(arch, cache)
+def run_arch(arch: str, built: tuple[Path, float | None], models: list[Path], images: Path, out: Path, cache: Path,
+             references: dict[str, Path], predict_images: int, bench_runs: int) -> dict:
+    rootfs, build_seconds = built
     record: dict = {"arch": arch, "qemu_cpu": ARCHES[arch]["cpu"],
                     "rootfs_build_seconds_cold": json.loads((cache / arch / "rootfs.json").read_text())["seconds"],
                     "rootfs_built_now": build_seconds is not None}
@@ -451,8 +465,7 @@ def main(argv=None) -> int:
             print("pi_emulation: this machine can emulate " + ", ".join(args.arch))
             return 0
         if args.command == "build":
-            for arch in args.arch:
-                rootfs, seconds = build_rootfs(arch, args.cache)
+            for arch, (rootfs, seconds) in build_all(args.arch, args.cache).items():
                 print(f"{arch}: {rootfs}" + (f" built in {seconds:.0f} s" if seconds else " (cached)"))
             return 0
         if args.command == "test":
@@ -463,11 +476,13 @@ def main(argv=None) -> int:
                 raise Fail(f"{f}: does not exist")
         args.out.mkdir(parents=True, exist_ok=True)
         models = [m.resolve() for m in args.model]
+        built = build_all(args.arch, args.cache)
         references = host_outputs(models, args.images.resolve(), args.out.resolve(), args.threads)
         summary = {"host_machine": os.uname().machine, "images": str(args.images), "architectures": {}}
         for arch in args.arch:
-            summary["architectures"][arch] = run_arch(arch, models, args.images.resolve(), args.out.resolve(),
-                                                      args.cache, references, args.predict_images, args.bench_runs)
+            summary["architectures"][arch] = run_arch(arch, built[arch], models, args.images.resolve(),
+                                                      args.out.resolve(), args.cache, references,
+                                                      args.predict_images, args.bench_runs)
             (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))
         return 0
