@@ -233,12 +233,9 @@ def int8_outputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
 
 def relative_error(model, tflite: bytes, x: np.ndarray) -> float:
     """RMS of int8 − float outputs over the spread of the float outputs."""
-    call = lambda v: model(v, training=False)  # noqa: E731
-    if any(getattr(layer, "data_format", None) == "channels_first" for layer in model.layers):
-        import tensorflow as tf  # its channels_first CPU kernels need oneDNN, off on some CPUs; XLA has them
+    from edgemobile.quantization.graph import inference_call  # XLA for channels_first layers (oneDNN is off on some CPUs)
 
-        call = tf.function(call, jit_compile=True)
-    f = np.asarray(call(x), np.float64)
+    f = np.asarray(inference_call(model)(x), np.float64)
     q = int8_outputs(tflite, x).astype(np.float64)
     return float(np.sqrt(np.mean((q - f) ** 2)) / np.std(f))
 
