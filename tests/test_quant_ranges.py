@@ -48,6 +48,28 @@ def test_logits_keep_their_top_and_drop_the_useless_bottom():
     assert lo >= floor - 1e-6 and lo > float(logits.min())
 
 
+def test_growing_histogram_equals_direct_binning_on_its_final_grid():
+    # chunks whose range keeps growing (both ways, by small and by huge factors): every
+    # widening merges whole bins, so the counts are those of binning all values at once
+    rng = np.random.default_rng(0)
+    chunks = [heavy_tailed(5000, seed=1) * 0.01, rng.normal(0, 1, 5000), heavy_tailed(5000, seed=2) * 40,
+              rng.normal(-300, 5, 5000), heavy_tailed(5000, seed=3)]
+    g = R.GrowingHistogram(4096)
+    for c in chunks:
+        g.add(c.astype(np.float32))
+    values = np.concatenate(chunks).astype(np.float32)
+    h = g.histogram()
+    assert (g.lo, g.hi) == (float(values.min()), float(values.max()))
+    assert h.lo <= g.lo and g.hi <= h.hi and g.zeros == int(np.sum(values == 0))
+    direct = np.histogram(values[values != 0], bins=len(h.counts), range=(h.lo, h.hi))[0]
+    assert np.abs(h.counts - direct).sum() <= 2  # float rounding at a bin edge at most
+    assert h.total == values.size
+    assert (h.hi - h.lo) <= 4 * (g.hi - g.lo)  # at least a quarter of the bins span the data
+    # and the range chosen from it matches the one from a histogram over the exact range
+    mse = R.select_range(g.histogram().rebinned(g.lo, g.hi), "mse")
+    assert mse == pytest.approx(R.select_range(R.Histogram.of(values), "mse"), rel=0.02, abs=1.0)
+
+
 def test_quant_params_match_tflite_nudging():
     scale, zero_point = R.quant_params(-1.0, 1.0)
     assert scale == pytest.approx(2 / 255) and zero_point == -1  # -0.5 rounds away from zero

@@ -113,7 +113,7 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     hook = None
     if options.ranges != "minmax":
         hook = _range_hook(options.ranges, representative or _replay(images), report,
-                           2 * len(images) if progress else 0)  # two replays
+                           len(images) if progress else 0)  # one replay
     return Prepared(model, hook, report)
 
 

@@ -32,6 +32,7 @@ then builds a standard all-integer model from them — see
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 from typing import Callable, Iterable
 
@@ -143,6 +144,73 @@ class Histogram:
     @property
     def total(self) -> int:
         return int(self.counts.sum()) + self.zeros
+
+
+class GrowingHistogram:
+    """A tensor's histogram built in one pass when its range is not known in advance.
+
+    ``bins`` bins of a power-of-two width whose edges sit on multiples of that width; when
+    values fall outside, the width doubles (as often as needed) and neighbouring bins merge
+    exactly — no count crosses an edge — so the counts equal a direct binning of every value
+    on the final grid. The first chunk's span fills about half the bins, so the final span
+    keeps at least a quarter of them. The exact min/max are tracked alongside (``lo``, ``hi``);
+    exact zeros are counted apart, as in :class:`Histogram`."""
+
+    def __init__(self, bins: int):
+        self.counts = np.zeros(bins, np.int64)
+        self.width = 0.0  # 0 until the first values arrive
+        self.start = 0  # the first bin's left edge is start · width
+        self.zeros = 0
+        self.lo, self.hi = np.inf, -np.inf
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32).ravel()
+        if not values.size:
+            return
+        vmin, vmax = float(values.min()), float(values.max())
+        self.lo, self.hi = min(self.lo, vmin), max(self.hi, vmax)
+        self._cover(vmin, vmax)
+        nonzero = values[values != 0]  # a copy: worked on in place from here (these tensors are large)
+        self.zeros += values.size - nonzero.size
+        bins = len(self.counts)
+        nonzero -= np.float32(self.start * self.width)
+        nonzero *= np.float32(1.0 / self.width)
+        idx = nonzero.astype(np.intp)
+        np.clip(idx, 0, bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=bins)
+
+    def _cover(self, vmin: float, vmax: float) -> None:
+        """Widen (and shift) the grid so that it holds [vmin, vmax] and every value seen
+        before (``lo``, ``hi`` already include the new ones)."""
+        bins = len(self.counts)
+        if self.width == 0.0:
+            span = max(vmax - vmin, 1e-6 * max(1.0, abs(vmin), abs(vmax)))
+            self.width = 2.0 ** math.ceil(math.log2(2 * span / bins))
+            self._place(vmin, vmax)
+            return
+        if self.start * self.width <= vmin and vmax < (self.start + bins - 1) * self.width:
+            return
+        factor = 1  # a shift by whole bins when the span still fits, else the fewest doublings
+        while math.ceil(self.hi / (self.width * factor)) - math.floor(self.lo / (self.width * factor)) >= bins:
+            factor *= 2
+        old_start = self.start
+        self.width *= factor
+        self._place(self.lo, self.hi)
+        # old bin j (absolute index old_start + j) lies inside new bin (old_start + j) // factor;
+        # the clip only moves empty bins (every count lies within [lo, hi])
+        target = np.clip((old_start + np.arange(bins)) // factor - self.start, 0, bins - 1)
+        self.counts = np.bincount(target, weights=self.counts, minlength=bins).astype(np.int64)
+
+    def _place(self, lo: float, hi: float) -> None:
+        """Start the grid so that [lo, hi] sits in its middle."""
+        a, b = math.floor(lo / self.width), math.ceil(hi / self.width)
+        self.start = a - (len(self.counts) - (b - a)) // 2
+
+    def histogram(self) -> Histogram:
+        """These counts as a :class:`Histogram` over the grid."""
+        h = Histogram(self.start * self.width, (self.start + len(self.counts)) * self.width, self.counts.copy())
+        h.zeros = self.zeros
+        return h
 
 
 def select_range(h: Histogram, method: str, percentile: float = DEFAULT_PERCENTILE,
@@ -338,7 +406,7 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
-FINE_BINS = 16 * BINS  # the histogram over each tensor's exact range, rebinned to BINS for the choice
+FINE_BINS = 32 * BINS  # each tensor's one-pass histogram, rebinned to BINS over its exact range for the choice
 
 
 def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarray]]], method: str,
@@ -347,11 +415,12 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     measured by running the calibrated float model on ``inputs()`` (the converter's
     representative dataset: lists holding one batch of images).
 
-    Two replays: the exact min/max of :mod:`edgemobile.quantization.exact_ranges` (TFLite's
-    calibrator can record merged ranges), then a fine histogram of each tensor over its
-    exact range. The calibrator's own statistics are not used, so its pass can be short;
-    ``minmax`` is the exact min/max alone. ``progress`` counts the images of both replays."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay, tensor_extremes
+    One replay, with no buffer shared between tensors (TFLite's calibrator can record merged
+    ranges: see :mod:`edgemobile.quantization.exact_ranges`), records each tensor's exact
+    min/max and a :class:`GrowingHistogram` of its values, rebinned over that exact range for
+    the choice. The calibrator's own statistics are not used, so its pass can be short;
+    ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
+    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -373,22 +442,26 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
                   if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
     same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
     inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
-    lo, hi = tensor_extremes(interpreter, inputs, slots, progress)
-    recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
-    fine = {i: Histogram.empty(*recorded[i], bins=FINE_BINS) for i in tracked if i not in inherits}
+    fine = {i: GrowingHistogram(FINE_BINS) for i in tracked if i not in inherits}
+    lo = {i: np.inf for i in slots}
+    hi = {i: -np.inf for i in slots}
     tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
 
-    def histograms(i, value):
+    def measure(i, value):
         if i in fine:
             fine[i].add(value)
+            lo[i], hi[i] = fine[i].lo, fine[i].hi
             if i in tops:
                 tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
+        else:
+            lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
 
-    replay(interpreter, inputs, list(fine), histograms, progress)
+    replay(interpreter, inputs, list(slots), measure, progress)
+    recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
     chosen = dict(recorded)
     for i in fine:
         floor = logit_floor(np.concatenate(tops[i])) if tops.get(i) else None
-        h = fine[i].rebinned(*recorded[i])
+        h = fine[i].histogram().rebinned(*recorded[i])
         chosen[i] = select_range(h, method, percentile, keep_max=i in softmax_inputs, floor=floor)
     for src, dst in same_scale:  # same-scale ops take their input's range, in graph order
         chosen[dst] = chosen[src]
