@@ -170,14 +170,19 @@ class GrowingHistogram:
         vmin, vmax = float(values.min()), float(values.max())
         self.lo, self.hi = min(self.lo, vmin), max(self.hi, vmax)
         self._cover(vmin, vmax)
-        nonzero = values[values != 0]  # a copy: worked on in place from here (these tensors are large)
-        self.zeros += values.size - nonzero.size
-        bins = len(self.counts)
-        nonzero -= np.float32(self.start * self.width)
-        nonzero *= np.float32(1.0 / self.width)
-        idx = nonzero.astype(np.intp)
-        np.clip(idx, 0, bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=bins)
+        # Every value is binned and the exact zeros are taken out of their bin afterwards: the
+        # same counts as binning the non-zero values alone, without copying them out first.
+        # No clip: the grid holds [vmin, vmax] with a bin to spare (see _cover).
+        zeros = values.size - np.count_nonzero(values)
+        origin, inverse = np.float32(self.start * self.width), np.float32(1.0 / self.width)
+        scaled = np.subtract(values, origin)
+        scaled *= inverse
+        counts = np.bincount(scaled.astype(np.intp), minlength=len(self.counts))
+        del scaled
+        if zeros:
+            counts[int((np.float32(0.0) - origin) * inverse)] -= zeros
+        self.zeros += zeros
+        self.counts += counts
 
     def _cover(self, vmin: float, vmax: float) -> None:
         """Widen (and shift) the grid so that it holds [vmin, vmax] and every value seen
