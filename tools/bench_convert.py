@@ -1,6 +1,7 @@
 """Cost of the default ``--int8`` next to the plain converter's, measured side by side.
 
-    python tools/bench_convert.py [--shared ../shared] [--num-calibration 500] [--models v1,s0] [--json FILE]
+    python tools/bench_convert.py [--shared ../shared] [--num-calibration 500] [--models v1,s0]
+                                  [--repeat N] [--json FILE]
 
 Each conversion is ``python -m edgemobile convert … --int8 [--plain]`` in its own child
 process; its wall time and peak resident memory (the child's ``ru_maxrss`` from
@@ -9,7 +10,10 @@ default / plain are printed. Models: MobileNetV1 1.0/224 with random weights (co
 depend on the weights, and there are no 1.0 weights in the shared folder) and MobileOne-S0
 with ``weights/mobileone/mobileone_s0.pth.tar``. Calibration: ``--num-calibration`` images
 of ``imagenet/calib`` (the CLI default, 500). Targets (issue 10): default ≤ 2.0× plain in
-both wall time and peak memory, aim 1.5×. Heavy (minutes per model): a tool, not a test.
+both wall time and peak memory, aim 1.5×. With ``--repeat N`` each model runs N plain/default
+pairs, alternating, and the ratios are the medians of the pairs' ratios (a machine whose speed
+drifts between runs moves a single pair's ratio by ±15 %; neighbouring runs drift together).
+Heavy (minutes per model and pair): a tool, not a test.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,11 +72,27 @@ def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, 
             "convert_says": lines[-1] if lines else None}
 
 
+def median_pair(label: str, pairs: list[dict]) -> dict:
+    """One model's row: the pair whose wall ratio is the median (its figures, its two ratios),
+    with every pair's ratios alongside when there are several."""
+    for p in pairs:
+        p["wall_ratio"] = round(p["default"]["wall_s"] / p["plain"]["wall_s"], 2)
+        p["rss_ratio"] = round(p["default"]["peak_rss_mb"] / p["plain"]["peak_rss_mb"], 2)
+    middle = sorted(pairs, key=lambda p: p["wall_ratio"])[(len(pairs) - 1) // 2]
+    row = {"model": label, **middle}
+    if len(pairs) > 1:
+        row["wall_ratio"] = round(float(np.median([p["wall_ratio"] for p in pairs])), 2)
+        row["rss_ratio"] = round(float(np.median([p["rss_ratio"] for p in pairs])), 2)
+        row["pairs"] = pairs
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="shared data folder (default ../shared)")
     parser.add_argument("--num-calibration", type=int, default=500, help="calibration images (default 500)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys from {', '.join(MODELS)}")
+    parser.add_argument("--repeat", type=int, default=1, help="plain/default pairs per model (default 1): median ratios")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -78,6 +100,8 @@ def main() -> None:
     calibration = shared / "imagenet" / "calib"
     if not calibration.is_dir():
         sys.exit(f"bench_convert: {calibration} not found (pass --shared)")
+    if args.repeat < 1:
+        sys.exit("bench_convert: --repeat must be at least 1")
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
     if unknown:
@@ -91,19 +115,27 @@ def main() -> None:
             weights_arg = str(shared / "weights" / weights) if weights else "none"
             if weights and not Path(weights_arg).is_file():
                 sys.exit(f"bench_convert: {weights_arg} not found")
-            row = {"model": label}
-            for mode, extra in MODES:
-                row[mode] = run_conversion(flags + extra, weights_arg, calibration, args.num_calibration,
-                                           Path(tmp) / f"{key}_{mode}.tflite")
-                print(f"  {label}, {mode}: {row[mode]['wall_s']:.1f} s, {row[mode]['peak_rss_mb']:.0f} MB", flush=True)
-            row["wall_ratio"] = round(row["default"]["wall_s"] / row["plain"]["wall_s"], 2)
-            row["rss_ratio"] = round(row["default"]["peak_rss_mb"] / row["plain"]["peak_rss_mb"], 2)
+            pairs = []
+            for k in range(args.repeat):
+                pair = {}
+                for mode, extra in MODES:
+                    pair[mode] = run_conversion(flags + extra, weights_arg, calibration, args.num_calibration,
+                                                Path(tmp) / f"{key}_{mode}.tflite")
+                    print(f"  {label}, {mode}{f' (pair {k + 1})' if args.repeat > 1 else ''}: "
+                          f"{pair[mode]['wall_s']:.1f} s, {pair[mode]['peak_rss_mb']:.0f} MB", flush=True)
+                pairs.append(pair)
+            row = median_pair(label, pairs)
             results.append(row)
     header = f"{'model':<38} {'plain s':>8} {'default s':>10} {'ratio':>6} {'plain MB':>9} {'default MB':>11} {'ratio':>6}"
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         print(f"{r['model']:<38} {r['plain']['wall_s']:>8.1f} {r['default']['wall_s']:>10.1f} {r['wall_ratio']:>5.2f}x "
               f"{r['plain']['peak_rss_mb']:>9.0f} {r['default']['peak_rss_mb']:>11.0f} {r['rss_ratio']:>5.2f}x")
+    if args.repeat > 1:
+        for r in results:
+            walls = ", ".join(f"{p['wall_ratio']:.2f}x" for p in r["pairs"])
+            rss = ", ".join(f"{p['rss_ratio']:.2f}x" for p in r["pairs"])
+            print(f"{r['model']}: wall ratios {walls}; peak RSS ratios {rss} (medians above)")
     print("targets: default <= 2.0x plain in wall time and in peak RSS (aim 1.5x)")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "results": results}, indent=2) + "\n")
