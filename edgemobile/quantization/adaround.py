@@ -116,17 +116,23 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     k = layer.layer
     (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
     n, y, xs = where
-    _, top, bottom = _padding(x.shape[1], kh, sh, dh, k.padding)
-    _, left, right = _padding(x.shape[2], kw, sw, dw, k.padding)
-    if top + bottom + left + right:
-        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    _, hp, wp, channels = x.shape
-    base = (n * hp + y * sh) * wp + xs * sw  # flat index of each patch's top-left pixel
-    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+    _, top, _ = _padding(x.shape[1], kh, sh, dh, k.padding)
+    _, left, _ = _padding(x.shape[2], kw, sw, dw, k.padding)
+    _, height, width, channels = x.shape
     rows = x.reshape(-1, channels)
-    if layer.kind == "depthwise":  # gather the sampled pixels, then transpose only them
-        return np.stack([np.take(rows, base + o, axis=0).T for o in offsets], axis=1)
-    return np.stack([np.take(rows, base + o, axis=0) for o in offsets], axis=1).reshape(len(n), -1)
+    taps = []
+    for i in range(kh):  # gather each tap from the unpadded input: no padded copy of the chunk
+        r = y * sh + i * dh - top
+        for j in range(kw):
+            c = xs * sw + j * dw - left
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            tap = np.take(rows, (n * height + np.clip(r, 0, height - 1)) * width + np.clip(c, 0, width - 1), axis=0)
+            if not inside.all():
+                tap[~inside] = 0.0  # "same" padding's zeros
+            taps.append(tap.T if layer.kind == "depthwise" else tap)
+    if layer.kind == "depthwise":  # (channels, kh·kw, M): only the sampled pixels are transposed
+        return np.stack(taps, axis=1)
+    return np.stack(taps, axis=1).reshape(len(n), -1)
 
 
 def _gram(a: np.ndarray, b: np.ndarray, depthwise: bool) -> np.ndarray:
