@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,16 +72,17 @@ def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, 
 
 
 def median_pair(label: str, pairs: list[dict]) -> dict:
-    """One model's row: the pair whose wall ratio is the median (its figures, its two ratios),
-    with every pair's ratios alongside when there are several."""
+    """One model's row: the figures of the pair whose wall ratio is the median (an odd number
+    of pairs), the median wall ratio and the median peak-RSS ratio, and every pair alongside
+    when there are several."""
     for p in pairs:
         p["wall_ratio"] = round(p["default"]["wall_s"] / p["plain"]["wall_s"], 2)
         p["rss_ratio"] = round(p["default"]["peak_rss_mb"] / p["plain"]["peak_rss_mb"], 2)
-    middle = sorted(pairs, key=lambda p: p["wall_ratio"])[(len(pairs) - 1) // 2]
-    row = {"model": label, **middle}
+    if len(pairs) % 2 == 0:
+        raise ValueError(f"median_pair needs an odd number of pairs, got {len(pairs)}")
+    row = {"model": label, **sorted(pairs, key=lambda p: p["wall_ratio"])[len(pairs) // 2]}
     if len(pairs) > 1:
-        row["wall_ratio"] = round(float(np.median([p["wall_ratio"] for p in pairs])), 2)
-        row["rss_ratio"] = round(float(np.median([p["rss_ratio"] for p in pairs])), 2)
+        row["rss_ratio"] = sorted(p["rss_ratio"] for p in pairs)[len(pairs) // 2]
         row["pairs"] = pairs
     return row
 
@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="plain/default pairs per model (default 1): median ratios")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.repeat < 1 or args.repeat % 2 == 0:
+        parser.error(f"--repeat must be an odd number >= 1 (a median of pairs), got {args.repeat}")
 
     shared = Path(args.shared)
     calibration = shared / "imagenet" / "calib"

@@ -64,18 +64,25 @@ def replay(interpreter, inputs: Callable[[], Iterable[list[np.ndarray]]], tensor
             progress.update(len(sample[0]))
 
 
+class Extremes:
+    """The running (min, max) of each of ``tensors``, fed a value at a time (±inf until a
+    tensor's first non-empty value)."""
+
+    def __init__(self, tensors: Iterable[int]):
+        self.lo = {i: np.inf for i in tensors}
+        self.hi = {i: -np.inf for i in self.lo}
+
+    def add(self, i: int, value: np.ndarray) -> None:
+        self.lo[i], self.hi[i] = min(self.lo[i], float(value.min())), max(self.hi[i], float(value.max()))
+
+
 def tensor_extremes(interpreter, inputs: Callable[[], Iterable[list[np.ndarray]]], tensors: Sequence[int],
                     progress=None) -> tuple[dict[int, float], dict[int, float]]:
     """(min, max) of every tensor of ``tensors`` over a :func:`replay` of ``inputs`` (±inf
     for a tensor that was always empty)."""
-    lo = {i: np.inf for i in tensors}
-    hi = {i: -np.inf for i in tensors}
-
-    def extremes(i: int, value: np.ndarray) -> None:
-        lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
-
-    replay(interpreter, inputs, tensors, extremes, progress)
-    return lo, hi
+    extremes = Extremes(tensors)
+    replay(interpreter, inputs, tensors, extremes.add, progress)
+    return extremes.lo, extremes.hi
 
 
 def feed(interpreter, sample) -> None:

@@ -117,15 +117,10 @@ class Histogram:
         return h
 
     def add(self, values: np.ndarray) -> None:
-        values = np.asarray(values, np.float32).ravel()
-        nonzero = values[values != 0]  # a copy: worked on in place from here (these tensors are large)
-        self.zeros += values.size - nonzero.size
-        bins = len(self.counts)
-        nonzero -= self.lo
-        nonzero *= bins / (self.hi - self.lo)
-        idx = nonzero.astype(np.intp)  # bincount wants platform ints
-        np.clip(idx, 0, bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=bins)
+        """Count ``values``; they must lie within [lo, hi] (the top edge goes in the last bin)."""
+        counts, zeros = bin_counts(values, self.lo, len(self.counts) / (self.hi - self.lo), len(self.counts))
+        self.counts += counts
+        self.zeros += zeros
 
     def rebinned(self, lo: float, hi: float, bins: int = BINS) -> "Histogram":
         """These counts on ``bins`` bins over [lo, hi] (each bin's count goes where its centre
@@ -144,6 +139,27 @@ class Histogram:
     @property
     def total(self) -> int:
         return int(self.counts.sum()) + self.zeros
+
+
+def bin_counts(values: np.ndarray, origin: float, inverse: float, bins: int) -> tuple[np.ndarray, int]:
+    """Counts of the non-zero ``values`` in the bins floor((v - origin) · inverse), computed in
+    float32 (the last bin also takes values on its top edge), and the number of exact zeros.
+
+    Every value is binned and the zeros are taken out of their bin afterwards: the same counts
+    as binning the non-zero values alone, without copying them out (these tensors are large)."""
+    values = np.asarray(values, np.float32).ravel()
+    origin, inverse = np.float32(origin), np.float32(inverse)
+    scaled = np.subtract(values, origin)
+    scaled *= inverse
+    counts = np.bincount(scaled.astype(np.intp), minlength=bins)  # bincount wants platform ints
+    del scaled
+    zeros = values.size - np.count_nonzero(values)
+    if zeros:
+        counts[int((np.float32(0.0) - origin) * inverse)] -= zeros
+    if len(counts) > bins:  # the top edge: folded into the last bin (cheaper than clipping every index)
+        counts[bins - 1] += counts[bins:].sum()
+        counts = counts[:bins]
+    return counts, zeros
 
 
 class GrowingHistogram:
@@ -169,20 +185,10 @@ class GrowingHistogram:
             return
         vmin, vmax = float(values.min()), float(values.max())
         self.lo, self.hi = min(self.lo, vmin), max(self.hi, vmax)
-        self._cover(vmin, vmax)
-        # Every value is binned and the exact zeros are taken out of their bin afterwards: the
-        # same counts as binning the non-zero values alone, without copying them out first.
-        # No clip: the grid holds [vmin, vmax] with a bin to spare (see _cover).
-        zeros = values.size - np.count_nonzero(values)
-        origin, inverse = np.float32(self.start * self.width), np.float32(1.0 / self.width)
-        scaled = np.subtract(values, origin)
-        scaled *= inverse
-        counts = np.bincount(scaled.astype(np.intp), minlength=len(self.counts))
-        del scaled
-        if zeros:
-            counts[int((np.float32(0.0) - origin) * inverse)] -= zeros
-        self.zeros += zeros
+        self._cover(vmin, vmax)  # the grid now holds [vmin, vmax] with a bin to spare
+        counts, zeros = bin_counts(values, self.start * self.width, 1.0 / self.width, len(self.counts))
         self.counts += counts
+        self.zeros += zeros
 
     def _cover(self, vmin: float, vmax: float) -> None:
         """Widen (and shift) the grid so that it holds [vmin, vmax] and every value seen
@@ -425,7 +431,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     min/max and a :class:`GrowingHistogram` of its values, rebinned over that exact range for
     the choice. The calibrator's own statistics are not used, so its pass can be short;
     ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook, replay
+    from edgemobile.quantization.exact_ranges import Extremes, exact_minmax_hook, replay
     from edgemobile.runtime.interpreter import tensor_inspector
 
     if method == "minmax":
@@ -448,20 +454,20 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
     inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
     fine = {i: GrowingHistogram(FINE_BINS) for i in tracked if i not in inherits}
-    lo = {i: np.inf for i in slots}
-    hi = {i: -np.inf for i in slots}
+    extremes = Extremes(i for i in slots if i not in fine)  # the histograms keep their own
     tops: dict[int, list[np.ndarray]] = {i: [] for i in softmax_inputs}
 
     def measure(i, value):
         if i in fine:
             fine[i].add(value)
-            lo[i], hi[i] = fine[i].lo, fine[i].hi
             if i in tops:
                 tops[i].append(value.reshape(len(value), -1).max(axis=1))  # per image
         else:
-            lo[i], hi[i] = min(lo[i], float(value.min())), max(hi[i], float(value.max()))
+            extremes.add(i, value)
 
     replay(interpreter, inputs, list(slots), measure, progress)
+    lo = {**extremes.lo, **{i: h.lo for i, h in fine.items()}}
+    hi = {**extremes.hi, **{i: h.hi for i, h in fine.items()}}
     recorded = {i: (lo[i], hi[i]) if np.isfinite(lo[i]) and np.isfinite(hi[i]) else calibrator[i] for i in slots}
     chosen = dict(recorded)
     for i in fine:
