@@ -131,3 +131,27 @@ def test_simulated_ranges_see_every_channel(monkeypatch):
     x[..., 5] = rng.uniform(0.0, 8.0, x.shape[:-1])  # one wide channel
     lo, hi = S.tensor_range(x, "mse")
     assert lo == 0.0 and hi > 6.0, hi  # the wide channel's values keep their range
+
+
+@pytest.mark.parametrize("kind,kernel,strides,dilation,padding,size", [
+    ("conv", 3, 2, 1, "same", (9, 8)), ("conv", 3, 1, 2, "same", (7, 7)), ("conv", 1, 1, 1, "valid", (5, 6)),
+    ("conv", 5, 2, 1, "valid", (11, 9)), ("depthwise", 3, 2, 1, "same", (8, 9)), ("depthwise", 3, 1, 2, "same", (9, 9)),
+    ("depthwise", 5, 1, 1, "valid", (9, 7)), ("dense", None, None, None, None, (4, 5)), ("dense", None, None, None, None, ()),
+])
+def test_output_sum_equals_the_summed_outputs(kind, kernel, strides, dilation, padding, size):
+    """The bias-correcting int8 stream takes a layer's mean output from its input's sum over
+    the images: equal to summing the layer's float outputs over images and positions."""
+    keras.utils.set_random_seed(1)
+    if kind == "conv":
+        layer = keras.layers.Conv2D(6, kernel, strides=strides, dilation_rate=dilation, padding=padding)
+    elif kind == "depthwise":
+        layer = keras.layers.DepthwiseConv2D(kernel, strides=strides, dilation_rate=dilation, padding=padding,
+                                             depth_multiplier=2)
+    else:
+        layer = keras.layers.Dense(7)
+    x = np.random.default_rng(0).normal(size=(5, *size, 4)).astype(np.float32)
+    out = np.asarray(layer(x), np.float64)  # builds the layer: random kernel and a zero bias
+    L = G.LinearLayer(layer, kind)
+    expected = out.reshape(-1, out.shape[-1]).sum(axis=0)
+    np.testing.assert_allclose(L.output_sum(x.sum(axis=0, dtype=np.float64)), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())

@@ -61,16 +61,6 @@ class Covariance:
     samples: int = 0  # patches the statistics were measured on
 
 
-def _padding(size: int, kernel: int, stride: int, dilation: int, mode: str) -> tuple[int, int, int]:
-    """(output size, pad before, pad after) of TensorFlow's "same"/"valid" convolution."""
-    span = (kernel - 1) * dilation + 1
-    if mode == "valid":
-        return (size - span) // stride + 1, 0, 0
-    out = -(-size // stride)
-    total = max((out - 1) * stride + span - size, 0)
-    return out, total // 2, total - total // 2
-
-
 def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
     """Random output positions (image, row, column) at which to take the layer's input patches."""
     flat, h, w = _flat_positions(layer, images, max_positions, seed)
@@ -116,8 +106,8 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     k = layer.layer
     (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
     n, y, xs = where
-    _, top, _ = _padding(x.shape[1], kh, sh, dh, k.padding)
-    _, left, _ = _padding(x.shape[2], kw, sw, dw, k.padding)
+    _, top, _ = G.conv_padding(x.shape[1], kh, sh, dh, k.padding)
+    _, left, _ = G.conv_padding(x.shape[2], kw, sw, dw, k.padding)
     _, height, width, channels = x.shape
     rows = x.reshape(-1, channels)
     taps = []

@@ -410,6 +410,16 @@ def _split_separable(layer):
 # -- per-channel views -------------------------------------------------------------------------
 
 
+def conv_padding(size: int, kernel: int, stride: int, dilation: int, mode: str) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) of TensorFlow's "same"/"valid" convolution."""
+    span = (kernel - 1) * dilation + 1
+    if mode == "valid":
+        return (size - span) // stride + 1, 0, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + span - size, 0)
+    return out, total // 2, total - total // 2
+
+
 @dataclasses.dataclass
 class LinearLayer:
     """A Conv2D/DepthwiseConv2D/Dense layer and its weights as (out_channels, fan_in) rows."""
@@ -449,6 +459,29 @@ class LinearLayer:
         if self.kind == "depthwise":
             return rows.T.reshape(shape)
         return rows.T.reshape(shape)
+
+    def output_sum(self, input_sum: np.ndarray) -> np.ndarray:
+        """Σ of the layer's output without its bias over images and output positions, per
+        channel (float64), from ``input_sum``: its input summed over the images (the layer is
+        linear, so one "image" of sums gives the sum of the outputs).
+
+        Each kernel tap sees the sum of the input pixels it visits, "same" padding's zeros
+        included: an exact sum, not a float32 convolution of every image."""
+        kernel = self.kernel.astype(np.float64)
+        total_in = np.asarray(input_sum, np.float64)
+        if self.kind == "dense":
+            return total_in.reshape(-1, total_in.shape[-1]).sum(axis=0) @ kernel
+        k = self.layer
+        (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
+        rows, top, bottom = conv_padding(total_in.shape[0], kh, sh, dh, k.padding)
+        cols, left, right = conv_padding(total_in.shape[1], kw, sw, dw, k.padding)
+        padded = np.pad(total_in, ((top, bottom), (left, right), (0, 0)))
+        out = np.zeros(self.out_channels, np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                seen = padded[i * dh:i * dh + (rows - 1) * sh + 1:sh, j * dw:j * dw + (cols - 1) * sw + 1:sw].sum((0, 1))
+                out += (seen[:, None] * kernel[i, j]).ravel() if self.kind == "depthwise" else seen @ kernel[i, j]
+        return out
 
     def set(self, kernel: np.ndarray | None = None, bias: np.ndarray | None = None) -> None:
         if kernel is not None:

@@ -14,9 +14,10 @@ technique needs:
    objective), so every layer is rounded from these statistics alone;
 2. only with bias correction: the int8 stream, layer by layer, chunk by chunk, each chunk's
    tensors kept on disk between layers (compact: int8 codes where the tensor is on an int8
-   grid). A conv/dense layer's chunks are computed once, without the bias: with the bias
-   added they give its mean output shift, which is removed from the bias, and with the
-   corrected bias (and the ReLU TFLite fuses into it, applied in memory) its int8 output.
+   grid). A conv/dense layer is linear, so its mean output (with the int8 model's kernel)
+   follows from its input's sum over the images, kept as the input is stored: the shift
+   from the float mean is removed from the bias first, and each chunk is then computed once,
+   with the corrected bias (and the ReLU TFLite fuses into it, applied in memory).
    With AdaRound too, each layer is rounded on a second thread ahead of the stream, which
    waits only for the layer it is at (same kernels, same order: the same model).
 
@@ -132,11 +133,17 @@ def _positions(layer: G.LinearLayer) -> int:
 
 
 class _Store:
-    """Tensors of the int8 stream, one file per (tensor, chunk), int8 codes where on a grid."""
+    """Tensors of the int8 stream, one file per (tensor, chunk), int8 codes where on a grid;
+    for the tensors in ``summed``, also their sum over the images (``sums``, float64)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, summed: set[int] = frozenset()):
         self.folder = folder
         self.grids: dict[tuple[int, int], tuple[float, int]] = {}
+        self.summed = summed
+        self.sums: dict[int, np.ndarray] = {}
+
+    def _add_sum(self, tensor: int, total: np.ndarray) -> None:
+        self.sums[tensor] = total if tensor not in self.sums else self.sums[tensor] + total
 
     def _path(self, tensor: int, chunk: int) -> Path:
         return self.folder / f"{tensor}_{chunk}.npy"
@@ -149,15 +156,18 @@ class _Store:
             if np.all((codes >= -128) & (codes <= 127)):
                 restored = ((codes - zero_point) * np.float32(scale)).astype(np.float32)
                 if np.array_equal(restored, value):
-                    np.save(self._path(tensor, chunk), codes.astype(np.int8))
-                    self.grids[tensor, chunk] = (scale, zero_point)
+                    self.put_codes(tensor, chunk, codes.astype(np.int8), scale, zero_point)
                     return
         self.grids.pop((tensor, chunk), None)
         np.save(self._path(tensor, chunk), value)
+        if tensor in self.summed:
+            self._add_sum(tensor, value.sum(axis=0, dtype=np.float64))
 
     def put_codes(self, tensor: int, chunk: int, codes: np.ndarray, scale: float, zero_point: int) -> None:
         np.save(self._path(tensor, chunk), codes)
         self.grids[tensor, chunk] = (scale, zero_point)
+        if tensor in self.summed:  # Σ (code - zero point) · scale, from the exact integer sums
+            self._add_sum(tensor, (codes.sum(axis=0, dtype=np.int64) - len(codes) * zero_point) * float(scale))
 
     def get(self, tensor: int, chunk: int) -> np.ndarray:
         value = np.load(self._path(tensor, chunk))
@@ -169,6 +179,7 @@ class _Store:
         for k in range(chunks):
             self._path(tensor, k).unlink(missing_ok=True)
             self.grids.pop((tensor, k), None)
+        self.sums.pop(tensor, None)
 
 
 def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, adarounded, bar,
@@ -209,7 +220,8 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
         return grid
 
     with tempfile.TemporaryDirectory(prefix="edgemobile-stream-") as tmp:
-        store = _Store(Path(tmp))
+        # the inputs of conv/dense layers: their sums over the images give each layer's mean output
+        store = _Store(Path(tmp), {id(node.input_tensors[0]) for node in nodes if node.operation.name in linear})
         source = id(model.inputs[0])
         for k, (a, b) in enumerate(chunks):
             store.put(source, k, S.device_input(x[a:b], lo_in, hi_in, spec), (lo_in, hi_in))
@@ -233,38 +245,26 @@ def _int8_stream(model, x, roles, linear, ranges, reference_mean, rows, spec, ad
                 if kernel is not None:  # the converter rounds the kernel to nearest
                     L.set(kernel=L.from_rows(G.quantize_rows(L.rows(kernel))))
                 bias = L.bias
-                try:
-                    # The output without its bias, once: its mean with the bias gives the
-                    # shift, and with the corrected bias it is the int8 model's (Keras adds
-                    # the bias in float32 after the conv, as numpy does here).
-                    L.set(bias=np.zeros_like(bias))
-                    total = None
-                    for k in range(len(chunks)):
-                        raw = np.asarray(run(k))
-                        value = raw + bias
-                        s = value.reshape(-1, value.shape[-1]).sum(axis=0, dtype=np.float64)
-                        total = s if total is None else total + s
-                        store.put(-out, k, raw, None)  # scratch: the output without bias
-                        del raw, value  # not alive while the next chunk is computed
-                finally:
-                    L.set(bias=bias)
-                    if kernel is not None:
-                        L.set(kernel=kernel)
-                shift = total / (_positions(L) * len(x)) - reference_mean[name]
+                # The mean output follows from the input's sum over the images (the layer is
+                # linear), so each chunk is computed once, with the corrected bias.
+                (read,) = set(ins)
+                mean = L.output_sum(store.sums[read]) / (_positions(L) * len(x)) + bias
+                shift = mean - reference_mean[name]
                 L.set(bias=bias.astype(np.float64) - shift)
-                corrected = L.bias
                 rows[name]["mean_abs_shift_removed"] = float(np.mean(np.abs(shift)))
                 if bar:
                     bar.update()
                 target, target_out = (name, out) if act is None else (act.operation.name, id(act.outputs[0]))
-                for k in range(len(chunks)):
-                    value = store.get(-out, k)
-                    value += corrected
-                    if act is not None:
-                        value = np.asarray(G._call(act, {out: value}))
-                    grid = keep(target, value, ins, target_out, k)
-                    del value
-                store.drop(-out, len(chunks))
+                try:
+                    for k in range(len(chunks)):
+                        value = np.asarray(run(k))
+                        if act is not None:
+                            value = np.asarray(G._call(act, {out: value}))
+                        grid = keep(target, value, ins, target_out, k)
+                        del value  # not alive while the next chunk is computed
+                finally:
+                    if kernel is not None:
+                        L.set(kernel=kernel)
                 if bar:
                     bar.update()
                 if act is not None:
