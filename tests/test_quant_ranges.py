@@ -108,3 +108,35 @@ def test_converter_honours_chosen_ranges():
     assert scale == pytest.approx(expected_scale, rel=1e-5) and zero_point == expected_zero
     plain_scale = {d["name"]: d for d in plain.interpreter.get_tensor_details()}[conv.name]["quantization"][0]
     assert scale < plain_scale
+
+
+def test_piecewise_passes_equal_whole_array_passes(monkeypatch):
+    """int8 codes, the grid check and histogram binning run a cache-sized piece at a time:
+    the same results as one pass over the whole array (ties, clipping, zeros of both signs,
+    the top edge and a partial last piece included)."""
+    rng = np.random.default_rng(3)
+    lo, hi = -3.0, 5.0
+    scale, zero_point = R.quant_params(lo, hi)
+    n = 3 * R.PIECE + 1_236
+    x = (rng.normal(size=n) * 2.5).astype(np.float32)
+    x[::7] = ((rng.integers(-140, 140, x[::7].size) + 0.5) * scale).astype(np.float32)  # ties and beyond the grid
+    x[::11], x[1::13] = 0.0, -0.0
+    q = x / np.float32(scale)
+    whole = np.clip(np.copysign(np.floor(np.abs(q) + 0.5), q) + zero_point, -128, 127).astype(np.int8)
+    codes = R.int8_codes(x.reshape(-1, 4), lo, hi)[0]
+    assert codes.shape == (n // 4, 4)
+    np.testing.assert_array_equal(codes.reshape(-1), whole)
+    assert R.grid_codes(x, scale, zero_point) is None
+    on_grid = R.dequantize(whole, scale, zero_point)
+    np.testing.assert_array_equal(R.grid_codes(on_grid, scale, zero_point), whole)
+    for at in (5, -3):  # one value off the grid: in the first piece, in the partial last one
+        off = on_grid.copy()
+        off[at] = np.nextafter(off[at], np.float32(9))
+        assert R.grid_codes(off, scale, zero_point) is None
+
+    h = R.Histogram.of(x)  # exact range: the maximum sits on the top edge
+    nonzero = x[x != 0]
+    index = np.minimum(((nonzero - np.float32(h.lo)) * np.float32(len(h.counts) / (h.hi - h.lo))).astype(np.intp),
+                       len(h.counts) - 1)
+    np.testing.assert_array_equal(h.counts, np.bincount(index, minlength=len(h.counts)))
+    assert h.zeros == n - nonzero.size

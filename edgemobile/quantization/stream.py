@@ -38,7 +38,7 @@ import numpy as np
 
 from edgemobile.quantization import graph as G
 from edgemobile.quantization import simulate as S
-from edgemobile.quantization.ranges import RangeMeter, dequantize, int8_codes, quant_params, tensor_range
+from edgemobile.quantization.ranges import RangeMeter, dequantize, grid_codes, int8_codes, quant_params, tensor_range
 
 CHUNK = 32  # images per chunk: big enough for multi-threaded TF kernels, small enough to stay bounded
 
@@ -152,12 +152,10 @@ class _Store:
         value = np.asarray(value, np.float32)
         if grid is not None:
             scale, zero_point = quant_params(*grid)
-            codes = np.rint(value / np.float32(scale)) + zero_point
-            if np.all((codes >= -128) & (codes <= 127)):
-                restored = ((codes - zero_point) * np.float32(scale)).astype(np.float32)
-                if np.array_equal(restored, value):
-                    self.put_codes(tensor, chunk, codes.astype(np.int8), scale, zero_point)
-                    return
+            codes = grid_codes(value, scale, zero_point)
+            if codes is not None:
+                self.put_codes(tensor, chunk, codes, scale, zero_point)
+                return
         self.grids.pop((tensor, chunk), None)
         np.save(self._path(tensor, chunk), value)
         if tensor in self.summed:
