@@ -110,19 +110,18 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     _, left, _ = G.conv_padding(x.shape[2], kw, sw, dw, k.padding)
     _, height, width, channels = x.shape
     rows = x.reshape(-1, channels)
-    taps = []
-    for i in range(kh):  # gather each tap from the unpadded input: no padded copy of the chunk
+    depthwise = layer.kind == "depthwise"  # (channels, kh·kw, M): only the sampled pixels are transposed
+    out = np.empty((channels, kh * kw, len(n)) if depthwise else (len(n), kh * kw, channels), np.float32)
+    for i in range(kh):  # gather each tap from the unpadded input, straight into its slot
         r = y * sh + i * dh - top
         for j in range(kw):
             c = xs * sw + j * dw - left
             inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            tap = np.take(rows, (n * height + np.clip(r, 0, height - 1)) * width + np.clip(c, 0, width - 1), axis=0)
+            tap = rows[(n * height + np.clip(r, 0, height - 1)) * width + np.clip(c, 0, width - 1)]
             if not inside.all():
                 tap[~inside] = 0.0  # "same" padding's zeros
-            taps.append(tap.T if layer.kind == "depthwise" else tap)
-    if layer.kind == "depthwise":  # (channels, kh·kw, M): only the sampled pixels are transposed
-        return np.stack(taps, axis=1)
-    return np.stack(taps, axis=1).reshape(len(n), -1)
+            out[:, i * kw + j, :] = tap.T if depthwise else tap
+    return out if depthwise else out.reshape(len(n), -1)
 
 
 def _gram(a: np.ndarray, b: np.ndarray, depthwise: bool) -> np.ndarray:

@@ -180,14 +180,15 @@ def bin_counts(values: np.ndarray, origin: float, inverse: float, bins: int) -> 
     values = np.ascontiguousarray(values, np.float32).reshape(-1)
     origin, inverse = np.float32(origin), np.float32(inverse)
     counts = np.zeros(bins, np.int64)
+    zeros = 0
     for piece in _pieces(values.size):
+        zeros += len(values[piece]) - np.count_nonzero(values[piece])  # while the piece is in cache
         scaled = np.subtract(values[piece], origin)
         scaled *= inverse
         found = np.bincount(scaled.astype(np.intp), minlength=bins)  # bincount wants platform ints
         if len(found) > bins:  # the top edge: folded into the last bin (cheaper than clipping every index)
             found[bins - 1] += found[bins:].sum()
         counts += found[:bins]
-    zeros = values.size - np.count_nonzero(values)
     if zeros:
         counts[min(int((np.float32(0.0) - origin) * inverse), bins - 1)] -= zeros
     return counts, zeros
