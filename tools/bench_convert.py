@@ -10,7 +10,7 @@ default / plain are printed. Models: MobileNetV1 1.0/224 with random weights (co
 depend on the weights, and there are no 1.0 weights in the shared folder) and MobileOne-S0
 with ``weights/mobileone/mobileone_s0.pth.tar``. Calibration: ``--num-calibration`` images
 of ``imagenet/calib`` (the CLI default, 500). Targets (issue 10): default ≤ 2.0× plain in
-both wall time and peak memory, aim 1.5×. With ``--repeat N`` each model runs N plain/default
+both wall time and peak memory, aim 1.5×. With ``--repeat N`` (odd) each model runs N plain/default
 pairs, alternating, and the ratios are the medians of the pairs' ratios (a machine whose speed
 drifts between runs moves a single pair's ratio by ±15 %; neighbouring runs drift together).
 Heavy (minutes per model and pair): a tool, not a test.
