@@ -110,7 +110,7 @@ def test_converter_honours_chosen_ranges():
     assert scale < plain_scale
 
 
-def test_piecewise_passes_equal_whole_array_passes(monkeypatch):
+def test_piecewise_passes_equal_whole_array_passes():
     """int8 codes, the grid check and histogram binning run a cache-sized piece at a time:
     the same results as one pass over the whole array (ties, clipping, zeros of both signs,
     the top edge and a partial last piece included)."""

@@ -81,12 +81,15 @@ def int8_codes(x: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, 
     return _codes(x, scale, zero_point), scale, zero_point
 
 
-def _codes(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+def _codes(x: np.ndarray, scale: float, zero_point: int, exact: bool = False) -> np.ndarray | None:
+    """The int8 codes of ``x``, a cache-sized piece at a time; with ``exact``, None as soon as
+    a piece holds a value that is not exactly on the grid (checked while it is in cache)."""
     flat = np.ascontiguousarray(x, np.float32).reshape(-1)
     out = np.empty(flat.size, np.int8)
     step = np.float32(scale)
     for piece in _pieces(flat.size):
-        q = flat[piece] / step
+        values = flat[piece]
+        q = values / step
         r = np.abs(q)
         r += 0.5
         np.floor(r, out=r)
@@ -94,17 +97,17 @@ def _codes(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
         r += zero_point
         np.clip(r, QMIN, QMAX, out=r)
         out[piece] = r
+        if exact:  # (r - zero point) · scale is what dequantize gives for these codes
+            r -= zero_point
+            r *= step
+            if not np.array_equal(r, values):
+                return None
     return out.reshape(np.shape(x))
 
 
 def grid_codes(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray | None:
     """The int8 codes of ``x`` if every value lies exactly on the grid (scale, zero point), else None."""
-    codes = _codes(x, scale, zero_point)
-    flat, flat_codes = np.ascontiguousarray(x, np.float32).reshape(-1), codes.reshape(-1)
-    for piece in _pieces(flat.size):
-        if not np.array_equal(dequantize(flat_codes[piece], scale, zero_point), flat[piece]):
-            return None
-    return codes
+    return _codes(x, scale, zero_point, exact=True)
 
 
 def fake_quant(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -182,8 +185,9 @@ def bin_counts(values: np.ndarray, origin: float, inverse: float, bins: int) -> 
     counts = np.zeros(bins, np.int64)
     zeros = 0
     for piece in _pieces(values.size):
-        zeros += len(values[piece]) - np.count_nonzero(values[piece])  # while the piece is in cache
-        scaled = np.subtract(values[piece], origin)
+        part = values[piece]
+        zeros += part.size - np.count_nonzero(part)  # while the piece is in cache
+        scaled = np.subtract(part, origin)
         scaled *= inverse
         found = np.bincount(scaled.astype(np.intp), minlength=bins)  # bincount wants platform ints
         if len(found) > bins:  # the top edge: folded into the last bin (cheaper than clipping every index)
