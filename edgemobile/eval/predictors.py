@@ -161,13 +161,13 @@ class KerasPredictor:
 
     kind = "keras"
 
-    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet"):
+    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet", weights_flag: str | None = "--weights"):
         self.variant = variant
         self.weights = weights
         self.name = f"{variant.name} (Keras float)"
         from edgemobile.quantization.graph import inference_call
 
-        self.model = variant.build(weights)
+        self.model = variant.build(weights, weights_flag)
         self.call = inference_call(self.model)
         self.spec = variant.preprocess
         self.spec_source = "zoo" if variant.labels is None and not variant.option("user_model") else "user model"
@@ -196,11 +196,13 @@ def load_predictor(
     weights: str | None = "imagenet",
     num_threads: int | None = 1,
     like=None,
+    weights_flag: str | None = "--weights",
 ):
     """A .tflite path, a saved Keras model file (``.keras``/``.h5``) or a zoo model name
-    (float Keras model, needs TensorFlow). A Keras model file takes its spec and labels from
-    ``overrides``, else from ``like`` (the converted model it is the reference of), else
-    from its own input normalization (:mod:`edgemobile.models.user`)."""
+    (float Keras model, needs TensorFlow; ``weights_flag``: how the command takes its weights
+    file, see :meth:`~edgemobile.models.zoo.ModelVariant.weights_path`). A Keras model file
+    takes its spec and labels from ``overrides``, else from ``like`` (the converted model it
+    is the reference of), else from its own input normalization (:mod:`edgemobile.models.user`)."""
     from edgemobile.models.user import is_model_file
 
     if is_model_file(ref):
@@ -212,7 +214,7 @@ def load_predictor(
 
     variant = resolve(ref, alpha, resolution)
     _require_tensorflow(ref)
-    return KerasPredictor(variant, weights)
+    return KerasPredictor(variant, weights, weights_flag)
 
 
 def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):
