@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, warn
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
 
@@ -254,8 +254,8 @@ def _techniques(techniques):
 
 def _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
               preprocess, mean, std, crop_fraction, labels):
-    """(variant, weights, CalibrationSet) — labels may come from the calibration folders, whose
-    class folders must then agree with them."""
+    """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
+    folders; calibration images of classes the model does not have are used, with a warning."""
     from edgemobile.quantization.convert import FULL_INTEGER, CalibrationSet
 
     folder = None
@@ -266,19 +266,20 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
     variant, weights = resolve_model(model, alpha, resolution, weights, preprocess, mean, std, crop_fraction,
                                      labels, folder)
     cal = calibration_set(calibration, num_calibration, seed, precision)
+    warnings = []
     if cal is not None and variant.labels is not None:
-        from edgemobile.data.datasets import check_class_folders
+        from edgemobile.data.datasets import calibration_warning
 
-        check_class_folders(cal.root, cal.paths, variant.classes)
-    return variant, weights, cal
+        warnings += filter(None, [calibration_warning(cal.root, cal.paths, variant.classes)])
+    return variant, weights, cal, warnings
 
 
 def conversion_inputs(model, precision: str = "int8", *, alpha: float | None = None, resolution: int | None = None,
                       weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
                       preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
                       labels=None):
-    """(variant, weights, CalibrationSet) for a zoo name or a user model, resolved and checked
-    exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
+    """(variant, weights, CalibrationSet, warnings) for a zoo name or a user model, resolved and
+    checked exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
     return _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
                      preprocess, mean, std, crop_fraction, labels)
 
@@ -304,13 +305,13 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     if output is not None:
         check_output(output, force)
     quiet_tensorflow()
-    variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
-                                      seed, preprocess, mean, std, crop_fraction, labels)
+    variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
+                                                num_calibration, seed, preprocess, mean, std, crop_fraction, labels)
     with quiet_keras():
         result = convert_variant(variant, precision, weights, cal, progress=progress,
                                  techniques=_techniques(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
-                          result.quantization, notes=list(result.notes))
+                          result.quantization, warnings=warnings, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
         from edgemobile.runtime.delegation import slow_ops_warning
@@ -319,6 +320,7 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
         converted.warnings += [warning] if warning else []
     if output is not None:
         converted.save(output, force=force)
+    warn(converted.warnings)
     return converted
 
 
@@ -453,15 +455,18 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
         precision = android_precision(precision)
         folder = check_bundle_folder(out, force) if out is not None else None  # before the long work
         quiet_tensorflow()
-        variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
-                                          seed, preprocess, mean, std, crop_fraction, labels)
+        variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
+                                                    num_calibration, seed, preprocess, mean, std, crop_fraction,
+                                                    labels)
         with quiet_keras():
             made = bundle_from_variant(variant, precision, weights, cal, folder.name if folder else
                                        f"{variant.name}_{precision}", progress=progress,
                                        techniques=_techniques(techniques))
+        made = dataclasses.replace(made, warnings=(*warnings, *made.warnings))
     result = BundleResult(made, None)
     if folder is not None:
         result.write(folder, force=force)
+    warn(result.warnings)
     return result
 
 
@@ -474,7 +479,8 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
 
     tflite = _tflite_source(model)
     if tflite is not None:
-        return TFLitePredictor(tflite, overrides, num_threads=threads or 1)
+        name = f"{model.name}_{model.precision}.tflite (in memory)" if isinstance(model, Converted) else None
+        return TFLitePredictor(tflite, overrides, num_threads=threads or 1, name=name)
     if not isinstance(model, (str, os.PathLike)):  # a keras.Model object
         from edgemobile.eval.predictors import KerasPredictor, user_reference
 

@@ -50,17 +50,20 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def class_key(path: Path, root: Path) -> str:
+def class_key(path: Path, root: Path, classes: ClassList | None = None) -> str:
     """The class an image belongs to: its synset folder, else its synset file-name prefix,
-    else its parent folder relative to ``root`` ("" for a flat folder of unlabeled files)."""
+    else its parent folder relative to ``root`` ("" for a flat folder of unlabeled files).
+    With the model's ``classes``, a parent folder naming one of them beats a file-name prefix
+    (``daisy/n01440764_x.JPEG`` is a daisy: the user sorted it there)."""
     for part in reversed(path.relative_to(root).parts[:-1]):
         if _SYNSET.match(part):
             return part
-    match = _SYNSET.match(path.name)
-    if match:
-        return match.group(1)
     parent = path.parent.relative_to(root)
-    return "" if str(parent) == "." else str(parent)
+    parent = "" if str(parent) == "." else str(parent)
+    if classes is not None and class_index(parent, classes) is not None:
+        return parent
+    match = _SYNSET.match(path.name)
+    return match.group(1) if match else parent
 
 
 def stratified_sample(paths: list[Path], root: str | os.PathLike, n: int, seed: int = 0) -> list[Path]:
@@ -109,7 +112,7 @@ def labeled_images(
     pairs = []
     unknown: set[str] = set()
     for path in find_images(root):
-        key = class_key(path, root)
+        key = class_key(path, root, classes)
         index = class_index(key, classes)
         if index is None:
             unknown.add(key or path.name)
@@ -148,15 +151,22 @@ def folder_classes(root: str | os.PathLike) -> ClassList | None:
     return ClassList.from_names(names)
 
 
-def check_class_folders(root: str | os.PathLike, paths, classes: ClassList) -> None:
-    """Every class folder among ``paths`` (below ``root``) must name one of ``classes``:
-    raise naming the folders that do not (calibrating on images of other classes means the
-    labels and the data disagree)."""
+def calibration_warning(root: str | os.PathLike, paths, classes: ClassList) -> str | None:
+    """One line when calibration images (``paths`` below ``root``) are labelled as classes
+    the model does not have, else None. Not an error: calibration needs no labels (they only
+    stratify the draw), and images of other classes calibrate the ranges too."""
     root = Path(root)
-    keys = {class_key(Path(p), root) for p in paths}
-    unknown = {k for k in keys if k and class_index(k, classes) is None}
-    if unknown:
-        raise EdgeMobileError(_unknown_classes_message(root, unknown, classes))
+    keys = [class_key(Path(p), root, classes) for p in paths]
+    unknown = [k for k in keys if k and class_index(k, classes) is None]
+    if not unknown:
+        return None
+    names = sorted(set(unknown))
+    if all(_SYNSET.match(Path(k).name) for k in names):
+        what = "ImageNet synsets"
+    else:
+        what = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+    return (f"calibration: {len(unknown)} of the {len(keys)} images in {root} name no class of the model ({what}); "
+            "they calibrate ranges too, but images of your classes calibrate better")
 
 
 def _clashes(names: list[str]) -> list[str]:

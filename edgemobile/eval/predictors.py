@@ -34,17 +34,21 @@ class PreprocessOverrides:
 class TFLitePredictor:
     kind = "tflite"
 
-    def __init__(self, path: str | os.PathLike, overrides: PreprocessOverrides | None = None, num_threads: int | None = 1):
+    def __init__(self, path: str | os.PathLike, overrides: PreprocessOverrides | None = None, num_threads: int | None = 1,
+                 name: str | None = None):
+        """``path``: a .tflite file or its bytes; ``name`` labels it in results (default: the
+        file name; for bytes, the name in its metadata)."""
         from edgemobile.metadata import read_metadata
 
         overrides = overrides or PreprocessOverrides()
         self.overrides, self.num_threads = overrides, num_threads  # to rebuild it elsewhere (cluster workers)
         in_memory = isinstance(path, (bytes, bytearray))
         self.path = Path("<in-memory model>") if in_memory else Path(path)
-        self.name = self.path.name
         path = bytes(path) if in_memory else self.path
         self.model = TFLiteClassifier(path, num_threads=num_threads)
         self.info = read_metadata(path)
+        self.name = name or (f"{self.info.name} (in memory)" if in_memory and self.info and self.info.name
+                             else self.path.name)
         self.spec, self.spec_source = self._choose_spec(overrides)
         self.classes, self.offset = self._choose_classes(overrides)
         self.pixel_offset = self._raw_pixel_offset()
