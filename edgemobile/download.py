@@ -104,7 +104,8 @@ def _record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.sha256")
 
 
-def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what: str, by_path: str = "") -> bool:
+def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what: str,
+            by_path: str = "") -> bool:
     """True if ``target`` is in the cache and matches its published checksum (else the sha256
     recorded when it was downloaded); a mismatch is announced (offline: refused in one line),
     and a hand-placed file that is not the published one is refused, never replaced."""
