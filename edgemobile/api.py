@@ -292,13 +292,16 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
             force: bool = False, progress: bool = True) -> Converted:
     """Convert a zoo model or your Keras model to TFLite at ``precision`` (float32, float16,
     dynamic, int8, uint8); full-integer models are calibrated on ``calibration`` (a folder,
-    class-name folders included, or a manifest) and checked to be all-integer.
+    class-name folders included, or a manifest; images of classes the model does not have
+    calibrate too, with a warning) and checked to be all-integer. Warnings are in
+    ``.warnings`` and also emitted as :class:`~edgemobile.errors.EdgeMobileWarning`.
 
     Your model's preprocessing: ``preprocess`` (``"mobilenet"``, ``"mobilenet_v3"``,
     ``"mobileone"``) or ``mean``/``std`` (0..255 pixel units) and ``crop_fraction``; nothing
     when the model has its own Rescaling/Normalization layer. Labels: ``labels`` (a file,
     one per line) or the calibration folder's class-name folders. With ``output`` the .tflite
-    is also written there (checked before converting; replaced only with ``force``)."""
+    is also written there (checked before converting; missing folders made; replaced only
+    with ``force``)."""
     from edgemobile.outputs import check_output
     from edgemobile.quantization.convert import convert_variant
 

@@ -4,11 +4,15 @@ Layouts understood (the ones ImageNet users have):
 - synset subfolders, any depth: ``val/n01440764/ILSVRC2012_val_00000293.JPEG`` (the folder
   name is the label) — also how an ImageNet *train* folder looks;
 - class-name subfolders (``flowers/train/daisy/*.jpg``) for models with their own labels:
-  the folder name is the label, matched case- and whitespace-insensitively;
+  the folder name is the label, matched case- and whitespace-insensitively; a folder naming
+  one of the model's classes beats a synset file-name prefix (``daisy/n01440764_x.JPEG``);
 - one flat folder of files named ``<synset>_<anything>.JPEG`` (the label is the prefix,
   e.g. the public one-image-per-class sample ``n01440764_tench.JPEG``);
 - a flat folder plus a ground-truth file: caffe-style ``name index`` lines
   (``val.txt``) or CSV ``filename,label`` (label = class index or synset id).
+
+Evaluation needs labels that name the model's classes; calibration needs none (they only
+stratify the draw), so calibration images of other classes get a warning, not an error.
 
 Runtime code: no TensorFlow.
 """
