@@ -373,7 +373,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
         raise EdgeMobileError("--outputs and an outputs-file --reference record raw outputs on this machine "
                               "(the device); run them without --cluster")
     overrides = _overrides(mean, std, crop_fraction, labels, background_class)
-    predictor = load(model, overrides, alpha, resolution, "imagenet", threads, weights_flag=None)
+    predictor = load(model, overrides, alpha, resolution, "imagenet", threads, weights_arg=None)
     if outputs is not None or reference_file is not None:
         predictor = image_outputs.RecordingPredictor(predictor)
     predictors = [predictor]
@@ -382,7 +382,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
         alpha = alpha if alpha is not None else provenance.get("alpha")
         resolution = resolution if resolution is not None else provenance.get("resolution")
         predictors.append(load(reference, overrides, alpha, resolution, reference_weights or "imagenet", threads,
-                               like=predictor, weights_flag="--reference-weights"))
+                               like=predictor, weights_arg="--reference-weights FILE"))
     pairs = labeled_images(data, predictor.classes, ground_truth)
     pairs = limit_pairs(pairs, data, limit, seed)
     with cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
@@ -475,9 +475,9 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
 
 # -- helpers -------------------------------------------------------------------------------
 def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet", threads=None, like=None,
-         weights_flag: str | None = "--weights"):
+         weights_arg: str | None = "--weights FILE"):
     """A predictor for anything the API takes as ``model`` (see module docstring);
-    ``weights_flag`` names how the command takes a zoo model's weights file, in errors."""
+    ``weights_arg`` names how the command takes a zoo model's weights file, in errors."""
     from edgemobile.eval.predictors import TFLitePredictor, load_predictor
 
     tflite = _tflite_source(model)
@@ -492,7 +492,7 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
     quiet_tensorflow()  # a zoo name or a Keras model file: a Keras model runs in TensorFlow
     with quiet_keras():
         return load_predictor(str(model), overrides, alpha, resolution, weights, num_threads=threads or 1, like=like,
-                              weights_flag=weights_flag)
+                              weights_arg=weights_arg)
 
 
 def _tflite_source(model):

@@ -165,13 +165,14 @@ class KerasPredictor:
 
     kind = "keras"
 
-    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet", weights_flag: str | None = "--weights"):
+    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet",
+                 weights_arg: str | None = "--weights FILE"):
         self.variant = variant
         self.weights = weights
         self.name = f"{variant.name} (Keras float)"
         from edgemobile.quantization.graph import inference_call
 
-        self.model = variant.build(weights, weights_flag)
+        self.model = variant.build(weights, weights_arg)
         self.call = inference_call(self.model)
         self.spec = variant.preprocess
         self.spec_source = "zoo" if variant.labels is None and not variant.option("user_model") else "user model"
@@ -200,10 +201,10 @@ def load_predictor(
     weights: str | None = "imagenet",
     num_threads: int | None = 1,
     like=None,
-    weights_flag: str | None = "--weights",
+    weights_arg: str | None = "--weights FILE",
 ):
     """A .tflite path, a saved Keras model file (``.keras``/``.h5``) or a zoo model name
-    (float Keras model, needs TensorFlow; ``weights_flag``: how the command takes its weights
+    (float Keras model, needs TensorFlow; ``weights_arg``: how the command takes its weights
     file, see :meth:`~edgemobile.models.zoo.ModelVariant.weights_path`). A Keras model file
     takes its spec and labels from ``overrides``, else from ``like`` (the converted model it
     is the reference of), else from its own input normalization (:mod:`edgemobile.models.user`)."""
@@ -218,7 +219,7 @@ def load_predictor(
 
     variant = resolve(ref, alpha, resolution)
     _require_tensorflow(ref)
-    return KerasPredictor(variant, weights, weights_flag)
+    return KerasPredictor(variant, weights, weights_arg)
 
 
 def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):

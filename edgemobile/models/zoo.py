@@ -79,17 +79,17 @@ class ModelVariant:
         return dict(self.options).get(key, default)
 
     def weights_path(self, weights: str | os.PathLike | None = "imagenet",
-                     flag: str | None = "--weights") -> Path | None:
+                     weights_arg: str | None = "--weights FILE") -> Path | None:
         """Resolve ``--weights``: "imagenet" (download/cache), "none", or a local file.
-        ``flag`` is how the command in use takes a weights file (``--reference-weights`` for
-        eval's reference; None when it takes none), named in the errors' fix."""
+        ``weights_arg`` is how the command in use takes a weights file (``--reference-weights
+        FILE`` for eval's reference, a report spec's ``NAME:weights=FILE``; None when it takes
+        none), named in the errors' fix."""
         if weights is None or str(weights).lower() == "none":
             return None
         if str(weights) == "imagenet":
-            own = f"{flag} FILE" if flag else ""
             if self.weights is None:
                 raise EdgeMobileError(f"{self.name}: no published ImageNet weights; "
-                                      + (f"pass {own} or {flag} none" if flag else "use a model that has them"))
+                                      + (f"pass {weights_arg} or none" if weights_arg else "use a model that has them"))
             from edgemobile.download import fetch
 
             return fetch(
@@ -98,17 +98,17 @@ class ModelVariant:
                 checksum=self.weights.checksum,
                 subdir=self.weights.cache_subdir,
                 what=f"{self.name} weights",
-                hint=f"or pass {own}" if own else "",
-                by_path=own,
+                hint=f"or pass {weights_arg}" if weights_arg else "",
+                by_path=weights_arg or "",
             )
         path = Path(weights)
         if not path.is_file():
             raise EdgeMobileError(f"{path}: weights file not found")
         return path
 
-    def build(self, weights: str | os.PathLike | None = "imagenet", flag: str | None = "--weights"):
+    def build(self, weights: str | os.PathLike | None = "imagenet", weights_arg: str | None = "--weights FILE"):
         """The float Keras model with the requested weights (see :meth:`weights_path`)."""
-        return self.builder(self, self.weights_path(weights, flag))
+        return self.builder(self, self.weights_path(weights, weights_arg))
 
 
 @dataclasses.dataclass(frozen=True)
