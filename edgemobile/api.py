@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, warn
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
 
@@ -254,8 +254,8 @@ def _techniques(techniques):
 
 def _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
               preprocess, mean, std, crop_fraction, labels):
-    """(variant, weights, CalibrationSet) — labels may come from the calibration folders, whose
-    class folders must then agree with them."""
+    """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
+    folders; calibration images of classes the model does not have are used, with a warning."""
     from edgemobile.quantization.convert import FULL_INTEGER, CalibrationSet
 
     folder = None
@@ -266,19 +266,20 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
     variant, weights = resolve_model(model, alpha, resolution, weights, preprocess, mean, std, crop_fraction,
                                      labels, folder)
     cal = calibration_set(calibration, num_calibration, seed, precision)
+    warnings = []
     if cal is not None and variant.labels is not None:
-        from edgemobile.data.datasets import check_class_folders
+        from edgemobile.data.datasets import calibration_warning
 
-        check_class_folders(cal.root, cal.paths, variant.classes)
-    return variant, weights, cal
+        warnings += filter(None, [calibration_warning(cal.root, cal.paths, variant.classes)])
+    return variant, weights, cal, warnings
 
 
 def conversion_inputs(model, precision: str = "int8", *, alpha: float | None = None, resolution: int | None = None,
                       weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
                       preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
                       labels=None):
-    """(variant, weights, CalibrationSet) for a zoo name or a user model, resolved and checked
-    exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
+    """(variant, weights, CalibrationSet, warnings) for a zoo name or a user model, resolved and
+    checked exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
     return _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
                      preprocess, mean, std, crop_fraction, labels)
 
@@ -291,26 +292,29 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
             force: bool = False, progress: bool = True) -> Converted:
     """Convert a zoo model or your Keras model to TFLite at ``precision`` (float32, float16,
     dynamic, int8, uint8); full-integer models are calibrated on ``calibration`` (a folder,
-    class-name folders included, or a manifest) and checked to be all-integer.
+    class-name folders included, or a manifest; images of classes the model does not have
+    calibrate too, with a warning) and checked to be all-integer. Warnings are in
+    ``.warnings`` and also emitted as :class:`~edgemobile.errors.EdgeMobileWarning`.
 
     Your model's preprocessing: ``preprocess`` (``"mobilenet"``, ``"mobilenet_v3"``,
     ``"mobileone"``) or ``mean``/``std`` (0..255 pixel units) and ``crop_fraction``; nothing
     when the model has its own Rescaling/Normalization layer. Labels: ``labels`` (a file,
     one per line) or the calibration folder's class-name folders. With ``output`` the .tflite
-    is also written there (checked before converting; replaced only with ``force``)."""
+    is also written there (checked before converting; missing folders made; replaced only
+    with ``force``)."""
     from edgemobile.outputs import check_output
     from edgemobile.quantization.convert import convert_variant
 
     if output is not None:
         check_output(output, force)
     quiet_tensorflow()
-    variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
-                                      seed, preprocess, mean, std, crop_fraction, labels)
+    variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
+                                                num_calibration, seed, preprocess, mean, std, crop_fraction, labels)
     with quiet_keras():
         result = convert_variant(variant, precision, weights, cal, progress=progress,
                                  techniques=_techniques(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
-                          result.quantization, notes=list(result.notes))
+                          result.quantization, warnings=warnings, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
         from edgemobile.runtime.delegation import slow_ops_warning
@@ -319,6 +323,7 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
         converted.warnings += [warning] if warning else []
     if output is not None:
         converted.save(output, force=force)
+    warn(converted.warnings)
     return converted
 
 
@@ -368,7 +373,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
         raise EdgeMobileError("--outputs and an outputs-file --reference record raw outputs on this machine "
                               "(the device); run them without --cluster")
     overrides = _overrides(mean, std, crop_fraction, labels, background_class)
-    predictor = load(model, overrides, alpha, resolution, "imagenet", threads)
+    predictor = load(model, overrides, alpha, resolution, "imagenet", threads, weights_arg=None)
     if outputs is not None or reference_file is not None:
         predictor = image_outputs.RecordingPredictor(predictor)
     predictors = [predictor]
@@ -377,7 +382,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
         alpha = alpha if alpha is not None else provenance.get("alpha")
         resolution = resolution if resolution is not None else provenance.get("resolution")
         predictors.append(load(reference, overrides, alpha, resolution, reference_weights or "imagenet", threads,
-                               like=predictor))
+                               like=predictor, weights_arg="--reference-weights FILE"))
     pairs = labeled_images(data, predictor.classes, ground_truth)
     pairs = limit_pairs(pairs, data, limit, seed)
     with cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
@@ -453,26 +458,32 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
         precision = android_precision(precision)
         folder = check_bundle_folder(out, force) if out is not None else None  # before the long work
         quiet_tensorflow()
-        variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
-                                          seed, preprocess, mean, std, crop_fraction, labels)
+        variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
+                                                    num_calibration, seed, preprocess, mean, std, crop_fraction,
+                                                    labels)
         with quiet_keras():
             made = bundle_from_variant(variant, precision, weights, cal, folder.name if folder else
                                        f"{variant.name}_{precision}", progress=progress,
                                        techniques=_techniques(techniques))
+        made = dataclasses.replace(made, warnings=(*warnings, *made.warnings))
     result = BundleResult(made, None)
     if folder is not None:
         result.write(folder, force=force)
+    warn(result.warnings)
     return result
 
 
 # -- helpers -------------------------------------------------------------------------------
-def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet", threads=None, like=None):
-    """A predictor for anything the API takes as ``model`` (see module docstring)."""
+def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet", threads=None, like=None,
+         weights_arg: str | None = "--weights FILE"):
+    """A predictor for anything the API takes as ``model`` (see module docstring);
+    ``weights_arg`` names how the command takes a zoo model's weights file, in errors."""
     from edgemobile.eval.predictors import TFLitePredictor, load_predictor
 
     tflite = _tflite_source(model)
     if tflite is not None:
-        return TFLitePredictor(tflite, overrides, num_threads=threads or 1)
+        name = f"{model.name}_{model.precision}.tflite (in memory)" if isinstance(model, Converted) else None
+        return TFLitePredictor(tflite, overrides, num_threads=threads or 1, name=name)
     if not isinstance(model, (str, os.PathLike)):  # a keras.Model object
         from edgemobile.eval.predictors import KerasPredictor, user_reference
 
@@ -480,7 +491,8 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
         return KerasPredictor(*user_reference(model, overrides, like))
     quiet_tensorflow()  # a zoo name or a Keras model file: a Keras model runs in TensorFlow
     with quiet_keras():
-        return load_predictor(str(model), overrides, alpha, resolution, weights, num_threads=threads or 1, like=like)
+        return load_predictor(str(model), overrides, alpha, resolution, weights, num_threads=threads or 1, like=like,
+                              weights_arg=weights_arg)
 
 
 def _tflite_source(model):

@@ -11,10 +11,11 @@ Concurrency and faults: a download holds an exclusive lock (``.<filename>.lock``
 ``fcntl.flock``; released by the OS when the process dies), so two processes filling the same
 cache at once end with one copy — the second waits, then finds it verified. A killed download
 leaves only its ``.part`` temp file, which no later run trusts and the next download of the
-same file deletes. A file downloaded without a published checksum gets its sha256 recorded in
-``.<filename>.sha256``; a cache hit is checked against the published checksum, else that
-record, so a file changed on disk after it was verified is downloaded again (or, offline,
-refused in one line).
+same file deletes. Every downloaded file gets its sha256 recorded in ``.<filename>.sha256``;
+a cache hit is checked against the published checksum, else that record, so a file changed on
+disk after it was verified is downloaded again (or, offline, refused in one line). A file
+without that record was put there by hand: if it does not match the published checksum it is
+someone's own file, which is never replaced — the error says to load it by path instead.
 """
 
 from __future__ import annotations
@@ -69,17 +70,20 @@ def fetch(
     quiet: bool = False,
     timeout: float = 60.0,
     remember: bool = True,
+    by_path: str = "",
 ) -> Path:
     """Return the cached path of ``filename``, downloading it from ``url`` if needed.
 
     ``checksum`` (sha256 or md5 hex) is verified on download and on cache hits; without one,
     the sha256 of the download is recorded and checked on cache hits instead (unless
     ``remember`` is False: the caller keeps its own record). ``hint`` is appended to the
-    offline error (e.g. "or pass --weights FILE").
+    offline error (e.g. "or pass --weights FILE"); ``by_path`` says how to load a file of
+    one's own by path (e.g. "--weights FILE"), for a hand-placed file that is not the
+    published one.
     """
     target = cache_dir(subdir) / filename
     offline = os.environ.get("EDGEMOBILE_OFFLINE") == "1"
-    if _cached(target, checksum, quiet, offline, what):
+    if _cached(target, checksum, quiet, offline, what, by_path):
         return target
     if offline:
         raise EdgeMobileError(_offline_message(what, filename, url, target, "EDGEMOBILE_OFFLINE=1", hint))
@@ -89,7 +93,7 @@ def fetch(
         raise EdgeMobileError(f"{target.parent}: cannot create the download cache ({exc.strerror})") from None
     with _locked(target):
         # Another process may have filled the cache while this one waited for the lock.
-        if _cached(target, checksum, quiet=True, offline=False, what=what):
+        if _cached(target, checksum, quiet=True, offline=False, what=what, by_path=by_path):
             return target
         for stale in target.parent.glob(f".{filename}.*.part"):  # left by a killed download
             stale.unlink(missing_ok=True)
@@ -100,17 +104,23 @@ def _record_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.sha256")
 
 
-def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what: str) -> bool:
+def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what: str,
+            by_path: str = "") -> bool:
     """True if ``target`` is in the cache and matches its published checksum (else the sha256
-    recorded when it was downloaded); a mismatch is announced (offline: refused in one line)."""
+    recorded when it was downloaded); a mismatch is announced (offline: refused in one line),
+    and a hand-placed file that is not the published one is refused, never replaced."""
     if not target.is_file():
         return False
-    expected, kind = checksum, "its published checksum"
-    if expected is None:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            expected, kind = _record_path(target).read_text("ascii").strip() or None, "the sha256 recorded at download"
+    record = None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        record = _record_path(target).read_text("ascii").strip() or None
+    expected, kind = (checksum, "its published checksum") if checksum else (record, "the sha256 recorded at download")
     if expected is None or _matches(target, expected):
         return True
+    if record is None:  # not downloaded here: someone put their own file in the official one's place
+        how = f"load your own file by path ({by_path}) or delete" if by_path else "delete"
+        raise EdgeMobileError(f"{target}: not the published {what} (it does not match {kind}); {how} it "
+                              "to download the official file")
     if offline:
         raise EdgeMobileError(f"{target}: cached {what} does not match {kind} (changed on disk since it was "
                               "verified) and EDGEMOBILE_OFFLINE=1 forbids downloading it again; delete it or run online")
@@ -175,7 +185,7 @@ def _download(url: str, target: Path, checksum: str | None, what: str, hint: str
                     "the file on the server changed or the download was corrupted — nothing was kept"
                 )
         record = _record_path(target)
-        if checksum is None and remember:
+        if remember:  # also marks the file as downloaded here, not put in place by hand
             record_tmp = record.with_name(record.name + ".tmp")
             record_tmp.write_text(sha256.hexdigest() + "\n", "ascii")
             os.replace(record_tmp, record)

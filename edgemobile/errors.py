@@ -1,13 +1,29 @@
-"""The one exception type users see.
+"""The one exception type users see, and the one warning type.
 
 Anything raised as :class:`EdgeMobileError` is printed by the CLI as a single line
 (``edgemobile: error: <message>``) with exit status 2 — no traceback. Messages name the
 file or argument that is wrong and say what is wrong with it.
+
+The API's results carry their warnings (``.warnings``) and also :func:`warn` them as
+:class:`EdgeMobileWarning`, so notebook users see them; the CLI prints its own
+``edgemobile: warning:`` lines and ignores the Python warnings.
 """
+
+import warnings
 
 
 class EdgeMobileError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class EdgeMobileWarning(UserWarning):
+    """Something the user should know about a result that is still written (one line)."""
+
+
+def warn(messages) -> None:
+    """Emit each of ``messages`` as an :class:`EdgeMobileWarning` from the API call."""
+    for message in messages:
+        warnings.warn(message, EdgeMobileWarning, stacklevel=3)
 
 
 def first_line(exc: BaseException) -> str:

@@ -104,13 +104,17 @@ def test_existing_folder_needs_force_and_is_replaced_atomically(uint8_bundle, ca
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
     # Re-bundling keeps the metadata (the spec was already the raw-pixel one).
     assert read_metadata(target / "again.tflite").preprocess == read_metadata(model).preprocess
+    # Missing parent folders are made, as keras.Model.save does (was: "folder … does not exist").
+    deep = uint8_bundle.parent / "android_assets" / "flowers"
+    assert run(capsys, "bundle", model, "--out", deep)[0] == 0
+    assert sorted(p.name for p in deep.iterdir()) == ["flowers.tflite", "labels.txt"]
 
 
 def test_refusals_are_one_line(uint8_bundle, calib, tmp_path, capsys):
     model = uint8_bundle / "mobilenet_small.tflite"
     cases = [
         (["bundle", model, "--out", tmp_path / "x", "--alpha", "0.5"], "only for zoo models"),
-        (["bundle", "mobilenet", "--out", tmp_path / "missing" / "x"], "does not exist"),
+        (["bundle", model, "--out", model / "x"], "is a file, not a folder"),
         (["convert", *SMALL, "--android", "-o", tmp_path / "x.tflite"], "a bundle is a folder"),
         (["convert", *SMALL, "--android", "--float16", "-o", tmp_path / "x"], "--float32"),
         (["bundle", tmp_path / "nope.tflite", "--out", tmp_path / "x"], "no such model file"),

@@ -1,6 +1,7 @@
 """Every class of bad input gets one clear line naming the file, exit status 2, no traceback,
 and nothing half-written. Runs anywhere: models are tiny and made here, no shared data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -53,9 +54,24 @@ def images(tmp_path):
 
 
 def test_unknown_model_name(capsys, tmp_path):
-    line = fails(capsys, "convert", "--model", "mobilenet_v9", "-o", tmp_path / "x.tflite", words="unknown model 'mobilenet_v9'")
-    assert "mobilenet_v1" in line
+    line = fails(capsys, "convert", "--model", "mobilenet_v9", "-o", tmp_path / "x.tflite",
+                 words="unknown model 'mobilenet_v9'; did you mean mobilenet_v1")
     assert not (tmp_path / "x.tflite").exists()
+    # a did-you-mean and what the argument takes, not a list of every alias (issue 27)
+    line = fails(capsys, "convert", "--model", "mobilenett", words="unknown model 'mobilenett'; did you mean mobilenet")
+    assert "zoo model name (see 'edgemobile models') or a saved Keras model file" in line
+    assert "mobilenetv3_large_minimalistic" not in line
+
+
+def test_model_argument_that_is_a_path(capsys, tmp_path):
+    """A path-like --model says what is wrong with the file, not "unknown model"."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    fails(capsys, "convert", "--model", notes, words=f"{notes}: not a Keras model file (.keras or full-model .h5); "
+          "a model is a zoo model name (see 'edgemobile models') or a saved Keras model file")
+    fails(capsys, "convert", "--model", tmp_path / "flowers.keras", words="no such Keras model file",
+          names=tmp_path / "flowers.keras")
+    fails(capsys, "convert", "--model", tmp_path, words=f"{tmp_path}: is a folder, not a model")
 
 
 def test_unavailable_alpha_and_resolution(capsys):
@@ -68,6 +84,48 @@ def test_offline_download_names_the_file_and_where_to_put_it(capsys, tmp_path):
                  words="cannot download", names="mobilenet_2_5_224_tf.h5")
     assert os.environ["KERAS_HOME"] in line and "--weights FILE" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hand_placed_weights_that_are_not_the_published_file(capsys, tmp_path):
+    """Issue 27: MobileNetV3 weights put where the offline error said, but re-serialized (not
+    byte-identical): one line that says so and how to load the file by path — no download loop."""
+    from edgemobile.download import cache_dir
+    from edgemobile.models.zoo import resolve
+
+    weights = resolve("mobilenet_v3_small").weights
+    placed = cache_dir(weights.cache_subdir) / weights.filename
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    placed.write_bytes(b"re-serialized weights")
+    try:
+        line = fails(capsys, "convert", "--model", "mobilenet_v3_small", "-o", tmp_path / "m.tflite",
+                     words="not the published mobilenet_v3_small_1.0_224 weights", names=placed)
+        assert "load your own file by path (--weights FILE)" in line
+    finally:
+        placed.unlink()
+
+
+def test_reference_weights_errors_name_evals_flag(capsys, tmp_path, images, tiny_tflite):
+    """Issue 27: eval's zoo --reference offline said "or pass --weights FILE", which eval rejects."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(10)))
+    (images / "class3").mkdir()
+    (images / "rgb.jpg").rename(images / "class3" / "rgb.jpg")
+    line = fails(capsys, "eval", tiny_tflite, "--data", images, "--mean", "0", "--std", "1", "--labels", labels,
+                 "--reference", "mobilenet", "--alpha", "0.25", words="or pass --reference-weights FILE")
+    assert "cannot download" in line and "--weights FILE" not in line.replace("--reference-weights FILE", "")
+
+
+def test_outputs_in_missing_folders_are_made(capsys, tmp_path, images, tiny_tflite):
+    """--json (as -o, --out, --outputs: one writer) creates missing parent folders, as
+    keras.Model.save does; a file in the way is named."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class{i}\n" for i in range(10)))
+    report = tmp_path / "results" / "today" / "predictions.json"
+    assert main(["predict", str(tiny_tflite), str(images / "rgb.jpg"), "--mean", "0", "--std", "1",
+                 "--labels", str(labels), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["predictions"][0]["image"] == str(images / "rgb.jpg")
+    fails(capsys, "predict", tiny_tflite, images / "rgb.jpg", "--mean", "0", "--std", "1", "--labels", labels,
+          "--json", labels / "p.json", words=f"{labels} is a file, not a folder", names=labels / "p.json")
 
 
 def test_existing_output_needs_force(capsys, tmp_path):
@@ -103,7 +161,7 @@ def test_non_tflite_files(capsys, tmp_path, images, content, words):
 def test_truncated_tflite(capsys, tmp_path, images, tiny_tflite):
     model = tmp_path / "truncated.tflite"
     model.write_bytes(tiny_tflite.read_bytes()[: len(tiny_tflite.read_bytes()) // 2])
-    fails(capsys, "predict", model, images / "rgb.jpg", words="", names=model)
+    fails(capsys, "predict", model, images / "rgb.jpg", words="not a valid TFLite model", names=model)
 
 
 def test_missing_model_and_folder_as_model(capsys, tmp_path, images):
@@ -117,7 +175,7 @@ def test_bad_images_are_named(capsys, tmp_path, tiny_tflite):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class{i}\n" for i in range(10)))
     fails(capsys, "predict", tiny_tflite, corrupt, "--mean", "127.5", "--std", "127.5", "--labels", labels,
-          words="", names=corrupt)
+          words="corrupt or truncated image", names=corrupt)
 
 
 def test_odd_but_valid_images_work(capsys, tmp_path, tiny_tflite):
@@ -174,7 +232,7 @@ def test_json_output_is_not_overwritten_and_not_half_written(capsys, tmp_path, i
     corrupt.write_bytes(b"junk")
     fresh = tmp_path / "fresh.json"
     fails(capsys, "predict", tiny_tflite, images / "rgb.jpg", corrupt, "--mean", "0", "--std", "1",
-          "--labels", labels, "--json", fresh, words="", names=corrupt)
+          "--labels", labels, "--json", fresh, words="not an image file Pillow can decode", names=corrupt)
     assert not fresh.exists() and not list(tmp_path.glob(".fresh.json*"))
 
 

@@ -127,3 +127,24 @@ def test_readable_names_cut_synset_synonyms_but_keep_user_labels_whole(tmp_path)
     assert classes.label_lines() == ["tench", "shoes, red", "shoes, blue"]
     assert imagenet_classes().short_name(2) == "great white shark"
     assert classes.index_of("Shoes,  Blue") == 2
+
+
+def test_class_name_folders_beat_file_name_synsets(tmp_path):
+    """Issue 27: ``daisy/n01440764_x.JPEG`` (ImageNet photos sorted into the user's class
+    folders) was read as tench by its file-name prefix, then refused."""
+    from edgemobile.data.datasets import calibration_warning
+    from edgemobile.data.labels import ClassList
+
+    for folder, name in (("daisy", "n01440764_1.JPEG"), ("Rose", "n01443537_2.JPEG"), ("rose", "photo.jpg")):
+        _image(tmp_path / folder / name)
+    classes = ClassList.from_names(["daisy", "rose"])
+    pairs = labeled_images(tmp_path, classes)
+    assert sorted((p.name, label) for p, label in pairs) == [("n01440764_1.JPEG", 0), ("n01443537_2.JPEG", 1),
+                                                            ("photo.jpg", 1)]
+    assert calibration_warning(tmp_path, [p for p, _ in pairs], classes) is None
+    # without the model's classes (the draw's strata) the file-name synset still labels a flat file
+    assert class_key(tmp_path / "daisy" / "n01440764_1.JPEG", tmp_path) == "n01440764"
+    # a folder that names no class of the model: the synset prefix stays the label
+    _image(tmp_path / "misc" / "n01440764_3.JPEG")
+    warning = calibration_warning(tmp_path, find_images(tmp_path), classes)
+    assert warning.startswith("calibration: 1 of the 4 images in ") and "(ImageNet synsets)" in warning

@@ -166,8 +166,8 @@ def test_two_processes_downloading_at_once_share_one_copy(online, slow_server, c
     assert {out.strip() for out, _ in results} == {str(cache_dir() / "big.bin")}
     assert (cache_dir() / "big.bin").read_bytes() == BIG
     assert state["requests"] == 1  # the second process waited for the first one's copy
-    # No lock or temp file is left; without a published checksum, the sha256 is recorded.
-    assert _cache_entries() == sorted(["big.bin"] + ([".big.bin.sha256"] if checksum is None else []))
+    # No lock or temp file is left; the sha256 is recorded (it marks the file as downloaded here).
+    assert _cache_entries() == [".big.bin.sha256", "big.bin"]
 
 
 def test_killed_download_leaves_nothing_trusted(online, slow_server):
@@ -206,3 +206,26 @@ def test_cached_file_changed_after_download_is_caught(online, server, monkeypatc
         fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5", what="weights")
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "changed on disk" in message
+
+
+def test_hand_placed_file_that_is_not_the_published_one_is_refused_not_replaced(online, server, monkeypatch):
+    """Issue 27: a weights file put where the offline error said, but not byte-identical to the
+    published one, was "downloading it again" and then "put the file at <the same path>"."""
+    url, requests = server
+    published = hashlib.sha256(PAYLOAD).hexdigest()
+    mine = cache_dir() / "w.h5"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own re-serialized weights")
+    for offline in ("0", "1"):
+        monkeypatch.setenv("EDGEMOBILE_OFFLINE", offline)
+        with pytest.raises(EdgeMobileError) as info:
+            fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5", checksum=published, what="weights",
+                  hint="or pass --weights FILE", by_path="--weights FILE")
+        assert str(info.value) == (f"{mine}: not the published weights (it does not match its published "
+                                   "checksum); load your own file by path (--weights FILE) or delete it to "
+                                   "download the official file")
+    assert mine.read_bytes() == b"my own re-serialized weights" and requests == []
+    monkeypatch.delenv("EDGEMOBILE_OFFLINE")
+    mine.unlink()
+    assert fetch(url + "mobilenet_2_5_128_tf.h5", "w.h5", checksum=published).read_bytes() == PAYLOAD
+

@@ -94,6 +94,8 @@ def test_report_writes_table_json_and_plot(folders, capsys, tmp_path):
     (["report", "--model", "mobilenet:alpha", "--data", ".", "--out", "x"], "expected key=value"),
     (["report", "--model", "mobilenet:alpha=big", "--data", ".", "--out", "x"], "must be a number"),
     (["report", "--model", "nosuchnet", "--data", ".", "--out", "x"], "unknown model"),
+    # offline (conftest): the fix names report's spec key, not convert's --weights (issue 27)
+    (["report", "--model", "mobilenet:alpha=0.25", "--data", ".", "--out", "x"], "or pass mobilenet:weights=FILE"),
     (["inspect", "mobilenet", "--alpha", "0.3"], "alpha 0.3 is not available"),
 ])
 def test_one_line_errors(capsys, argv, message):

@@ -5,6 +5,7 @@ one clear line."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -12,9 +13,9 @@ from PIL import Image
 
 import edgemobile as em
 from edgemobile.cli.main import main
-from edgemobile.data.datasets import check_class_folders, folder_classes, labeled_images
+from edgemobile.data.datasets import calibration_warning, folder_classes, labeled_images
 from edgemobile.data.labels import ClassList
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, EdgeMobileWarning
 from edgemobile.metadata import read_metadata
 
 
@@ -48,7 +49,7 @@ def test_class_folders_are_labels_matched_loosely(tmp_path):
     assert classes.names == ("Big Cat", "Sea Anemone", "dog")  # sorted like image_dataset_from_directory
     pairs = labeled_images(val, classes)
     assert sorted({(p.parent.name, i) for p, i in pairs}) == [("DOG", 2), ("big  cat", 0), ("sea anemone", 1)]
-    check_class_folders(val, [p for p, _ in pairs], classes)
+    assert calibration_warning(val, [p for p, _ in pairs], classes) is None
 
 
 def test_unknown_class_folders_are_named(tmp_path):
@@ -56,8 +57,9 @@ def test_unknown_class_folders_are_named(tmp_path):
     classes = ClassList.from_names(["cat", "dog"])
     with pytest.raises(EdgeMobileError, match="2 image folder.*fox, wolf; the model's classes are cat, dog"):
         labeled_images(val, classes)
-    with pytest.raises(EdgeMobileError, match="fox, wolf"):
-        check_class_folders(val, sorted(val.glob("*/*.png")), classes)
+    # calibration takes them (images of other classes calibrate ranges too), with one warning line
+    warning = calibration_warning(val, sorted(val.glob("*/*.png")), classes)
+    assert warning.startswith("calibration: 2 of the 3 images in ") and "(fox, wolf)" in warning
 
 
 def test_clashing_and_non_class_layouts(tmp_path):
@@ -122,11 +124,39 @@ def test_preprocessing_and_labels_must_be_given(keras, tmp_path, capsys):
     four = write_images(tmp_path / "four", ["a", "b", "c", "d"], per_class=1)
     fails(capsys, "convert", "--model", path, "--preprocess", "mobilenet", "--int8", "--calibration", four,
           "-o", out, words="has 4 class folders (a, b, c, d) but")
-    three = write_images(tmp_path / "three", ["cat", "dog", "wolf"], per_class=1)
-    labels.write_text("cat\ndog\nfox\n")
-    fails(capsys, "convert", "--model", path, "--preprocess", "mobilenet", "--labels", labels, "--int8",
-          "--calibration", three, "-o", out, words="do not name a class of the model: wolf")
     assert not out.exists()
+
+
+def test_calibration_on_images_of_other_classes_warns_and_converts(keras, tmp_path, capsys):
+    """Issue 27: a user model with --labels, calibrated on ImageNet images named by synset
+    (n01440764_tench.png), was refused ("do not name a class of the model"); calibration
+    needs no labels, so it converts and says so in one warning line."""
+    path = tmp_path / "plain.keras"
+    tiny_model(keras, rescaling=False).save(path)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nfox\n")
+    imagenet = tmp_path / "imagenet"
+    for synset in ("n01440764_tench", "n01443537_goldfish"):
+        write_images(imagenet, [synset], per_class=1)
+        (imagenet / synset / "photo0.png").rename(imagenet / f"{synset}.png")
+        (imagenet / synset).rmdir()
+    message = (f"calibration: 2 of the 2 images in {imagenet} name no class of the model (ImageNet synsets); "
+               "they calibrate ranges too, but images of your classes calibrate better")
+    out = tmp_path / "deep" / "er" / "plain_int8.tflite"  # missing parent folders are made
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["convert", "--model", str(path), "--preprocess", "mobilenet", "--labels", str(labels), "--int8",
+                     "--plain", "--calibration", str(imagenet), "-o", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert [line for line in captured.err.splitlines() if "calibration:" in line] == [f"edgemobile: warning: {message}"]
+    assert not [w for w in caught if issubclass(w.category, EdgeMobileWarning)]  # the CLI prints it once, itself
+    assert read_metadata(out).labels == ["cat", "dog", "fox"]
+    # The API: in .warnings, and shown as a Python warning (notebooks)
+    with pytest.warns(EdgeMobileWarning, match="calibration: 2 of the 2 images") as shown:
+        converted = em.convert(path, "int8", calibration=imagenet, labels=labels, preprocess="mobilenet",
+                               techniques="plain", progress=False)
+    assert converted.warnings[0] == message and str(shown[0].message) == message
 
 
 def test_h5_files(keras, tmp_path, capsys):
@@ -160,6 +190,7 @@ def test_api_takes_a_keras_model_object(keras, tmp_path):
     assert {e["name"] for e in predictions[0]["top"]} == {"cat", "dog", "fox"}
     result = em.evaluate(converted, train, reference=model, progress=False)
     assert result.images == 9 and result.agreement is not None and "agreement" in repr(result)
+    assert result.result.accuracies[0].name == "tiny_32_uint8.tflite (in memory)"  # was "<in-memory model>"
     assert json.dumps(result.as_dict())
     bundle = em.bundle(converted, tmp_path / "assets_tiny")
     assert (tmp_path / "assets_tiny" / "labels.txt").read_text().split() == ["cat", "dog", "fox"]

@@ -47,7 +47,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         check_output(args.json, args.force)
     options = options_from_args(args)
-    variant, weights, calibration = api.conversion_inputs(
+    variant, weights, calibration, warnings = api.conversion_inputs(
         args.model, "int8", calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
         **model_kwargs(args))
     api.quiet_tensorflow()
@@ -55,7 +55,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         result = diagnose(variant, weights, calibration, options, images=args.images,
                           sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
                           progress=not args.quiet)
-    for note in api.skipped_techniques(result["conversion"]):
+    for note in warnings + api.skipped_techniques(result["conversion"]):
         print(f"edgemobile: warning: {note}", file=sys.stderr)
     print(format_diagnosis(result))
     if args.json:

@@ -13,11 +13,12 @@ import importlib
 import json
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from edgemobile import __version__
 from edgemobile.cli.arguments import floats, json_object, positive_int
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, EdgeMobileWarning
 
 
 # Further subcommands live in their own modules, each with register(subparsers, prep_flags)
@@ -318,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EdgeMobileWarning)  # the commands print their own warning lines
+            return args.func(args)
     except EdgeMobileError as exc:
         print(f"edgemobile: error: {exc}", file=sys.stderr)
         return 2

@@ -62,7 +62,7 @@ def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True
     from edgemobile.eval.report import markdown, plot
     from edgemobile.outputs import write_atomic
 
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     written = [write_atomic(folder / "report.md", markdown(result), force=force),
                write_atomic(folder / "report.json", json.dumps(result, indent=2) + "\n", force=force)]
     if with_plot:

@@ -4,11 +4,15 @@ Layouts understood (the ones ImageNet users have):
 - synset subfolders, any depth: ``val/n01440764/ILSVRC2012_val_00000293.JPEG`` (the folder
   name is the label) — also how an ImageNet *train* folder looks;
 - class-name subfolders (``flowers/train/daisy/*.jpg``) for models with their own labels:
-  the folder name is the label, matched case- and whitespace-insensitively;
+  the folder name is the label, matched case- and whitespace-insensitively; a folder naming
+  one of the model's classes beats a synset file-name prefix (``daisy/n01440764_x.JPEG``);
 - one flat folder of files named ``<synset>_<anything>.JPEG`` (the label is the prefix,
   e.g. the public one-image-per-class sample ``n01440764_tench.JPEG``);
 - a flat folder plus a ground-truth file: caffe-style ``name index`` lines
   (``val.txt``) or CSV ``filename,label`` (label = class index or synset id).
+
+Evaluation needs labels that name the model's classes; calibration needs none (they only
+stratify the draw), so calibration images of other classes get a warning, not an error.
 
 Runtime code: no TensorFlow.
 """
@@ -50,17 +54,20 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def class_key(path: Path, root: Path) -> str:
+def class_key(path: Path, root: Path, classes: ClassList | None = None) -> str:
     """The class an image belongs to: its synset folder, else its synset file-name prefix,
-    else its parent folder relative to ``root`` ("" for a flat folder of unlabeled files)."""
+    else its parent folder relative to ``root`` ("" for a flat folder of unlabeled files).
+    With the model's ``classes``, a parent folder naming one of them beats a file-name prefix
+    (``daisy/n01440764_x.JPEG`` is a daisy: the user sorted it there)."""
     for part in reversed(path.relative_to(root).parts[:-1]):
         if _SYNSET.match(part):
             return part
-    match = _SYNSET.match(path.name)
-    if match:
-        return match.group(1)
     parent = path.parent.relative_to(root)
-    return "" if str(parent) == "." else str(parent)
+    parent = "" if str(parent) == "." else str(parent)
+    if classes is not None and class_index(parent, classes) is not None:
+        return parent
+    match = _SYNSET.match(path.name)
+    return match.group(1) if match else parent
 
 
 def stratified_sample(paths: list[Path], root: str | os.PathLike, n: int, seed: int = 0) -> list[Path]:
@@ -109,7 +116,7 @@ def labeled_images(
     pairs = []
     unknown: set[str] = set()
     for path in find_images(root):
-        key = class_key(path, root)
+        key = class_key(path, root, classes)
         index = class_index(key, classes)
         if index is None:
             unknown.add(key or path.name)
@@ -148,15 +155,22 @@ def folder_classes(root: str | os.PathLike) -> ClassList | None:
     return ClassList.from_names(names)
 
 
-def check_class_folders(root: str | os.PathLike, paths, classes: ClassList) -> None:
-    """Every class folder among ``paths`` (below ``root``) must name one of ``classes``:
-    raise naming the folders that do not (calibrating on images of other classes means the
-    labels and the data disagree)."""
+def calibration_warning(root: str | os.PathLike, paths, classes: ClassList) -> str | None:
+    """One line when calibration images (``paths`` below ``root``) are labelled as classes
+    the model does not have, else None. Not an error: calibration needs no labels (they only
+    stratify the draw), and images of other classes calibrate the ranges too."""
     root = Path(root)
-    keys = {class_key(Path(p), root) for p in paths}
-    unknown = {k for k in keys if k and class_index(k, classes) is None}
-    if unknown:
-        raise EdgeMobileError(_unknown_classes_message(root, unknown, classes))
+    keys = [class_key(Path(p), root, classes) for p in paths]
+    unknown = [k for k in keys if k and class_index(k, classes) is None]
+    if not unknown:
+        return None
+    names = sorted(set(unknown))
+    if all(_SYNSET.match(Path(k).name) for k in names):
+        what = "ImageNet synsets"
+    else:
+        what = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+    return (f"calibration: {len(unknown)} of the {len(keys)} images in {root} name no class of the model ({what}); "
+            "they calibrate ranges too, but images of your classes calibrate better")
 
 
 def _clashes(names: list[str]) -> list[str]:

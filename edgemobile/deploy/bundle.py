@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.outputs import check_output_folder
+from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.metadata import (
     LABELS_FILE,
     ModelInfo,
@@ -199,6 +199,7 @@ def write_bundle(folder: str | os.PathLike, bundle: Bundle, force: bool = False)
     """Write the bundle folder atomically: filled as a temp folder beside it, then renamed
     into place (an existing folder is replaced only with ``force``)."""
     folder = check_bundle_folder(folder, force)
+    make_parent(folder)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     old = None
     try:

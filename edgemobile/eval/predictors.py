@@ -34,17 +34,21 @@ class PreprocessOverrides:
 class TFLitePredictor:
     kind = "tflite"
 
-    def __init__(self, path: str | os.PathLike, overrides: PreprocessOverrides | None = None, num_threads: int | None = 1):
+    def __init__(self, path: str | os.PathLike, overrides: PreprocessOverrides | None = None, num_threads: int | None = 1,
+                 name: str | None = None):
+        """``path``: a .tflite file or its bytes; ``name`` labels it in results (default: the
+        file name; for bytes, the name in its metadata)."""
         from edgemobile.metadata import read_metadata
 
         overrides = overrides or PreprocessOverrides()
         self.overrides, self.num_threads = overrides, num_threads  # to rebuild it elsewhere (cluster workers)
         in_memory = isinstance(path, (bytes, bytearray))
         self.path = Path("<in-memory model>") if in_memory else Path(path)
-        self.name = self.path.name
         path = bytes(path) if in_memory else self.path
         self.model = TFLiteClassifier(path, num_threads=num_threads)
         self.info = read_metadata(path)
+        self.name = name or (f"{self.info.name} (in memory)" if in_memory and self.info and self.info.name
+                             else self.path.name)
         self.spec, self.spec_source = self._choose_spec(overrides)
         self.classes, self.offset = self._choose_classes(overrides)
         self.pixel_offset = self._raw_pixel_offset()
@@ -161,13 +165,14 @@ class KerasPredictor:
 
     kind = "keras"
 
-    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet"):
+    def __init__(self, variant, weights: str | os.PathLike | None = "imagenet",
+                 weights_arg: str | None = "--weights FILE"):
         self.variant = variant
         self.weights = weights
         self.name = f"{variant.name} (Keras float)"
         from edgemobile.quantization.graph import inference_call
 
-        self.model = variant.build(weights)
+        self.model = variant.build(weights, weights_arg)
         self.call = inference_call(self.model)
         self.spec = variant.preprocess
         self.spec_source = "zoo" if variant.labels is None and not variant.option("user_model") else "user model"
@@ -196,11 +201,13 @@ def load_predictor(
     weights: str | None = "imagenet",
     num_threads: int | None = 1,
     like=None,
+    weights_arg: str | None = "--weights FILE",
 ):
     """A .tflite path, a saved Keras model file (``.keras``/``.h5``) or a zoo model name
-    (float Keras model, needs TensorFlow). A Keras model file takes its spec and labels from
-    ``overrides``, else from ``like`` (the converted model it is the reference of), else
-    from its own input normalization (:mod:`edgemobile.models.user`)."""
+    (float Keras model, needs TensorFlow; ``weights_arg``: how the command takes its weights
+    file, see :meth:`~edgemobile.models.zoo.ModelVariant.weights_path`). A Keras model file
+    takes its spec and labels from ``overrides``, else from ``like`` (the converted model it
+    is the reference of), else from its own input normalization (:mod:`edgemobile.models.user`)."""
     from edgemobile.models.user import is_model_file
 
     if is_model_file(ref):
@@ -212,7 +219,7 @@ def load_predictor(
 
     variant = resolve(ref, alpha, resolution)
     _require_tensorflow(ref)
-    return KerasPredictor(variant, weights)
+    return KerasPredictor(variant, weights, weights_arg)
 
 
 def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):

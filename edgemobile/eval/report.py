@@ -77,9 +77,11 @@ class ModelSpec:
 
             user = is_model_file(self.name)
             weights = None if user and self.weights == "imagenet" else self.weights
-            _RESOLVED[self] = resolve_model(self.name, self.alpha, self.resolution, weights, self.preprocess,
-                                            self.mean, self.std, self.crop_fraction, self.labels,
-                                            self.label_folder if user else None)
+            resolved = resolve_model(self.name, self.alpha, self.resolution, weights, self.preprocess, self.mean,
+                                     self.std, self.crop_fraction, self.labels, self.label_folder if user else None)
+            if not user:  # fetch the weights here, so that errors name the spec key (report has no --weights)
+                resolved[0].weights_path(self.weights, f"{self.name}:weights=FILE")
+            _RESOLVED[self] = resolved
         return _RESOLVED[self]
 
     def variant(self):

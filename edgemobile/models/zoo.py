@@ -12,8 +12,10 @@ runtime install can still resolve names and specs.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,13 +78,18 @@ class ModelVariant:
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
 
-    def weights_path(self, weights: str | os.PathLike | None = "imagenet") -> Path | None:
-        """Resolve ``--weights``: "imagenet" (download/cache), "none", or a local file."""
+    def weights_path(self, weights: str | os.PathLike | None = "imagenet",
+                     weights_arg: str | None = "--weights FILE") -> Path | None:
+        """Resolve ``--weights``: "imagenet" (download/cache), "none", or a local file.
+        ``weights_arg`` is how the command in use takes a weights file (``--reference-weights
+        FILE`` for eval's reference, a report spec's ``NAME:weights=FILE``; None when it takes
+        none), named in the errors' fix."""
         if weights is None or str(weights).lower() == "none":
             return None
         if str(weights) == "imagenet":
             if self.weights is None:
-                raise EdgeMobileError(f"{self.name}: no published ImageNet weights; pass --weights FILE or none")
+                raise EdgeMobileError(f"{self.name}: no published ImageNet weights; "
+                                      + (f"pass {weights_arg} or none" if weights_arg else "use a model that has them"))
             from edgemobile.download import fetch
 
             return fetch(
@@ -91,16 +98,17 @@ class ModelVariant:
                 checksum=self.weights.checksum,
                 subdir=self.weights.cache_subdir,
                 what=f"{self.name} weights",
-                hint="or pass --weights FILE",
+                hint=f"or pass {weights_arg}" if weights_arg else "",
+                by_path=weights_arg or "",
             )
         path = Path(weights)
         if not path.is_file():
             raise EdgeMobileError(f"{path}: weights file not found")
         return path
 
-    def build(self, weights: str | os.PathLike | None = "imagenet"):
+    def build(self, weights: str | os.PathLike | None = "imagenet", weights_arg: str | None = "--weights FILE"):
         """The float Keras model with the requested weights (see :meth:`weights_path`)."""
-        return self.builder(self, self.weights_path(weights))
+        return self.builder(self, self.weights_path(weights, weights_arg))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +148,32 @@ def get_family(name: str) -> Family:
     for family in families().values():
         if key == family.name or key in family.aliases:
             return family
-    known = ", ".join(sorted(n for f in families().values() for n in (f.name, *f.aliases)))
-    raise EdgeMobileError(f"unknown model {name!r}; known models: {known}")
+    raise EdgeMobileError(unknown_model_message(name))
+
+
+def unknown_model_message(name: str) -> str:
+    """Why ``name`` is no model: a path-like name with another extension or a missing file
+    says exactly that; a zoo-like name gets the closest zoo names (no list of every alias)."""
+    from edgemobile.models.user import MODEL_SUFFIXES  # deferred: user.py imports this module
+
+    accepts = "a model is a zoo model name (see 'edgemobile models') or a saved Keras model file"
+    if "/" in name or os.sep in name or re.search(r"\.[A-Za-z][A-Za-z0-9]*$", name):  # a path, not a zoo name
+        path = Path(name)
+        if path.is_dir():
+            return f"{name}: is a folder, not a model; {accepts}"
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            return f"{name}: not a Keras model file (.keras or full-model .h5); {accepts}"
+        return f"{name}: no such file"
+    by_name = {n: f.name for f in families().values() for n in (f.name, *f.aliases)}
+    key = name.strip().lower().replace("-", "_")
+    longer = sorted((n for n in by_name if n.startswith(key)), key=len)  # "mobilenetv3" → mobilenetv3small
+    close = longer + difflib.get_close_matches(key, sorted(by_name), n=6, cutoff=0.6)
+    guesses: dict[str, str] = {}
+    for n in close:
+        guesses.setdefault(by_name[n], n)  # the closest name of each family
+    guesses = list(guesses.values())[:2]
+    guess = f"; did you mean {' or '.join(guesses)}?" if guesses else ""
+    return f"unknown model {name!r}{guess} ({accepts})"
 
 
 def resolve(name: str, alpha: float | None = None, resolution: int | None = None) -> ModelVariant:
