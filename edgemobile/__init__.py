@@ -5,7 +5,7 @@
 the package stays light (and never imports TensorFlow).
 """
 
-__version__ = "0.1.0"
+from edgemobile.version import __version__
 
 _API = ("convert", "evaluate", "predict", "bundle", "Converted", "Evaluation", "Predictions", "BundleResult")
 __all__ = ["__version__", *_API]

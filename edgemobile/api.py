@@ -220,7 +220,8 @@ def calibration_set(calibration=None, num_calibration: int | None = None, seed: 
                     precision: str = "int8"):
     """The CalibrationSet a folder/manifest (default: the published ImageNet sample) gives,
     ``num_calibration`` images drawn stratified by class with ``seed``; None unless full-integer."""
-    from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, FULL_INTEGER, CalibrationSet
+    from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, CalibrationSet
+    from edgemobile.quantization.tflite_converter import FULL_INTEGER
 
     if isinstance(calibration, CalibrationSet):
         return calibration
@@ -256,7 +257,8 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
               preprocess, mean, std, crop_fraction, labels):
     """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
     folders; calibration images of classes the model does not have are used, with a warning."""
-    from edgemobile.quantization.convert import FULL_INTEGER, CalibrationSet
+    from edgemobile.quantization.convert import CalibrationSet
+    from edgemobile.quantization.tflite_converter import FULL_INTEGER
 
     folder = None
     if isinstance(calibration, CalibrationSet):

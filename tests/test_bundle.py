@@ -135,7 +135,7 @@ def _tiny_tflite(precision: str = "float32", low: int = 0, high: int = 255, meta
     import keras
     import tensorflow as tf
 
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))

@@ -11,7 +11,7 @@ import pytest
 
 from edgemobile.models import mobilenet_v3 as v3
 from edgemobile.models.zoo import resolve
-from edgemobile.quantization.convert import convert_keras
+from edgemobile.quantization.tflite_converter import convert_keras
 from edgemobile.quantization.exact_ranges import relu6_range_violations
 
 VARIANTS = [

@@ -38,7 +38,7 @@ def test_adaround_beats_nearest_and_stays_on_the_grid():
 
 def test_converter_reproduces_adarounded_weights():
     pytest.importorskip("tensorflow")
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.quantization.pipeline import QuantOptions, prepare
     from edgemobile.runtime.interpreter import TFLiteClassifier
 

@@ -71,7 +71,7 @@ def test_rows_round_trip(kind):
 def test_quantize_rows_matches_the_converter_grid():
     """The grid techniques round onto is exactly TFLite's per-channel int8 weight grid."""
     pytest.importorskip("tensorflow")
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
     folded = G.fold_batchnorm(tiny_model())
@@ -100,7 +100,7 @@ def test_quantize_rows_matches_the_converter_grid():
 
 def test_simulation_tracks_the_converted_model():
     pytest.importorskip("tensorflow")
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
     folded = G.fold_batchnorm(tiny_model(relu6=False))

@@ -79,7 +79,7 @@ def test_quant_params_match_tflite_nudging():
 def test_converter_honours_chosen_ranges():
     pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
     keras.utils.set_random_seed(0)

@@ -110,7 +110,7 @@ def litert_quantizer_peers(python: str) -> list:
 
     import numpy as np
 
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
 
     version = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('litert-quantizer'))"],
                              capture_output=True, text=True, check=True).stdout.strip()

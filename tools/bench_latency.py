@@ -55,7 +55,7 @@ DEFAULT_MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v1")
 
 def convert(model, precision: str, representative=None) -> bytes:
     """Keras → TFLite through the project's converter (int8 with exact calibration ranges)."""
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
 
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints the SavedModel signature
         return convert_keras(model, precision, representative)
@@ -110,7 +110,7 @@ def build_models(name: str, args) -> list[tuple[str, bytes, bytes]]:
         stock = build_stock(variant, None)
         copy_weights(model, stock)
         with contextlib.redirect_stdout(io.StringIO()):
-            from edgemobile.quantization.convert import convert_keras
+            from edgemobile.quantization.tflite_converter import convert_keras
 
             stock_int8 = convert_keras(stock, "int8", rep)  # the plain converter, as before
         rows.append((f"{variant.name} (keras graph)", convert(stock, "float32"), stock_int8))

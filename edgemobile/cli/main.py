@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from edgemobile import __version__
+from edgemobile.version import __version__
 from edgemobile.cli.arguments import floats, json_object, positive_int
 from edgemobile.errors import EdgeMobileError, EdgeMobileWarning
 

@@ -31,19 +31,19 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import time
 
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.metadata._tflite import read_tflite
+from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
 from edgemobile.runtime.delegation import xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
     interpreter_backend,
     random_input,
-    read_tflite,
 )
 
 _MB = 1024 * 1024
@@ -141,8 +141,8 @@ def _time_invokes(invoke, runs: int, warmup: int, tick=None) -> list[float]:
 
 def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, first: bool) -> tuple[dict, dict]:
     gc.collect()
-    reset = _reset_peak_rss()
-    before = _status_kb("VmRSS")
+    reset = reset_peak_rss()
+    before = status_kb("VmRSS")
     start = time.perf_counter()
     model = TFLiteClassifier(data, num_threads=setting.threads, use_xnnpack=setting.xnnpack,
                              source=f"benchmark ({setting.label()})")
@@ -183,42 +183,6 @@ def _stats(times_ms: list[float]) -> dict:
         "min_ms": round(float(arr.min()), 4),
         "max_ms": round(float(arr.max()), 4),
     }
-
-
-# -- memory --------------------------------------------------------------------------------
-def _status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process' RSS high-water mark (Linux ≥ 4.0); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_kb(reset: bool = False) -> tuple[int | None, str]:
-    """The process' peak resident set (kB) and how it was measured; ``reset``: whether
-    :func:`_reset_peak_rss` cleared the high-water mark before."""
-    hwm = _status_kb("VmHWM")
-    if hwm is not None:
-        return hwm, "VmHWM (reset per setting)" if reset else "VmHWM (process peak)"
-    try:
-        import resource
-    except ImportError:
-        return None, "unavailable"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (peak // 1024 if sys.platform == "darwin" else peak), "getrusage"
 
 
 # -- per-op profile ------------------------------------------------------------------------

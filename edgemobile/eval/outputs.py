@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgemobile import __version__
+from edgemobile.version import __version__
 from edgemobile.errors import EdgeMobileError
 from edgemobile.eval.evaluate import Accuracy, EvalResult, compare, top_k_indices, topk_accuracy
 from edgemobile.eval.predictors import scores_to_probabilities

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
+from edgemobile.errors import EdgeMobileError
+from edgemobile.inputs import reading
 from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"
@@ -208,6 +211,26 @@ def load_model_bytes(
     """(content, name for messages) of a model given as bytes or a path."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "model bytes"
-    from edgemobile.runtime.interpreter import read_tflite
-
     return read_tflite(model), str(model)
+
+
+def read_tflite(path: str | os.PathLike) -> bytes:
+    """The bytes of a .tflite file, or a one-line error if it is not one."""
+    path = Path(path)
+    with reading(path, "model file"):
+        data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != TFLITE_FILE_IDENTIFIER:
+        raise EdgeMobileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+    return data
+
+
+def check_flatbuffer(data: bytes, source: str) -> None:
+    """Reject, with one line, a model whose flatbuffer the interpreter or its Python API would
+    choke on in ways it does not report cleanly: offsets past the end, names that are not UTF-8,
+    constant op inputs without data.
+    Stdlib reader only; the interpreter's own verifier checks the rest."""
+    try:
+        check_strings(data)
+        check_constants(data)
+    except FlatBufferError as exc:
+        raise EdgeMobileError(f"{source}: not a valid TFLite model ({exc})") from None

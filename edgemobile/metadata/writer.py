@@ -36,6 +36,7 @@ from edgemobile.metadata._tflite import (
     parse_model,
 )
 from edgemobile.metadata.info import INFO_FILE, INFO_FORMAT, LABELS_FILE, ModelInfo
+from edgemobile.version import __version__
 from edgemobile.metadata.schema import (
     FILE_TENSOR_AXIS_LABELS,
     FILE_UNKNOWN,
@@ -208,8 +209,6 @@ def _output_stats(scores: TensorInfo):
 
 
 def _info_document(info: ModelInfo, source: str) -> bytes:
-    from edgemobile import __version__
-
     doc = dict(info.extra)
     doc["format"] = INFO_FORMAT
     doc["preprocess"] = info.preprocess.to_dict() if info.preprocess is not None else None

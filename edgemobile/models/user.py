@@ -28,9 +28,8 @@ from typing import Any
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
 from edgemobile.errors import EdgeMobileError, first_line
-from edgemobile.models.zoo import ModelVariant
+from edgemobile.models.zoo import MODEL_SUFFIXES, ModelVariant, get_family
 
-MODEL_SUFFIXES = (".keras", ".h5")
 # --preprocess NAME → the zoo family whose spec it is.
 PRESETS = {"mobilenet": "mobilenet_v1", "mobilenet_v3": "mobilenet_v3_small", "mobileone": "mobileone_s0"}
 PREPROCESS_CHOICES = tuple(PRESETS)
@@ -88,7 +87,6 @@ def preset_spec(name: str, resolution: int, crop_fraction: float | None = None) 
     """A zoo family's preprocessing (mean/std and crop) at ``resolution``."""
     if name not in PREPROCESS_CHOICES:
         raise EdgeMobileError(f"--preprocess {name}: unknown; choose from {', '.join(PREPROCESS_CHOICES)}")
-    from edgemobile.models.zoo import get_family
 
     family = get_family(PRESETS[name])
     spec = family.variant().preprocess

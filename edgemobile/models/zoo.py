@@ -22,6 +22,8 @@ from typing import Any, Callable
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import EdgeMobileError
 
+MODEL_SUFFIXES = (".keras", ".h5")  # saved Keras model files (full-model .h5)
+
 # Modules that define FAMILIES; one line per family module.
 FAMILY_MODULES = (
     "edgemobile.models.mobilenet_v1",
@@ -154,8 +156,6 @@ def get_family(name: str) -> Family:
 def unknown_model_message(name: str) -> str:
     """Why ``name`` is no model: a path-like name with another extension or a missing file
     says exactly that; a zoo-like name gets the closest zoo names (no list of every alias)."""
-    from edgemobile.models.user import MODEL_SUFFIXES  # deferred: user.py imports this module
-
     accepts = "a model is a zoo model name (see 'edgemobile models') or a saved Keras model file"
     if "/" in name or os.sep in name or re.search(r"\.[A-Za-z][A-Za-z0-9]*$", name):  # a path, not a zoo name
         path = Path(name)

@@ -1,7 +1,6 @@
-"""Keras model → TFLite flatbuffer at a chosen precision.
+"""A zoo or user model variant → a verified TFLite model with metadata and provenance.
 
-Always ``TFLiteConverter.from_keras_model`` (``from_concrete_functions`` on a Keras 3 model
-silently produces NaNs). Full-integer conversions are calibrated on images prepared by the
+The converter call itself is :mod:`edgemobile.quantization.tflite_converter`. Full-integer conversions are calibrated on images prepared by the
 model's own ``PreprocessSpec`` (:func:`edgemobile.quantization.pipeline.load_images`) — the same code path eval and predict use — and are
 verified to be all-integer before anything is written.
 """
@@ -12,17 +11,15 @@ import dataclasses
 import datetime
 import os
 import time
-import warnings
 from pathlib import Path
-from typing import Callable
 
-from edgemobile import __version__
+from edgemobile.version import __version__
 from edgemobile.data.datasets import find_images, stratified_sample
-from edgemobile.errors import EdgeMobileError, first_line
+from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
+from edgemobile.peak_memory import peak_rss_kb
+from edgemobile.quantization.tflite_converter import FULL_INTEGER, convert_keras
 
-PRECISIONS = ("float32", "float16", "dynamic", "int8", "uint8")
-FULL_INTEGER = ("int8", "uint8")
 DEFAULT_NUM_CALIBRATION = 500
 DEFAULT_SEED = 0
 
@@ -44,58 +41,6 @@ class CalibrationSet:
 
     def describe(self) -> dict:
         return {"source": self.source, "images": len(self.paths), "seed": self.seed, "sampling": "stratified by class"}
-
-
-def convert_keras(model, precision: str, representative: Callable | None = None,
-                  calibrated_hook: Callable[[bytes], bytes] | None = None) -> bytes:
-    """Convert a Keras model; ``representative`` is required for int8/uint8.
-
-    ``calibrated_hook`` (full-integer only) receives the calibrated float model — the
-    converter's min/max statistics recorded in it — and returns it with the statistics it
-    wants quantized; the converter's own quantizer then makes the integer model from it.
-    Default: exact min/max (:mod:`edgemobile.quantization.exact_ranges`), which repairs
-    ranges TFLite's calibrator corrupts.
-    """
-    if precision not in PRECISIONS:
-        raise EdgeMobileError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if precision == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision in FULL_INTEGER:
-        if representative is None:
-            raise EdgeMobileError(f"{precision} conversion needs calibration images")
-        io_type = tf.int8 if precision == "int8" else tf.uint8
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
-    try:
-        if precision in FULL_INTEGER:
-            from tensorflow.lite.python.convert import mlir_quantize
-
-            from edgemobile.native_stderr import native_stderr_filtered
-            from edgemobile.quantization.exact_ranges import exact_minmax_hook
-
-            hook = calibrated_hook or exact_minmax_hook(representative)
-            converter._experimental_calibrate_only = True
-            with warnings.catch_warnings():
-                # "Statistics for quantized inputs were expected": the calibrator's own notice.
-                warnings.simplefilter("ignore", UserWarning)
-                calibrated = hook(converter.convert())
-            with native_stderr_filtered():  # the quantizer prints its options to fd 2
-                return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
-        return converter.convert()
-    except EdgeMobileError:
-        raise
-    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError…
-        first = first_line(exc)
-        raise EdgeMobileError(f"TFLite conversion to {precision} failed: {first[:300]}") from None
 
 
 @dataclasses.dataclass
@@ -170,7 +115,6 @@ def convert_variant(
 
 def conversion_cost(start: float) -> dict:
     """Wall seconds since ``start`` and the process' peak resident memory (MB) so far."""
-    from edgemobile.deploy.bench import peak_rss_kb
 
     peak, method = peak_rss_kb()
     return {"seconds": round(time.perf_counter() - start, 1),

@@ -256,7 +256,7 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
     """Convert ``variant`` to int8 with ``options`` and diagnose it (see the module docstring)."""
     from edgemobile.progress import Progress
     from edgemobile.quantization import graph as G
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.quantization.pipeline import convert_full_integer, load_images
 
     model = variant.build(weights)

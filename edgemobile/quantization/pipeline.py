@@ -243,7 +243,7 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     """``model`` → all-integer TFLite with ``options``, calibrated on ``images`` (prepared by
     ``spec``, the model's PreprocessSpec: see :func:`prepare`)."""
     from edgemobile.progress import Progress
-    from edgemobile.quantization.convert import convert_keras
+    from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.quantization.exact_ranges import exact_minmax_hook
 
     start = time.perf_counter()

@@ -10,16 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from pathlib import Path
 
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError, first_line
-from edgemobile.inputs import reading
+from edgemobile.metadata._tflite import check_flatbuffer, read_tflite
 from edgemobile.native_stderr import native_stderr_filtered
-
-TFLITE_IDENTIFIER = b"TFL3"
-
 
 @functools.lru_cache(maxsize=1)
 def interpreter_backend() -> tuple[str, type]:
@@ -62,31 +58,6 @@ def _without_delegate_notice(cls: type) -> type:
             return cls.allocate_tensors(self, *args, **kwargs)
 
     return type(cls.__name__, (cls,), {"allocate_tensors": allocate_tensors, "__module__": __name__})
-
-
-def read_tflite(path: str | os.PathLike) -> bytes:
-    """The bytes of a .tflite file, or a one-line error if it is not one."""
-    path = Path(path)
-    with reading(path, "model file"):
-        data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise EdgeMobileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
-    return data
-
-
-def check_flatbuffer(data: bytes, source: str) -> None:
-    """Reject, with one line, a model whose flatbuffer the interpreter or its Python API would
-    choke on in ways it does not report cleanly: offsets past the end, names that are not UTF-8,
-    constant op inputs without data.
-    Stdlib reader only; the interpreter's own verifier checks the rest."""
-    from edgemobile.metadata._flatbuf import FlatBufferError
-    from edgemobile.metadata._tflite import check_constants, check_strings
-
-    try:
-        check_strings(data)
-        check_constants(data)
-    except FlatBufferError as exc:
-        raise EdgeMobileError(f"{source}: not a valid TFLite model ({exc})") from None
 
 
 @dataclasses.dataclass(frozen=True)
