@@ -284,8 +284,8 @@ def format_table(result: EvalResult) -> str:
                      f"{acc.top5:.2f} {format_interval(acc.top5_ci95)}"))
     c = result.comparison
     if c is not None:
-        rows.append(("difference (model - reference)", f"{c.top1_delta:+.2f} {format_interval(c.top1_delta_ci95, True)}",
-                     f"{c.top5_delta:+.2f}"))
+        rows.append(("difference (model - reference)",
+                     f"{c.top1_delta:+.2f} {format_interval(c.top1_delta_ci95, True)}", f"{c.top5_delta:+.2f}"))
     width = max(len(r[0]) for r in rows)
     cells = [max(len(r[k]) for r in rows) for k in (1, 2)]
     lines = [f"{r[0]:<{width}}  {r[1]:>{cells[0]}}  {r[2]:>{cells[1]}}" for r in rows]
@@ -299,5 +299,6 @@ def format_table(result: EvalResult) -> str:
     if c is not None:
         lines.append(format_delta(c))
         lines.append(f"top-1 agreement {c.top1_agreement:.2f} % {format_interval(c.top1_agreement_ci95)}, "
-                     f"mean KL(reference||model) {c.mean_kl:.4f} nats, mean total variation {c.mean_total_variation:.4f}")
+                     f"mean KL(reference||model) {c.mean_kl:.4f} nats, "
+                     f"mean total variation {c.mean_total_variation:.4f}")
     return "\n".join(lines)

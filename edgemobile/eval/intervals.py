@@ -36,7 +36,8 @@ def wilson(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     # The exact ends at 0 and n (float rounding would leave 1e-17 past them).
-    return (0.0 if successes == 0 else max(0.0, center - half)), (1.0 if successes == trials else min(1.0, center + half))
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    return low, 1.0 if successes == trials else min(1.0, center + half)
 
 
 def paired_difference(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[float, float]:
