@@ -322,7 +322,9 @@ def markdown(result: dict) -> str:
     if result.get("latency") and not result["ablation"]:
         notes.append(f"latency: {result['latency']}")
     notes.append("[low, high]: 95 % intervals (Wilson; the drop's: Newcombe's for paired data); McNemar p: exact "
-                 "test of the top-1 drop on these images, p >= 0.05: not significant, within their noise")
+                 "test of the top-1 drop on these images, p >= 0.05: not significant, within their noise; both "
+                 "models saw the same images, so judge int8 against float by the drop's interval, narrower than "
+                 "the two top-1 intervals suggest")
     skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
     techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + (f"\n{techniques}" if techniques else "")
