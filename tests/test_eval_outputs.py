@@ -128,7 +128,7 @@ def test_intervals_of_two_different_models(shared, tmp_path, capsys):
     verdict = "significant" if c["mcnemar_p"] < 0.05 else "not significant"
     low, high = c["top1_delta_ci95"]
     assert (f"top-1 delta {c['top1_delta']:+.2f} pt [{low:+.1f}, {high:+.1f}], {verdict} "
-            f"(McNemar {format_p(c['mcnemar_p'])}: {b} images right only for the model, {worse} only for "
+            f"(McNemar p = {format_p(c['mcnemar_p'])}: {b} images right only for the model, {worse} only for "
             "the reference)") in text
     assert f"{result['model']['top1']:.2f} [{result['model']['top1_ci95'][0]:.1f}, " in text
 

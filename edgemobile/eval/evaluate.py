@@ -264,14 +264,15 @@ def format_interval(ci: Sequence[float], signed: bool = False, digits: int = 1) 
 
 
 def format_p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
+    """A p-value to two significant digits: ``0.27``, ``0.052``, ``3.1e-05``."""
+    return f"{p:.2g}"
 
 
 def format_delta(c: Comparison, model: str = "the model", reference: str = "the reference") -> str:
     """The top-1 delta with its interval, and in words whether it is more than noise."""
     verdict = "significant" if c.significant else "not significant"
     return (f"top-1 delta {c.top1_delta:+.2f} pt {format_interval(c.top1_delta_ci95, signed=True)}, {verdict} "
-            f"(McNemar {format_p(c.mcnemar_p)}: {c.top1_only_model} images right only for {model}, "
+            f"(McNemar p = {format_p(c.mcnemar_p)}: {c.top1_only_model} images right only for {model}, "
             f"{c.top1_only_reference} only for {reference})")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
 
 SPEC_KEYS = ("alpha", "resolution", "weights", "label", "preprocess", "labels")
 _RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
@@ -110,7 +111,6 @@ def ablation_configs(default) -> list[tuple[str, Any]]:
 
 
 def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
-    from edgemobile.eval.evaluate import run_predictors
     from edgemobile.eval.predictors import TFLitePredictor
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +167,6 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine. A peer
     that refuses a model raises EdgeMobileError: its row carries the message (``error``)."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.eval.evaluate import accuracy_figures
     from edgemobile.quantization.pipeline import DEFAULT
 
     options = options or DEFAULT
@@ -249,8 +248,6 @@ def _common_classes(specs: list[ModelSpec]):
 def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_runs: int) -> dict:
     """An int8 model's columns: accuracy, its comparison with the float model, size, cost. The
     intervals are those of eval's (the drop's is the top-1 delta's, negated)."""
-    from edgemobile.eval.evaluate import accuracy_figures, compare
-
     c = compare(probs, float_probs, labels)
     return dict(precision="int8", skipped=_skipped(tflite), **accuracy_figures(probs, labels),
                 top1_drop=-c.top1_delta,
@@ -280,15 +277,12 @@ def _num(value, fmt: str = ".2f", signed: bool = False) -> str:
 def _ci(row: dict, key: str, signed: bool = False) -> str:
     """A figure and its 95 % interval, ``54.69 [45.9, 63.2]`` (the figure alone in a report
     written before intervals)."""
-    from edgemobile.eval.evaluate import format_interval
-
     interval = row.get(f"{key}_ci95")
     return _num(row.get(key), ".2f", signed) + (f" {format_interval(interval, signed)}" if interval else "")
 
 
 def _p(row: dict) -> str:
-    p = row.get("mcnemar_p")
-    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.2g}"
+    return "-" if row.get("mcnemar_p") is None else format_p(row["mcnemar_p"])
 
 
 def markdown(result: dict) -> str:
