@@ -94,6 +94,9 @@ def test_eval_on_cluster_is_identical(shared, cluster, int8_model, single_proces
     assert code == 0, log
     assert _without_timing(out) == single_process
     assert single_process["comparison"]["top1_agreement"] < 100  # two different models: a real comparison
+    # the equality above covers the uncertainty too: computed by the same code on the merged outputs
+    assert {"top1_ci95", "top5_ci95"} <= set(single_process["model"])
+    assert {"top1_agreement_ci95", "top1_delta_ci95", "mcnemar_p"} <= set(single_process["comparison"])
 
 
 def _running_shard_workers(cluster) -> list[int]:
@@ -162,6 +165,7 @@ def test_report_on_cluster_matches_one_machine(shared, cluster, tmp_path):
     strip = lambda result: [{k: v for k, v in r.items() if k not in varying} for r in result["rows"]]  # noqa: E731
     assert strip(on_cluster) == strip(local)
     assert on_cluster["rows"][1]["agreement"] > 50
+    assert {"top1_ci95", "top1_drop_ci95", "agreement_ci95", "mcnemar_p"} <= set(on_cluster["rows"][1])
 
 
 def test_eval_without_cluster_never_imports_ray(shared, int8_model):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from edgemobile.cli.main import main
+from edgemobile.eval.evaluate import format_p
+from edgemobile.eval.intervals import mcnemar, wilson
 from edgemobile.eval.outputs import read_outputs
 
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
@@ -58,6 +60,11 @@ def test_same_run_as_reference_is_identical_image_by_image(host_run, tmp_path, c
     assert result["reference"]["top1"] == result["model"]["top1"] == summary["model"]["top1"]
     assert result["comparison"]["mean_kl"] == pytest.approx(0.0, abs=1e-9)
     assert "image by image against" in text and f"{LIMIT}/{LIMIT}" in text
+    # The same outputs: no image changed, so nothing to call a difference.
+    c = result["comparison"]
+    assert c["mcnemar_p"] == 1.0 and c["top1_only_model"] == c["top1_only_reference"] == 0
+    assert c["top1_delta_ci95"][0] < 0 < c["top1_delta_ci95"][1]
+    assert "top-1 delta +0.00 pt" in text and "not significant (McNemar p = 1:" in text
 
 
 def test_a_device_that_differs_is_reported_per_image(host_run, tmp_path, capsys):
@@ -87,6 +94,43 @@ def test_a_device_that_differs_is_reported_per_image(host_run, tmp_path, capsys)
     assert c["step"] == pytest.approx(saved.meta["output_scale"])
     assert c["mean_steps"] == pytest.approx((3 + steps) / (LIMIT * 1001))
     assert saved.ids[j] in text and "top-1 differs" in text
+    # 11 of 12 agree: the interval says how little 12 images pin that down.
+    agreement_ci = [100 * x for x in wilson(LIMIT - 1, LIMIT)]
+    assert c["top1_agreement_ci95"] == pytest.approx(agreement_ci, abs=1e-4)
+    assert result["comparison"]["top1_agreement_ci95"] == pytest.approx(agreement_ci, abs=1e-4)
+    assert f"(91.67 %, 95 % interval [{agreement_ci[0]:.1f}, {agreement_ci[1]:.1f}])" in text
+
+
+def test_intervals_of_two_different_models(shared, tmp_path, capsys):
+    """eval --json gives each figure its 95 % interval and the top-1 delta its McNemar test, and
+    the printed table says whether the delta is more than noise: Google's MobileNetV1 0.25/128
+    against its 0.5/160 on 32 images (published top-1 39.5 vs 57.2)."""
+    out = tmp_path / "eval.json"
+    n = 32
+    assert main(["eval", str(shared / MODEL), "--data", str(shared / "imagenet/val"), "--limit", str(n),
+                 "--reference", str(shared / "weights/mobilenet_v1/mobilenet_v1_0.5_160_quant.tflite"),
+                 "--json", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    for side in ("model", "reference"):
+        figures = result[side]
+        for key in ("top1", "top5"):
+            low, high = figures[f"{key}_ci95"]
+            assert low < figures[key] < high and high - low > 20  # 32 images: wide
+            assert [low, high] == pytest.approx([100 * x for x in wilson(round(figures[key] * n / 100), n)],
+                                                abs=1e-4)
+    c = result["comparison"]
+    b, worse = c["top1_only_model"], c["top1_only_reference"]
+    assert b - worse == round(c["top1_delta"] * n / 100) and b + worse > 0  # a real comparison
+    assert c["top1_delta_ci95"][0] < c["top1_delta"] < c["top1_delta_ci95"][1]
+    assert c["top1_agreement_ci95"][0] < c["top1_agreement"] < c["top1_agreement_ci95"][1]
+    assert c["mcnemar_p"] == pytest.approx(mcnemar(b, worse))
+    verdict = "significant" if c["mcnemar_p"] < 0.05 else "not significant"
+    low, high = c["top1_delta_ci95"]
+    assert (f"top-1 delta {c['top1_delta']:+.2f} pt [{low:+.1f}, {high:+.1f}], {verdict} "
+            f"(McNemar p = {format_p(c['mcnemar_p'])}: {b} images right only for the model, {worse} only for "
+            "the reference)") in text
+    assert f"{result['model']['top1']:.2f} [{result['model']['top1_ci95'][0]:.1f}, " in text
 
 
 def test_bad_references_and_outputs_are_one_line(host_run, tmp_path, capsys):

@@ -71,10 +71,19 @@ def test_convert_with_technique_flags(folders, capsys, tmp_path):
     assert f"peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" in out and " s wall" in out
 
 
-def test_report_writes_table_json_and_plot(folders, capsys, tmp_path):
+def test_report_writes_table_json_and_plot(folders, capsys, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
     calib, val = folders
     out_dir = tmp_path / "report"
     spec = "mobilenet:alpha=0.25,resolution=128,weights=none,label=tiny"
+    bars, errorbar = [], Axes.errorbar
+
+    def recorded_errorbar(ax, x, y, yerr=None, **kw):  # the plot's error bars, as drawn
+        bars.append((x, y, yerr))
+        return errorbar(ax, x, y, yerr=yerr, **kw)
+
+    monkeypatch.setattr(Axes, "errorbar", recorded_errorbar)
     out = run(capsys, "report", "--model", spec, "--data", val, "--out", out_dir, "--calibration", calib,
               "--num-calibration", 8, "--plain", "--bench-runs", 2, "--quiet")
     assert "| tiny |" in out
@@ -85,6 +94,20 @@ def test_report_writes_table_json_and_plot(folders, capsys, tmp_path):
     assert 0 <= int8_row["agreement"] <= 100 and result["images"] == 4
     assert (out_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "agreement" in (out_dir / "report.md").read_text()
+    # Every figure with its 95 % interval (4 images: wide), in the JSON, the table and the plot.
+    for row in (float_row, int8_row):
+        assert row["top1_ci95"][0] <= row["top1"] <= row["top1_ci95"][1] and row["top5_ci95"][1] >= row["top5"]
+    low, high = int8_row["top1_drop_ci95"]
+    assert low <= int8_row["top1_drop"] <= high and high - low > 20
+    assert int8_row["agreement_ci95"][0] <= int8_row["agreement"] <= int8_row["agreement_ci95"][1]
+    assert 0 < int8_row["mcnemar_p"] <= 1 and int8_row["top1_only_int8"] + int8_row["top1_only_float"] <= 4
+    assert f"| {int8_row['top1_drop']:+.2f} [{low:+.1f}, {high:+.1f}] |" in out and "McNemar p" in out
+    assert f"{float_row['top1']:.2f} [{float_row['top1_ci95'][0]:.1f}, {float_row['top1_ci95'][1]:.1f}]" in out
+    assert len(bars) == 2
+    for (x, y, yerr), r in zip(bars, (float_row, int8_row)):
+        assert x == [r["latency_ms"]] and y == [r["top1"]]
+        (below,), (above,) = yerr
+        assert [below, above] == pytest.approx([r["top1"] - r["top1_ci95"][0], r["top1_ci95"][1] - r["top1"]])
     # never overwrites without --force
     code = main(["report", "--model", spec, "--data", str(val), "--out", str(out_dir), "--quiet"])
     assert code == 2 and "already exists" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import numpy as np
 from edgemobile.data.pipeline import prefetch_map
 from edgemobile.data.preprocessing import load_rgb
 from edgemobile.errors import EdgeMobileError
+from edgemobile.eval.intervals import mcnemar, paired_difference, wilson
 from edgemobile.progress import Progress
 
 _EPS = 1e-7
@@ -28,9 +29,16 @@ class Accuracy:
     top5: float
     images: int
     details: dict
+    top1_ci95: list[float]  # [low, high] %, 95 % Wilson interval
+    top5_ci95: list[float]
+
+    @classmethod
+    def measure(cls, name: str, probs: np.ndarray, labels: np.ndarray, details: dict) -> "Accuracy":
+        return cls(name, images=len(labels), details=details, **accuracy_figures(probs, labels))
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "top1": self.top1, "top5": self.top5, "images": self.images, **self.details}
+        return {"name": self.name, "top1": self.top1, "top5": self.top5, "images": self.images,
+                "top1_ci95": self.top1_ci95, "top5_ci95": self.top5_ci95, **self.details}
 
 
 @dataclasses.dataclass
@@ -42,6 +50,16 @@ class Comparison:
     top1_agreement: float
     mean_kl: float  # KL(reference ‖ model), nats, averaged over images
     mean_total_variation: float  # ½‖p − q‖₁, averaged over images
+    top1_agreement_ci95: list[float]  # % (Wilson)
+    top1_delta_ci95: list[float]  # points (Newcombe's paired interval)
+    mcnemar_p: float  # exact McNemar test of the top-1 delta
+    top1_only_model: int  # images only the model gets right (top-1)
+    top1_only_reference: int  # images only the reference gets right
+
+    @property
+    def significant(self) -> bool:
+        """The top-1 difference is more than these images' noise (McNemar p < 0.05)."""
+        return self.mcnemar_p < 0.05
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -156,9 +174,31 @@ def top_k_indices(probs: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probs, axis=-1, kind="stable")[..., :k]
 
 
+def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per image: is the label among the k highest scores."""
+    return np.any(top_k_indices(probs, k) == labels[:, None], axis=1)
+
+
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
-    topk = top_k_indices(probs, k)
-    return float(100.0 * np.mean(np.any(topk == labels[:, None], axis=1)))
+    return float(100.0 * np.mean(topk_hits(probs, labels, k)))
+
+
+def percent(interval: Sequence[float]) -> list[float]:
+    """An interval of proportions as [low, high] in % (4 decimals: far below one image's weight)."""
+    return [round(100.0 * bound, 4) for bound in interval]
+
+
+def percent_interval(successes: int, trials: int) -> list[float]:
+    """The 95 % Wilson interval of ``successes/trials``, in %."""
+    return percent(wilson(int(successes), int(trials)))
+
+
+def accuracy_figures(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """top1, top5 (%) and their 95 % intervals (top1_ci95, top5_ci95)."""
+    n = len(labels)
+    hits1, hits5 = topk_hits(probs, labels, 1), topk_hits(probs, labels, 5)
+    return {"top1": float(100.0 * np.mean(hits1)), "top5": float(100.0 * np.mean(hits5)),
+            "top1_ci95": percent_interval(hits1.sum(), n), "top5_ci95": percent_interval(hits5.sum(), n)}
 
 
 def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) -> Comparison:
@@ -166,12 +206,22 @@ def compare(model_probs: np.ndarray, ref_probs: np.ndarray, labels: np.ndarray) 
     q = np.clip(model_probs.astype(np.float64), _EPS, None)
     p /= p.sum(axis=1, keepdims=True)
     q /= q.sum(axis=1, keepdims=True)
+    # The paired top-1 table: both right, only the model, only the reference, both wrong.
+    model_hit, ref_hit = topk_hits(model_probs, labels, 1), topk_hits(ref_probs, labels, 1)
+    both, only_model = int(np.sum(model_hit & ref_hit)), int(np.sum(model_hit & ~ref_hit))
+    only_ref, neither = int(np.sum(~model_hit & ref_hit)), int(np.sum(~model_hit & ~ref_hit))
+    agree = model_probs.argmax(1) == ref_probs.argmax(1)
     return Comparison(
         top1_delta=topk_accuracy(model_probs, labels, 1) - topk_accuracy(ref_probs, labels, 1),
         top5_delta=topk_accuracy(model_probs, labels, 5) - topk_accuracy(ref_probs, labels, 5),
-        top1_agreement=float(100.0 * np.mean(model_probs.argmax(1) == ref_probs.argmax(1))),
+        top1_agreement=float(100.0 * np.mean(agree)),
         mean_kl=float(np.mean(np.sum(p * np.log(p / q), axis=1))),
         mean_total_variation=float(np.mean(0.5 * np.abs(ref_probs - model_probs).sum(axis=1))),
+        top1_agreement_ci95=percent_interval(agree.sum(), len(agree)),
+        top1_delta_ci95=percent(paired_difference(both, only_model, only_ref, neither)),
+        mcnemar_p=mcnemar(only_model, only_ref),
+        top1_only_model=only_model,
+        top1_only_reference=only_ref,
     )
 
 
@@ -200,34 +250,56 @@ def evaluate(predictors: Sequence, pairs: Sequence[tuple[Path, int]], data: str 
             raise EdgeMobileError(f"{data}: none of the {len(paths)} images could be decoded (first: {skipped[0][2]})")
         labels, paths = labels[keep], [p for p, k in zip(paths, keep) if k]
     evaluated = list(zip(paths, labels.tolist()))
-    accuracies = [
-        Accuracy(p.name, topk_accuracy(pr, labels, 1), topk_accuracy(pr, labels, 5), len(paths), p.describe())
-        for p, pr in zip(predictors, probs)
-    ]
+    accuracies = [Accuracy.measure(p.name, pr, labels, p.describe()) for p, pr in zip(predictors, probs)]
     comparison = compare(probs[0], probs[1], labels) if len(predictors) > 1 else None
     return EvalResult(data, accuracies, comparison, seconds, len(paths) / seconds if seconds else 0.0,
                       skipped=[{"image": str(path), "error": reason} for _, path, reason in skipped or []],
                       evaluated=evaluated)
 
 
+def format_interval(ci: Sequence[float], signed: bool = False, digits: int = 1) -> str:
+    """``[low, high]`` for printing, e.g. ``[-1.2, +0.3]``."""
+    sign = "+" if signed else ""
+    return f"[{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
+
+
+def format_p(p: float) -> str:
+    """A p-value to two significant digits: ``0.27``, ``0.052``, ``3.1e-05``."""
+    return f"{p:.2g}"
+
+
+def format_delta(c: Comparison, model: str = "the model", reference: str = "the reference") -> str:
+    """The top-1 delta with its interval, and in words whether it is more than noise."""
+    verdict = "significant" if c.significant else "not significant"
+    return (f"top-1 delta {c.top1_delta:+.2f} pt {format_interval(c.top1_delta_ci95, signed=True)}, {verdict} "
+            f"(McNemar p = {format_p(c.mcnemar_p)}: {c.top1_only_model} images right only for {model}, "
+            f"{c.top1_only_reference} only for {reference})")
+
+
 def format_table(result: EvalResult) -> str:
-    """A readable table of the result."""
+    """A readable table of the result, each figure with its 95 % interval."""
     rows = [("", "top-1 %", "top-5 %")]
     labels = ["model", "reference"]
     for label, acc in zip(labels, result.accuracies):
-        rows.append((f"{label}: {acc.name}", f"{acc.top1:.2f}", f"{acc.top5:.2f}"))
+        rows.append((f"{label}: {acc.name}", f"{acc.top1:.2f} {format_interval(acc.top1_ci95)}",
+                     f"{acc.top5:.2f} {format_interval(acc.top5_ci95)}"))
     c = result.comparison
     if c is not None:
-        rows.append(("difference (model - reference)", f"{c.top1_delta:+.2f}", f"{c.top5_delta:+.2f}"))
+        rows.append(("difference (model - reference)",
+                     f"{c.top1_delta:+.2f} {format_interval(c.top1_delta_ci95, True)}", f"{c.top5_delta:+.2f}"))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{r[0]:<{width}}  {r[1]:>8}  {r[2]:>8}" for r in rows]
+    cells = [max(len(r[k]) for r in rows) for k in (1, 2)]
+    lines = [f"{r[0]:<{width}}  {r[1]:>{cells[0]}}  {r[2]:>{cells[1]}}" for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"{result.accuracies[0].images} images from {result.data}, "
-                 f"{result.images_per_second:.1f} images/s")
+    images = result.accuracies[0].images
+    lines.append(f"{images} images from {result.data} (one image is {100 / images:.2g} pt), "
+                 f"{result.images_per_second:.1f} images/s; [low, high]: 95 % intervals")
     if result.skipped:
         lines.append(f"skipped {len(result.skipped)} undecodable images (listed in --json); the metrics above are "
-                     f"over the {result.accuracies[0].images} images actually evaluated")
+                     f"over the {images} images actually evaluated")
     if c is not None:
-        lines.append(f"top-1 agreement {c.top1_agreement:.2f} %, mean KL(reference||model) {c.mean_kl:.4f} nats, "
+        lines.append(format_delta(c))
+        lines.append(f"top-1 agreement {c.top1_agreement:.2f} % {format_interval(c.top1_agreement_ci95)}, "
+                     f"mean KL(reference||model) {c.mean_kl:.4f} nats, "
                      f"mean total variation {c.mean_total_variation:.4f}")
     return "\n".join(lines)

@@ -27,7 +27,8 @@ import numpy as np
 
 from edgemobile.version import __version__
 from edgemobile.errors import EdgeMobileError
-from edgemobile.eval.evaluate import Accuracy, EvalResult, compare, top_k_indices, topk_accuracy
+from edgemobile.eval.evaluate import (Accuracy, EvalResult, compare, format_interval, percent_interval,
+                                      top_k_indices)
 from edgemobile.eval.predictors import scores_to_probabilities
 from edgemobile.inputs import reading
 from edgemobile.outputs import write_atomic
@@ -188,6 +189,7 @@ class ImageComparison:
     same_model: bool | None  # model files' SHA-256 equal (None: unknown)
     images: int
     top1_agreement: float  # % of images
+    top1_agreement_ci95: list[float]  # [low, high] %, 95 % Wilson interval
     top1_ties: int  # images whose top-1 differs only by a tie: the reference's top-1 shares the model's top score
     identical_images: int  # every output value equal
     step: float | None  # one quantization step of the output, when both share the quantization
@@ -250,6 +252,7 @@ def compare_outputs(model: ImageOutputs, reference: ImageOutputs, reference_name
         same_model=(sha == ref_sha) if sha and ref_sha else None,
         images=n,
         top1_agreement=float(100.0 * np.mean(top1 == ref_top1)) if n else 0.0,
+        top1_agreement_ci95=percent_interval(np.sum(top1 == ref_top1), n),
         top1_ties=int(tied.sum()),
         identical_images=int(np.sum(per_image == 0)),
         step=float(model.meta["output_scale"]) if same_grid else None,
@@ -273,9 +276,8 @@ def with_reference(result: EvalResult, model: ImageOutputs, reference: ImageOutp
     details = {"kind": "outputs file", "path": reference_name, "machine": meta.get("machine"),
                "runtime": meta.get("runtime"), "runtime_version": meta.get("runtime_version"),
                "model_sha256": meta.get("model_sha256")}
-    result.accuracies[1:] = [Accuracy(f"{meta.get('model')} ({Path(reference_name).name})",
-                                      topk_accuracy(ref_probs, labels, 1), topk_accuracy(ref_probs, labels, 5),
-                                      len(labels), details)]
+    result.accuracies[1:] = [Accuracy.measure(f"{meta.get('model')} ({Path(reference_name).name})",
+                                              ref_probs, labels, details)]
     result.comparison = compare(model.probabilities(), ref_probs, labels)
     return image_comparison
 
@@ -287,7 +289,8 @@ def format_comparison(c: ImageComparison, limit: int = 10) -> str:
     same = {True: "same model file", False: "a DIFFERENT model file", None: "model file unknown"}[c.same_model]
     agree = round(c.top1_agreement * c.images / 100)
     rows = [("images compared", f"{c.images}"),
-            ("top-1 agreement", f"{agree}/{c.images} ({c.top1_agreement:.2f} %)"
+            ("top-1 agreement", f"{agree}/{c.images} ({c.top1_agreement:.2f} %, 95 % interval "
+                                f"{format_interval(c.top1_agreement_ci95)})"
              + (f"; {c.top1_ties} more tie the reference's top-1 with another class" if c.top1_ties else "")),
             ("identical outputs", f"{c.identical_images}/{c.images}")]
     if c.step is not None:

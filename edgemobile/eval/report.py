@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
 
 SPEC_KEYS = ("alpha", "resolution", "weights", "label", "preprocess", "labels")
 _RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
@@ -112,7 +113,6 @@ def ablation_configs(default) -> list[tuple[str, Any]]:
 
 
 def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
-    from edgemobile.eval.evaluate import run_predictors
     from edgemobile.eval.predictors import TFLitePredictor
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +169,6 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine. A peer
     that refuses a model raises EdgeMobileError: its row carries the message (``error``)."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.eval.evaluate import topk_accuracy
     from edgemobile.quantization.pipeline import DEFAULT
 
     options = options or DEFAULT
@@ -201,9 +200,8 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         if config is None:
             float_probs = probs
             rows.append(dict(base, config="float", precision="float32", techniques=None,
-                             top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
-                             size_mb=len(model) / 1e6, latency_ms=_latency(model, bench_runs),
-                             conversion_seconds=round(seconds, 1)))
+                             **accuracy_figures(probs, labels), size_mb=len(model) / 1e6,
+                             latency_ms=_latency(model, bench_runs), conversion_seconds=round(seconds, 1)))
         else:
             rows.append(dict(base, config=label, techniques=config.as_dict(),
                              **_int8_row(model, probs, float_probs, labels, seconds, bench_runs)))
@@ -250,12 +248,14 @@ def _common_classes(specs: list[ModelSpec]):
 
 
 def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_runs: int) -> dict:
-    """An int8 model's columns: accuracy, its comparison with the float model, size, cost."""
-    from edgemobile.eval.evaluate import compare, topk_accuracy
-
+    """An int8 model's columns: accuracy, its comparison with the float model, size, cost. The
+    intervals are those of eval's (the drop's is the top-1 delta's, negated)."""
     c = compare(probs, float_probs, labels)
-    return dict(precision="int8", skipped=_skipped(tflite), top1=topk_accuracy(probs, labels, 1), top5=topk_accuracy(probs, labels, 5),
-                top1_drop=-c.top1_delta, top5_drop=-c.top5_delta, agreement=c.top1_agreement,
+    return dict(precision="int8", skipped=_skipped(tflite), **accuracy_figures(probs, labels),
+                top1_drop=-c.top1_delta,
+                top1_drop_ci95=[0.0 - c.top1_delta_ci95[1], 0.0 - c.top1_delta_ci95[0]],  # 0.0 - x: never -0.0
+                mcnemar_p=c.mcnemar_p, top1_only_int8=c.top1_only_model, top1_only_float=c.top1_only_reference,
+                top5_drop=-c.top5_delta, agreement=c.top1_agreement, agreement_ci95=c.top1_agreement_ci95,
                 kl=c.mean_kl, total_variation=c.mean_total_variation,
                 size_mb=len(tflite) / 1e6, latency_ms=_latency(tflite, bench_runs),
                 conversion_seconds=round(seconds, 1))
@@ -276,34 +276,51 @@ def _num(value, fmt: str = ".2f", signed: bool = False) -> str:
     return f"{value:+{fmt}}" if signed else f"{value:{fmt}}"
 
 
+def _ci(row: dict, key: str, signed: bool = False) -> str:
+    """A figure and its 95 % interval, ``54.69 [45.9, 63.2]`` (the figure alone in a report
+    written before intervals)."""
+    interval = row.get(f"{key}_ci95")
+    return _num(row.get(key), ".2f", signed) + (f" {format_interval(interval, signed)}" if interval else "")
+
+
+def _p(row: dict) -> str:
+    return "-" if row.get("mcnemar_p") is None else format_p(row["mcnemar_p"])
+
+
 def markdown(result: dict) -> str:
     """The result as a Markdown table: per model a float row and its int8 row(s)."""
     if result["ablation"]:
-        header = ["model", "configuration", "top-1", "top-5", "top-1 drop", "agreement %", "KL", "convert s"]
+        header = ["model", "configuration", "top-1", "top-5", "top-1 drop", "McNemar p", "agreement %", "KL",
+                  "convert s"]
         lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
         for r in result["rows"]:
             int8 = r["precision"] == "int8"
             if r.get("error"):
-                lines += _md_row([r["model"], f"{r['config']}: refused ({r['error'].replace('|', '/')})"] + ["-"] * 6)
+                lines += _md_row([r["model"], f"{r['config']}: refused ({r['error'].replace('|', '/')})"]
+                                 + ["-"] * (len(header) - 2))
                 continue
-            lines += _md_row([r["model"], r["config"] if int8 else "float32", _num(r["top1"]), _num(r["top5"]),
-                              _num(r.get("top1_drop"), ".2f", True) if int8 else "",
-                              _num(r.get("agreement")) if int8 else "", _num(r.get("kl"), ".3f") if int8 else "",
+            lines += _md_row([r["model"], r["config"] if int8 else "float32", _ci(r, "top1"), _num(r["top5"]),
+                              _ci(r, "top1_drop", True) if int8 else "", _p(r) if int8 else "",
+                              _ci(r, "agreement") if int8 else "", _num(r.get("kl"), ".3f") if int8 else "",
                               _num(r["conversion_seconds"], ".0f") if int8 else ""])
     else:
-        header = ["model", "top-1 float", "top-1 int8", "drop", "top-5 float", "top-5 int8", "agreement %",
-                  "KL", "size float / int8 MB", "latency float / int8 ms"]
+        header = ["model", "top-1 float", "top-1 int8", "drop", "McNemar p", "top-5 float", "top-5 int8",
+                  "agreement %", "KL", "size float / int8 MB", "latency float / int8 ms"]
         lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
         for f, q in _pairs(result["rows"]):
-            lines += _md_row([f["model"], _num(f["top1"]), _num(q["top1"]), _num(q["top1_drop"], ".2f", True),
-                              _num(f["top5"]), _num(q["top5"]), _num(q["agreement"]), _num(q["kl"], ".3f"),
+            lines += _md_row([f["model"], _ci(f, "top1"), _ci(q, "top1"), _ci(q, "top1_drop", True), _p(q),
+                              _num(f["top5"]), _num(q["top5"]), _ci(q, "agreement"), _num(q["kl"], ".3f"),
                               f"{f['size_mb']:.2f} / {q['size_mb']:.2f}",
                               f"{_num(f['latency_ms'])} / {_num(q['latency_ms'])}"])
-    notes = [f"{result['images']} images from {result['data']}"]
+    notes = [f"{result['images']} images from {result['data']} (one image is {100 / result['images']:.2g} pt)"]
     if result.get("calibration"):
         notes.append(f"calibration: {result['calibration']['images']} images from {result['calibration']['source']}")
     if result.get("latency") and not result["ablation"]:
         notes.append(f"latency: {result['latency']}")
+    notes.append("[low, high]: 95 % intervals (Wilson; the drop's: Newcombe's for paired data); McNemar p: exact "
+                 "test of the top-1 drop on these images, p >= 0.05: not significant, within their noise; both "
+                 "models saw the same images, so judge int8 against float by the drop's interval, narrower than "
+                 "the two top-1 intervals suggest")
     skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
     techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + (f"\n{techniques}" if techniques else "")
@@ -342,8 +359,13 @@ def plot(result: dict) -> bytes:
         ax.scatter([f["latency_ms"]], [f["top1"]], color=color, marker="o", label=f"{f['model']} float32")
         ax.scatter([q["latency_ms"]], [q["top1"]], color=color, marker="s",
                    label=f"{q['model']} int8" + (f" ({q['config']})" if result["ablation"] else ""))
+        for r in (f, q):
+            if r.get("top1_ci95"):  # a report written before intervals has none
+                low, high = r["top1_ci95"]
+                ax.errorbar([r["latency_ms"]], [r["top1"]], yerr=[[r["top1"] - low], [high - r["top1"]]],
+                            fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.6)
     ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
-    ax.set_ylabel(f"top-1 % ({result['images']} images)")
+    ax.set_ylabel(f"top-1 % ({result['images']} images; bars: 95 % interval)")
     ax.set_title("top-1 vs latency: float32 (o) and int8 (s)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
