@@ -104,7 +104,7 @@ def test_readme_python_example_runs_as_written(user, tmp_path, monkeypatch, caps
     from conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Python API"):]
+    section = readme[readme.index("## Python API"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "flowers").mkdir()
     shutil.copy(user["model"], tmp_path / "flowers.keras")
