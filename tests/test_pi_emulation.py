@@ -1,7 +1,7 @@
 """Raspberry Pi OS on emulated ARM (opt-in: ``EDGEMOBILE_PI_EMULATION=1``, root and binfmt_misc).
 
 ``tools/pi_emulation.py run`` installs the runtime in a Debian bookworm arm64 and armhf rootfs
-as the README tells a Pi user, evaluates an int8 and a uint8 MobileNetV1 α0.25 on this machine
+as docs/raspberry-pi.md tells a Pi user, evaluates an int8 and a uint8 MobileNetV1 α0.25 on this machine
 with ``eval --outputs``, then runs predict/eval/bench inside each emulated machine with the
 host's outputs as ``--reference``. Asserted per architecture: exit 0, the runtime picked, top-1
 identical to this machine on every image, equal top-1/top-5, and score differences within the

@@ -1,7 +1,7 @@
-"""Regenerate the README's int8 ablation table on real data.
+"""Regenerate the int8 ablation table of docs/accuracy.md on real data.
 
     python tools/accuracy_table.py [--shared ../shared] [--num-calibration 500]
-                                   [--models a25,a50,a75,v3s,s0] [--out DIR] [--update-readme]
+                                   [--models a25,a50,a75,v3s,s0] [--out DIR] [--update-docs]
 
 For each model family with real weights in the shared data folder (see ../shared/README.md):
 the float model, then int8 models from the plain converter, each technique alone, and the
@@ -9,8 +9,8 @@ default combination, all evaluated on ``imagenet/val`` against the float TFLite 
 (top-1, drop, agreement, KL) — :func:`edgemobile.eval.report.run_report` with ``ablation``.
 Calibration: ``--num-calibration`` images drawn from ``imagenet/calib`` (seed 0), the same
 for every configuration. Writes ``accuracy_table.md`` and ``accuracy_table.json`` to
-``--out`` (default: a temp folder); ``--update-readme`` also replaces the table between the
-``<!-- accuracy-table:begin -->`` / ``<!-- accuracy-table:end -->`` markers in README.md.
+``--out`` (default: a temp folder); ``--update-docs`` also replaces the table between the
+``<!-- accuracy-table:begin -->`` / ``<!-- accuracy-table:end -->`` markers in docs/accuracy.md.
 Heavy (tens of minutes on 2 cores): a tool, not a test.
 
 Peer rows: with ``--litert-python PYTHON`` (an interpreter of an environment with PyPI's
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys from {', '.join(MODELS)}")
     parser.add_argument("--limit", type=int, help="evaluate only N val images (quick look)")
     parser.add_argument("--out", help="folder for accuracy_table.md/.json (default: a new temp folder)")
-    parser.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
+    parser.add_argument("--update-docs", action="store_true", help="rewrite the table in docs/accuracy.md")
     parser.add_argument("--litert-python", help="python of a venv with litert-quantizer: add its rows (a8w8, OCTAV)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -88,16 +88,16 @@ def main() -> None:
             result = run_report([spec], shared / "imagenet" / "val", calibration, ablation=True, limit=args.limit,
                                 bench_runs=0, progress=not args.quiet, peers=peers)
         result["seconds"] = round(time.perf_counter() - start, 1)
-        result["data"] = os.path.relpath(result["data"], ROOT)  # the README names ../shared, not this machine's path
+        result["data"] = os.path.relpath(result["data"], ROOT)  # the docs name ../shared, not this machine's path
         results.append(result)
         print(markdown(result), flush=True)
     table = combined_markdown(results)
     write_atomic(out / "accuracy_table.md", table, force=True)
     write_atomic(out / "accuracy_table.json", json.dumps(results, indent=2) + "\n", force=True)
     print(f"wrote {out / 'accuracy_table.md'} and accuracy_table.json")
-    if args.update_readme:
-        update_readme(ROOT / "README.md", table)
-        print("updated README.md")
+    if args.update_docs:
+        update_table(ROOT / "docs" / "accuracy.md", table)
+        print("updated docs/accuracy.md")
 
 
 PEER = ROOT / "tools" / "litert_quantizer_peer.py"
@@ -147,7 +147,7 @@ def combined_markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + notes
 
 
-def update_readme(path: Path, table: str) -> None:
+def update_table(path: Path, table: str) -> None:
     text = path.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"accuracy_table: {path} has no {BEGIN} ... {END} markers")

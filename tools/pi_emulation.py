@@ -12,7 +12,7 @@ is the Pi's userland: same Python 3.11, same Debian numpy/Pillow packages, same 
 
 ``run`` builds each rootfs once (``mmdebstrap``, cached in ``--cache``, default
 /var/cache/edgemobile-pi, outside any checkout, reused by later runs), installs the runtime
-the way the README tells a Pi user (64-bit: a venv and ``pip install "edgemobile[runtime]"``
+the way docs/raspberry-pi.md tells a Pi user (64-bit: a venv and ``pip install "edgemobile[runtime]"``
 from this checkout; 32-bit: Debian's python3-numpy/python3-pil, a ``--system-site-packages``
 venv and ``pip install edgemobile tflite-runtime``), evaluates every model on this machine
 with ``eval --outputs`` and then, inside the emulated machine, runs ``predict``, ``eval``
@@ -62,7 +62,8 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 VENV = "/root/edgemobile-env"
 
 # Per architecture: Debian arch, qemu binary, binfmt handler name, QEMU_CPU, Debian packages,
-# and the install commands, word for word the README's Raspberry Pi section.
+# and the install commands of docs/raspberry-pi.md word for word, but for the source: the checkout
+# (copied to /opt/edgemobile-src) instead of the wheel built from it.
 ARCHES = {
     "arm64": {
         "qemu": "qemu-aarch64-static", "binfmt": "qemu-aarch64", "cpu": "cortex-a72", "machine": "aarch64",
@@ -74,7 +75,7 @@ ARCHES = {
     "armhf": {
         "qemu": "qemu-arm-static", "binfmt": "qemu-arm", "cpu": "cortex-a15", "machine": "armv7l",
         "packages": ["python3", "python3-venv", "python3-pip", "ca-certificates"],
-        # mmdebstrap drops the package lists: fetch them once, before the README's apt command.
+        # mmdebstrap drops the package lists: fetch them once, before the docs' apt command.
         "install": ["dpkg -s python3-numpy python3-pil >/dev/null 2>&1 || apt-get update -q >/dev/null",
                     "apt-get install -y -q python3-numpy python3-pil >/dev/null",
                     f"python3 -m venv --system-site-packages {VENV}", f". {VENV}/bin/activate",
@@ -322,7 +323,7 @@ def du(path: Path) -> int:
 
 
 def install(arch: str, rootfs: Path, sh, scratch: Path) -> str:
-    """The runtime in the rootfs' venv: the README's commands word for word when the venv is
+    """The runtime in the rootfs' venv: docs/raspberry-pi.md's commands word for word when the venv is
     new or they (or pyproject.toml) changed since; otherwise only this checkout's edgemobile,
     as a wheel built here (pure Python: building it under emulation takes minutes)."""
     stamp_text = json.dumps([ARCHES[arch]["install"], (ROOT / "pyproject.toml").read_text()])
@@ -338,9 +339,9 @@ def install(arch: str, rootfs: Path, sh, scratch: Path) -> str:
         sh(f"{VENV}/bin/pip install -q --no-deps --force-reinstall /tmp/{wheel.name}", "updating edgemobile")
         return "cached venv, edgemobile updated from this checkout"
     shutil.rmtree(rootfs / VENV.lstrip("/"), ignore_errors=True)
-    sh("\n".join(ARCHES[arch]["install"]), "installing the runtime as the README says")
+    sh("\n".join(ARCHES[arch]["install"]), "installing the runtime as docs/raspberry-pi.md says")
     stamp.write_text(stamp_text)
-    return "README commands: " + " && ".join(ARCHES[arch]["install"])
+    return "docs/raspberry-pi.md commands: " + " && ".join(ARCHES[arch]["install"])
 
 
 # -- the run --------------------------------------------------------------------------------------
