@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, MissingInstallError, first_line
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
 
@@ -256,6 +256,8 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
               preprocess, mean, std, crop_fraction, labels):
     """(variant, weights, CalibrationSet) — labels may come from the calibration folders, whose
     class folders must then agree with them."""
+    # Before the quantization modules, the model and any download: the runtime install stops here.
+    require_converter(model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", "model"))
     from edgemobile.quantization.convert import FULL_INTEGER, CalibrationSet
 
     folder = None
@@ -303,7 +305,6 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
 
     if output is not None:
         check_output(output, force)
-    quiet_tensorflow()
     variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
                                       seed, preprocess, mean, std, crop_fraction, labels)
     with quiet_keras():
@@ -452,7 +453,6 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
     else:
         precision = android_precision(precision)
         folder = check_bundle_folder(out, force) if out is not None else None  # before the long work
-        quiet_tensorflow()
         variant, weights, cal = _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration,
                                           seed, preprocess, mean, std, crop_fraction, labels)
         with quiet_keras():
@@ -527,8 +527,19 @@ def quiet_tensorflow() -> None:
         return
     from edgemobile.native_stderr import drop_all, native_stderr_filtered
 
-    with native_stderr_filtered(drop_all):
+    with native_stderr_filtered(drop_all), contextlib.suppress(ImportError):  # require_converter says why
         import tensorflow  # noqa: F401
+
+
+def require_converter(subject, action: str = "building and converting a Keras model") -> None:
+    """Stop converter-only work in the runtime install (no TensorFlow/Keras) with one line
+    naming the converter install — called before any model is built or file downloaded."""
+    quiet_tensorflow()
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        raise MissingInstallError(str(subject), action, first_line(exc)) from None
 
 
 @contextlib.contextmanager

@@ -50,7 +50,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     variant, weights, calibration = api.conversion_inputs(
         args.model, "int8", calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
         **model_kwargs(args))
-    api.quiet_tensorflow()
     with api.quiet_keras():
         result = diagnose(variant, weights, calibration, options, images=args.images,
                           sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
