@@ -43,7 +43,7 @@ class Converted:
     seconds: float
     quantization: dict | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. ops XNNPACK leaves to builtin kernels
-    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite (provenance "rewrite")
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite, int8 slower than float here
 
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
         """Write the .tflite atomically (an existing file only with ``force``)."""
@@ -167,7 +167,7 @@ class BundleResult:
 
     @property
     def notes(self) -> list[str]:
-        """What the conversion did that the user should know (the MobileNetV3 rewrite)."""
+        """What the user should know about the conversion (the MobileNetV3 rewrite, int8 slower than float here)."""
         return list(self.bundle.notes)
 
     @property
@@ -313,11 +313,12 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
                           result.quantization, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
-    if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
-        from edgemobile.runtime.delegation import slow_ops_warning
+    if cal is not None:  # full-integer: ops XNNPACK leaves to the builtin kernels, or int8 slower than float here
+        from edgemobile.runtime.delegation import speed_report
 
-        warning = slow_ops_warning(result.tflite, str(output or variant.name), result.float_tflite)
-        converted.warnings += [warning] if warning else []
+        warnings, notes = speed_report(result.tflite, str(output or variant.name), result.float_tflite)
+        converted.warnings += warnings
+        converted.notes += notes
     if output is not None:
         converted.save(output, force=force)
     return converted
