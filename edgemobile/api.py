@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from edgemobile.converter_install import quiet_keras, quiet_tensorflow, require_converter
 from edgemobile.errors import EdgeMobileError, warn
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
@@ -43,7 +43,7 @@ class Converted:
     seconds: float
     quantization: dict | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. ops XNNPACK leaves to builtin kernels
-    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite (provenance "rewrite")
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite, int8 slower than float here
 
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
         """Write the .tflite atomically (an existing file only with ``force``)."""
@@ -167,7 +167,7 @@ class BundleResult:
 
     @property
     def notes(self) -> list[str]:
-        """What the conversion did that the user should know (the MobileNetV3 rewrite)."""
+        """What the user should know about the conversion (the MobileNetV3 rewrite, int8 slower than float here)."""
         return list(self.bundle.notes)
 
     @property
@@ -257,6 +257,8 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
               preprocess, mean, std, crop_fraction, labels):
     """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
     folders; calibration images of classes the model does not have are used, with a warning."""
+    # Before the quantization modules, the model and any download: the runtime install stops here.
+    require_converter(model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", "model"))
     from edgemobile.quantization.convert import CalibrationSet
     from edgemobile.quantization.tflite_converter import FULL_INTEGER
 
@@ -309,7 +311,6 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
 
     if output is not None:
         check_output(output, force)
-    quiet_tensorflow()
     variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
                                                 num_calibration, seed, preprocess, mean, std, crop_fraction, labels)
     with quiet_keras():
@@ -318,11 +319,12 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
                           result.quantization, warnings=warnings, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
-    if cal is not None:  # full-integer: say so when XNNPACK leaves ops to the slow builtin kernels
-        from edgemobile.runtime.delegation import slow_ops_warning
+    if cal is not None:  # full-integer: ops XNNPACK leaves to the builtin kernels, or int8 slower than float here
+        from edgemobile.runtime.delegation import speed_report
 
-        warning = slow_ops_warning(result.tflite, str(output or variant.name), result.float_tflite)
-        converted.warnings += [warning] if warning else []
+        slow_ops, speed_notes = speed_report(result.tflite, str(output or variant.name), result.float_tflite)
+        converted.warnings += slow_ops
+        converted.notes += speed_notes
     if output is not None:
         converted.save(output, force=force)
     warn(converted.warnings)
@@ -459,7 +461,6 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
     else:
         precision = android_precision(precision)
         folder = check_bundle_folder(out, force) if out is not None else None  # before the long work
-        quiet_tensorflow()
         variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
                                                     num_calibration, seed, preprocess, mean, std, crop_fraction,
                                                     labels)
@@ -525,28 +526,3 @@ def _overrides(mean, std, crop_fraction, labels, background_class):
     as_tuple = (lambda v: None if v is None else tuple(v) if isinstance(v, (list, tuple)) else (float(v),))
     return PreprocessOverrides(mean=as_tuple(mean), std=as_tuple(std), crop_fraction=crop_fraction,
                                labels=labels, background_class=background_class)
-
-
-def quiet_tensorflow() -> None:
-    """Import TensorFlow (if installed) with its C++ start-up chatter silenced: absl logs CUDA
-    and oneDNN notices to stderr before any setting can stop them, and they hide the output
-    users came for. Later imports are free; errors after start-up still show."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    if "tensorflow" in sys.modules:
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        return
-    from edgemobile.native_stderr import drop_all, native_stderr_filtered
-
-    with native_stderr_filtered(drop_all):
-        import tensorflow  # noqa: F401
-
-
-@contextlib.contextmanager
-def quiet_keras():
-    """Keras' exporter prints every traced tensor to stdout during conversion."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield

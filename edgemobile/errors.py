@@ -26,6 +26,19 @@ def warn(messages) -> None:
         warnings.warn(message, EdgeMobileWarning, stacklevel=3)
 
 
+CONVERTER_INSTALL = "pip install 'edgemobile[convert]'"
+
+
+class MissingInstallError(EdgeMobileError):
+    """Converter-only work (building, converting or running a Keras model) asked of the runtime
+    install, which has no TensorFlow/Keras: ``<subject>: <action> needs the converter install
+    (pip install 'edgemobile[convert]')``, with the import error that showed it."""
+
+    def __init__(self, subject: str, action: str, reason: str = ""):
+        super().__init__(f"{subject}: {action} needs the converter install ({CONVERTER_INSTALL})"
+                         + (f"; here: {reason}" if reason else ""))
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none): what a one-line
     error quotes of a library's multi-line exception."""

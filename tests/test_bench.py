@@ -92,6 +92,7 @@ def test_bad_input_is_one_line(model, tmp_path, capsys):
         (["bench", model, "--json", existing], "--force"),
         (["bench", not_a_model], "not a TFLite model"),
         (["bench", tmp_path / "missing.tflite"], "no such model file"),
+        (["bench", model, "--reference", tmp_path / "float.tflite"], "no such model file"),
     ]:
         code, _, err = run(capsys, *argv, *FAST)
         assert code == 2 and err.startswith("edgemobile: error: ") and err.count("\n") == 1, err
@@ -101,3 +102,34 @@ def test_bad_input_is_one_line(model, tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["bench", str(model), *bad])
         assert exc.value.code == 2
+
+
+def test_reference_is_timed_setting_by_setting(model, shared, tmp_path, capsys):
+    """Two 8-bit models: both timed under every setting, and no int8-against-float note."""
+    v3 = shared / "weights/mobilenet_v3/v3-small_224_1.0_uint8.tflite"
+    report_path = tmp_path / "ref.json"
+    code, out, err = run(capsys, "bench", model, "--reference", v3, "--threads", "1", "2", *FAST,
+                         "--json", report_path)
+    assert code == 0, err
+    report = json.loads(report_path.read_text())
+    ref = report["reference"]
+    assert ref["model"] == str(v3) and ref["model_size_mb"] == pytest.approx(v3.stat().st_size / 1e6, abs=1e-3)
+    assert [(s["threads"], s["xnnpack"]) for s in ref["settings"]] == [(1, True), (2, True)]
+    assert all(s["median_ms"] > 0 and s["compute_dtype"] == "uint8" for s in report["settings"] + ref["settings"])
+    assert report["speed_note"] is None and "int8 ran slower" not in out
+    assert f"reference {v3}" in out and "threads=2 xnnpack=on:" in out
+
+
+def test_speed_note_only_for_int8_timed_slower_than_its_float_reference():
+    from edgemobile.deploy.bench import speed_note
+
+    def setting(threads, median, dtype):
+        return {"threads": threads, "xnnpack": True, "median_ms": median, "compute_dtype": dtype}
+
+    report = {"settings": [setting(1, 0.42, "int8"), setting(2, 0.20, "int8")],
+              "reference": {"settings": [setting(1, 0.36, "float32"), setting(2, 0.25, "float32")]}}
+    note = speed_note(report)
+    assert note.startswith("int8 ran slower than float on this machine (threads=1 xnnpack=on: 0.42 vs 0.36 ms)")
+    assert "threads=2" not in note
+    report["reference"]["settings"][0]["compute_dtype"] = "int8"  # not a float reference: nothing to say
+    assert speed_note(report) is None and speed_note({"settings": report["settings"]}) is None

@@ -108,9 +108,37 @@ def test_report_writes_table_json_and_plot(folders, capsys, tmp_path, monkeypatc
         assert x == [r["latency_ms"]] and y == [r["top1"]]
         (below,), (above,) = yerr
         assert [below, above] == pytest.approx([r["top1"] - r["top1_ci95"][0], r["top1_ci95"][1] - r["top1"]])
+    # int8 slower than float is said only as measured in this run (either way is a valid timing)
+    slower = int8_row["latency_ms"] >= 1.1 * float_row["latency_ms"]
+    assert result["machine"] and (result["speed_note"] is not None) == slower
+    if slower:
+        assert result["speed_note"] in (out_dir / "report.md").read_text()
     # never overwrites without --force
     code = main(["report", "--model", spec, "--data", str(val), "--out", str(out_dir), "--quiet"])
     assert code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_report_says_where_int8_timed_slower_than_float():
+    from edgemobile.eval.report import _speed_note, markdown
+
+    def rows(*latencies):
+        out = []
+        for model, (f, q) in zip(("v1", "v3"), latencies):
+            out += [{"model": model, "precision": "float32", "config": "float", "top1": 50.0, "top5": 70.0,
+                     "size_mb": 1.0, "latency_ms": f},
+                    {"model": model, "precision": "int8", "config": "default", "top1": 49.0, "top5": 69.0,
+                     "top1_drop": 1.0, "agreement": 90.0, "kl": 0.01, "size_mb": 0.3, "latency_ms": q}]
+        return out
+
+    slow = rows((0.90, 1.35), (2.0, 1.0))
+    note = _speed_note(slow, ablation=False)
+    assert note.startswith("int8 ran slower than float on this machine (v1: 1.35 vs 0.90 ms): ") and "v3" not in note
+    result = {"data": "val", "images": 4, "calibration": None, "ablation": False, "latency": "median",
+              "machine": "CPU", "speed_note": note, "rows": slow}
+    assert f"\n{note}.\n" in markdown(result) and "latency: median on CPU" in markdown(result)
+    assert _speed_note(rows((0.90, 0.80), (2.0, 1.0)), ablation=False) is None
+    assert _speed_note(rows((None, None)), ablation=False) is None  # --bench-runs 0: nothing timed
+    assert "v1 (default): 1.35 vs 0.90 ms" in _speed_note(slow, ablation=True)
 
 
 @pytest.mark.parametrize("argv, message", [

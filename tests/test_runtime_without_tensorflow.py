@@ -21,11 +21,29 @@ WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 BLOCKED = ("tensorflow", "keras", "tf_keras")
 HEAVY = BLOCKED + ("tensorboard", "jax", "torch", "mediapipe", "h5py")
 
-# Runs the CLI, then reports which heavy packages ended up imported.
-RUNNER = f"""
+# Any network use is logged like a blocked import (and fails): nothing here may download.
+NO_NETWORK = """
+import os, socket, sys
+def _no_network(*args, **kwargs):
+    with open(os.environ["EDGEMOBILE_TEST_IMPORT_LOG"], "a") as _log:
+        _log.write("network " + repr(args[:2]) + "\\n")
+    raise OSError("network blocked by test_runtime_without_tensorflow")
+socket.socket.connect = socket.create_connection = socket.getaddrinfo = _no_network
+# As pip leaves them in the runtime install: find_spec() None, import fails (no stand-in to find).
+for _name in filter(None, os.environ.get("EDGEMOBILE_TEST_NOT_INSTALLED", "").split(",")):
+    sys.modules[_name] = None
+"""
+
+# Runs the CLI (or, with -c, the Python code given), then reports which heavy packages ended up imported.
+RUNNER = NO_NETWORK + f"""
 import json, sys
 from edgemobile.cli.main import main
-code = main(sys.argv[1:])
+if sys.argv[1:2] == ["-c"]:  # Python code that sets ``code``
+    scope = {{}}
+    exec(sys.argv[2], scope)
+    code = scope["code"]
+else:
+    code = main(sys.argv[1:])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print("HEAVY_MODULES=" + json.dumps(heavy))
 sys.exit(code)
@@ -110,6 +128,36 @@ def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflo
     report = json.loads(bench.read_text())
     assert len(report["settings"]) == 4 and report["profile"]["ops"] and heavy == []
     assert log.read_text() == "", "something tried to import TensorFlow/Keras"
+
+
+CONVERTER_ONLY = {
+    "convert": ["convert", "--model", "mobilenet", "--alpha", "0.25", "--uint8", "-o", "m.tflite"],
+    "convert --android": ["convert", "--model", "mobilenet", "--android", "-o", "bundle_m"],
+    "bundle zoo": ["bundle", "mobilenet", "--out", "bundle_m"],
+    "bundle keras": ["bundle", "flowers.keras", "--out", "bundle_m"],
+    "inspect": ["inspect", "mobilenet", "--alpha", "0.25"],
+    "report": ["report", "--model", "mobilenet:alpha=0.25", "--data", "val", "--out", "report"],
+    "em.convert": ["-c", "import sys, edgemobile as em\nfrom edgemobile.errors import MissingInstallError\n"
+                   "try:\n    em.convert('mobilenet', 'int8', alpha=0.25)\nexcept MissingInstallError as exc:\n"
+                   "    print(f'edgemobile: error: {exc}', file=sys.stderr)\n    code = 2"],
+}
+
+
+@pytest.mark.parametrize("argv", CONVERTER_ONLY.values(), ids=CONVERTER_ONLY.keys())
+def test_converter_work_in_the_runtime_install_is_one_line_before_any_download(argv, no_tensorflow, tmp_path):
+    """Zoo models need their weights and the default calibration images downloaded: the
+    runtime install must stop before that, online (no EDGEMOBILE_OFFLINE) and with an empty cache."""
+    env, log = no_tensorflow()
+    env["EDGEMOBILE_TEST_NOT_INSTALLED"] = ",".join(BLOCKED)
+    env.pop("EDGEMOBILE_OFFLINE", None)
+    env["KERAS_HOME"] = str(tmp_path / "keras_home")
+    (tmp_path / "flowers.keras").write_bytes(b"")
+    code, out, err, heavy = run_cli(env, *argv, cwd=tmp_path)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("edgemobile: error: ") and "needs the converter install (pip install 'edgemobile[convert]')" in err
+    assert "Traceback" not in err and not (tmp_path / "keras_home").exists()
+    assert not any(line.startswith("network") for line in log.read_text().splitlines()), log.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "flowers.keras", "import_attempts.log"]
 
 
 def test_no_runtime_at_all_is_one_line_error(uint8_model, no_tensorflow, tmp_path):

@@ -241,7 +241,7 @@ def relative_error(model, tflite: bytes, x: np.ndarray) -> float:
 
 
 def convert(model, options, calibration):
-    from edgemobile.api import quiet_keras
+    from edgemobile.converter_install import quiet_keras
     from edgemobile.quantization.pipeline import convert_full_integer
 
     with quiet_keras():

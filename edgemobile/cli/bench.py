@@ -26,6 +26,9 @@ def register(sub, prep) -> None:
                      help="XNNPACK delegate settings to try (default: on), e.g. --xnnpack on off")
     xnn.add_argument("--no-xnnpack", dest="xnnpack", action="store_const", const=["off"],
                      help="same as --xnnpack off (reference kernels only)")
+    p.add_argument("--reference", metavar="FLOAT.tflite",
+                   help="also time this model (e.g. the float model an int8 one was made from) under the same "
+                   "settings, each right after MODEL's, and say where int8 ran slower than float")
     p.add_argument("--profile", action="store_true",
                    help="per-op breakdown for the first setting (each op cut out and timed alone)")
     p.add_argument("--json", help="also write the results to this JSON file")
@@ -52,7 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_output(args.json, args.force)
     xnnpack = [choice == "on" for choice in (args.xnnpack or ["on"])]
     report = benchmark(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup,
-                       profile=args.profile, progress=not args.quiet)
+                       profile=args.profile, progress=not args.quiet, reference=args.reference)
     print(format_report(report))
     if args.json:
         write_atomic(args.json, json.dumps(report, indent=2) + "\n", force=args.force)

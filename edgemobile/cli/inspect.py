@@ -40,6 +40,7 @@ def register(sub, prep) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from edgemobile import api
+    from edgemobile.converter_install import quiet_keras
     from edgemobile.cli.main import model_kwargs, options_from_args
     from edgemobile.outputs import check_output, write_atomic
     from edgemobile.quantization.inspect import diagnose, format_diagnosis
@@ -50,8 +51,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     variant, weights, calibration, warnings = api.conversion_inputs(
         args.model, "int8", calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
         **model_kwargs(args))
-    api.quiet_tensorflow()
-    with api.quiet_keras():
+    with quiet_keras():
         result = diagnose(variant, weights, calibration, options, images=args.images,
                           sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
                           progress=not args.quiet)

@@ -71,7 +71,7 @@ def write_report(folder: Path, result: dict, force: bool, with_plot: bool = True
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgemobile.api import quiet_keras, quiet_tensorflow
+    from edgemobile.converter_install import quiet_keras, require_converter
     from edgemobile.cli.main import calibration_from_args, cluster_from_args, options_from_args
     from edgemobile.eval.report import ModelSpec, markdown, run_report
     from edgemobile.models.user import is_model_file
@@ -87,7 +87,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if given and not any(is_model_file(spec.name) for spec in specs):
         raise EdgeMobileError(f"{', '.join(given)}: only for your own Keras model files (--model FILE.keras); "
                               "zoo models have their own preprocessing and labels")
-    quiet_tensorflow()
+    require_converter(specs[0].name, "report (converting to float32 and int8)")
     with quiet_keras():
         for spec in specs:
             spec.variant()  # unknown names, bad files and settings fail before any work

@@ -39,7 +39,7 @@ from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata._tflite import read_tflite
 from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
-from edgemobile.runtime.delegation import xnnpack_delegation
+from edgemobile.runtime.delegation import host_cpu, int8_slower_note, xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
     interpreter_backend,
@@ -76,11 +76,15 @@ def benchmark(
     warmup: int = 5,
     profile: bool = False,
     progress: bool = True,
+    reference: str | os.PathLike | None = None,
 ) -> dict:
-    """Benchmark ``path`` under every setting; returns a JSON-ready report."""
+    """Benchmark ``path`` under every setting; returns a JSON-ready report. ``reference``
+    (e.g. the float model an int8 one was made from) is timed too, setting by setting right
+    after ``path``, and the report says where int8 ran slower than float (``speed_note``)."""
     if runs < 1 or warmup < 0:
         raise EdgeMobileError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
     data = read_tflite(path)
+    reference_data = read_tflite(reference) if reference is not None else None
     backend, _ = interpreter_backend()
     report: dict = {
         "model": str(path),
@@ -95,7 +99,11 @@ def benchmark(
         "settings": [],
     }
     chosen = settings(list(threads), list(xnnpack))
-    bar = Progress(len(chosen) * (runs + warmup), "benchmarking", unit="run") if progress else None
+    models = 1 if reference_data is None else 2
+    bar = Progress(models * len(chosen) * (runs + warmup), "benchmarking", unit="run") if progress else None
+    if reference_data is not None:
+        report["reference"] = {"model": str(reference), "model_size_mb": round(len(reference_data) / 1e6, 3),
+                               "settings": []}
     sample = None
     for number, setting in enumerate(chosen):
         result, model_info = _bench_setting(data, setting, runs, warmup, bar, first=number == 0)
@@ -104,8 +112,14 @@ def benchmark(
         report["settings"].append(result)
         if sample is None:
             sample = random_input(model_info)
+        if reference_data is not None:
+            other, _ = _bench_setting(reference_data, setting, runs, warmup, bar, first=False)
+            other.pop("memory_method")
+            report["reference"]["settings"].append(other)
     if bar:
         bar.close()
+    if reference_data is not None:
+        report["speed_note"] = speed_note(report)
     if profile:
         first = chosen[0]
         ops = profile_ops(data, first.threads, first.xnnpack, runs=max(5, min(runs, 20)),
@@ -163,6 +177,7 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
         "xnnpack_ops": len(delegation.delegated) if delegation else None,
         "ops": delegation.total if delegation else None,
         "builtin_ops": dict(delegation.fallback_by_type()) if delegation else None,
+        "compute_dtype": delegation.compute_dtype if delegation else None,
         **_stats(times),
         "load_and_first_run_ms": round(load_ms, 2),
         "peak_rss_mb": round(peak / 1024, 1) if peak is not None else None,
@@ -172,6 +187,21 @@ def _bench_setting(data: bytes, setting: Setting, runs: int, warmup: int, bar, f
         "memory_method": method,
     }
     return result, info
+
+
+def speed_note(report: dict) -> str | None:
+    """For an 8-bit model benched with a float ``reference``: the line saying under which
+    settings it ran slower than the reference, both timed in this run (None otherwise)."""
+    ref = report.get("reference")
+    if not ref:
+        return None
+    timings = [(_label(s), s["median_ms"], r["median_ms"]) for s, r in zip(report["settings"], ref["settings"])
+               if s.get("compute_dtype") in ("int8", "uint8") and r.get("compute_dtype") == "float32"]
+    return int8_slower_note(timings, host_cpu())
+
+
+def _label(s: dict) -> str:
+    return Setting(s["threads"], s["xnnpack"]).label()
 
 
 def _stats(times_ms: list[float]) -> dict:
@@ -369,6 +399,12 @@ def format_report(report: dict, top: int = 15) -> str:
         taken = f"{s['xnnpack_ops']}/{s['ops']}" if s.get("ops") is not None else "unknown"
         lines.append(f"{s['threads']:>7}  {'on' if s['xnnpack'] else 'off':>7}  {taken:>11}  {s['median_ms']:>9.3f}  "
                      f"{s['p90_ms']:>8.3f}  {s['min_ms']:>8.3f}  {peak:>11}  {delta:>13}")
+    ref = report.get("reference")
+    if ref:
+        lines.append(f"reference {ref['model']} ({ref['model_size_mb']:.2f} MB), timed right after each setting:")
+        for s, r in zip(report["settings"], ref["settings"]):
+            lines.append(f"  {_label(s)}: {r['median_ms']:.3f} ms median (this model {s['median_ms']:.3f} ms, "
+                         f"{s['median_ms'] / r['median_ms']:.2f}×)")
     lines.append(f"memory: {report['memory_method']}")
     requested = [s for s in report["settings"] if s["xnnpack"]]
     if any(s.get("xnnpack_applied") is False for s in requested):
@@ -377,6 +413,8 @@ def format_report(report: dict, top: int = 15) -> str:
     if on:
         lines.append("ops on TFLite's builtin kernels with XNNPACK on: " +
                      ", ".join(f"{count}× {label}" for label, count in on["builtin_ops"].items()))
+    if report.get("speed_note"):
+        lines.append(report["speed_note"])
     prof = report.get("profile")
     if prof:
         setting = prof["setting"]

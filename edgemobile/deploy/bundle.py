@@ -45,7 +45,7 @@ class Bundle:
     info: ModelInfo
     input_dtype: str
     input_quantization: tuple[float, int] | None  # (scale, zero_point) of a uint8 input
-    notes: tuple[str, ...] = ()  # the conversion's one-line notes (the MobileNetV3 rewrite)
+    notes: tuple[str, ...] = ()  # one-line notes: the MobileNetV3 rewrite, int8 slower than float here
     warnings: tuple[str, ...] = ()  # ops XNNPACK leaves to builtin kernels, with the measured cost
 
     @property
@@ -98,12 +98,12 @@ def bundle_from_variant(variant, precision: str, weights, calibration, name: str
     result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
                              techniques=techniques)
     made = bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
-    warning = None
+    warnings, notes = [], []
     if precision != "float32":
-        from edgemobile.runtime.delegation import slow_ops_warning
+        from edgemobile.runtime.delegation import speed_report
 
-        warning = slow_ops_warning(made.tflite, made.model_file, result.float_tflite)
-    return dataclasses.replace(made, notes=tuple(result.notes), warnings=(warning,) if warning else ())
+        warnings, notes = speed_report(made.tflite, made.model_file, result.float_tflite)
+    return dataclasses.replace(made, notes=tuple(result.notes) + tuple(notes), warnings=tuple(warnings))
 
 
 def bundle_from_tflite(model: bytes | str | os.PathLike, name: str, source: str | None = None) -> Bundle:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemobile.converter_install import require_converter
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
 from edgemobile.errors import EdgeMobileError
@@ -245,9 +246,4 @@ def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):
 
 
 def _require_tensorflow(ref: str) -> None:
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        raise EdgeMobileError(
-            f"{ref}: running a Keras model needs the converter install (pip install 'edgemobile[convert]')"
-        ) from None
+    require_converter(ref, "running a Keras model")

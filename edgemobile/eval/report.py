@@ -24,6 +24,7 @@ import numpy as np
 
 from edgemobile.errors import EdgeMobileError
 from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
+from edgemobile.runtime.delegation import host_cpu, int8_slower_note
 
 SPEC_KEYS = ("alpha", "resolution", "weights", "label", "preprocess", "labels")
 _RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
@@ -230,8 +231,17 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         "calibration": calibration.describe() if calibration is not None else None,
         "ablation": ablation,
         "latency": f"median of {bench_runs} one-thread invokes, XNNPACK on" if bench_runs > 0 else None,
+        "machine": host_cpu().describe(),
+        "speed_note": _speed_note(rows, ablation),
         "rows": rows,
     }
+
+
+def _speed_note(rows: list[dict], ablation: bool) -> str | None:
+    """The line saying where int8 timed slower than float in this run (None where none did)."""
+    timings = [(f"{q['model']} ({q['config']})" if ablation else q["model"], q["latency_ms"], f["latency_ms"])
+               for f, q in _pairs(rows)]
+    return int8_slower_note(timings, host_cpu())
 
 
 def _common_classes(specs: list[ModelSpec]):
@@ -316,14 +326,15 @@ def markdown(result: dict) -> str:
     if result.get("calibration"):
         notes.append(f"calibration: {result['calibration']['images']} images from {result['calibration']['source']}")
     if result.get("latency") and not result["ablation"]:
-        notes.append(f"latency: {result['latency']}")
+        notes.append(f"latency: {result['latency']}" + (f" on {result['machine']}" if result.get("machine") else ""))
     notes.append("[low, high]: 95 % intervals (Wilson; the drop's: Newcombe's for paired data); McNemar p: exact "
                  "test of the top-1 drop on these images, p >= 0.05: not significant, within their noise; both "
                  "models saw the same images, so judge int8 against float by the drop's interval, narrower than "
                  "the two top-1 intervals suggest")
     skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
     techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + (f"\n{techniques}" if techniques else "")
+    speed = f"\n{result['speed_note']}.\n" if result.get("speed_note") else ""
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + speed + (f"\n{techniques}" if techniques else "")
 
 
 def _md_row(cells: list[str]) -> list[str]:

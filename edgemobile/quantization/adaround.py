@@ -34,10 +34,12 @@ fractional part (W̃ = W at the start), Adam on V, and the regulariser
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
 from edgemobile.quantization import graph as G
+from edgemobile.runtime.delegation import cpu_flags
 
 ZETA, GAMMA = 1.1, -0.1
 DEFAULT_ITERATIONS = 500
@@ -315,14 +317,7 @@ def bf16_matmul_units() -> bool:
     times float32's; elsewhere it is emulated and slower)."""
     global _BF16
     if _BF16 is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-        except OSError:
-            flags = []
-        import os
-
-        _BF16 = bool({"amx_bf16", "avx512_bf16"} & set(flags)) and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+        _BF16 = bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
     return _BF16
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import platform
+from typing import Sequence
 
 import numpy as np
 
@@ -25,6 +27,8 @@ class Op:
     name: str  # e.g. "ADD"
     dtype: str  # dtype of its first output, e.g. "int8"
     size: int  # elements of its first output
+    io: bool = False  # a QUANTIZE/DEQUANTIZE reading a model input or writing a model output
+    scale_ratio: float | None = None  # 8-bit ADD/SUB: its input/output scale ratio furthest outside XNNPACK's range
 
     @property
     def label(self) -> str:
@@ -52,8 +56,18 @@ class Delegation:
     def slow_fallback(self) -> tuple[Op, ...]:
         """Fallback ops that cost something: those with more output elements than the model's
         output. What remains is the classifier head (an int8 SOFTMAX, a RESHAPE of the scores,
-        int32 shape arithmetic), which XNNPACK never takes and which costs next to nothing."""
-        return tuple(op for op in self.fallback if op.size > self.head_size)
+        int32 shape arithmetic), which XNNPACK never takes and which costs next to nothing, and
+        the QUANTIZE/DEQUANTIZE of the model's own input and output (uint8 pixels to the int8
+        inside: one pass over the image, the price of the I/O type asked for)."""
+        return tuple(op for op in self.fallback if op.size > self.head_size and not op.io)
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the model computes in: its convolutions' (or, without any, most ops') outputs."""
+        ops = self.delegated + self.fallback
+        convs = [op.dtype for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+        common = collections.Counter(convs or [op.dtype for op in ops]).most_common(1)
+        return common[0][0] if common else ""
 
     def fallback_by_type(self, ops: tuple[Op, ...] | None = None) -> list[tuple[str, int]]:
         """("ADD (int8)", 32), … most frequent first."""
@@ -73,6 +87,11 @@ def xnnpack_delegation(interpreter) -> Delegation | None:
     try:
         sizes = {int(t["index"]): int(np.prod(t["shape"])) for t in interpreter.get_tensor_details()}
         head = max((int(np.prod(t["shape"])) for t in interpreter.get_output_details()), default=0)
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+    try:
+        details = {int(t["index"]): t for t in interpreter.get_tensor_details()}
+        model_io = {int(t["index"]) for t in interpreter.get_input_details() + interpreter.get_output_details()}
     except (AttributeError, RuntimeError, ValueError):
         return None
     ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
@@ -95,8 +114,12 @@ def xnnpack_delegation(interpreter) -> Delegation | None:
     def op(node: dict) -> Op:
         types = node.get("result_types") or []
         dtype = np.dtype(types[0]).name if len(types) else ""
+        inputs = [int(t) for t in node["inputs"] if int(t) >= 0]
         outputs = [int(t) for t in node["outputs"] if int(t) >= 0]
-        return Op(int(node["index"]), str(node["op_name"]), dtype, sizes.get(outputs[0], 0) if outputs else 0)
+        name = str(node["op_name"])
+        io = name in ("QUANTIZE", "DEQUANTIZE") and bool(model_io & set(inputs + outputs))
+        ratio = _worst_scale_ratio(details, inputs, outputs[0]) if name in _SCALE_CHECKED and outputs else None
+        return Op(int(node["index"]), name, dtype, sizes.get(outputs[0], 0) if outputs else 0, io, ratio)
 
     return Delegation(
         partitions=len(partitions),
@@ -104,6 +127,29 @@ def xnnpack_delegation(interpreter) -> Delegation | None:
         fallback=tuple(op(n) for n in ops if int(n["index"]) not in taken),
         head_size=head,
     )
+
+
+# XNNPACK's delegate takes an 8-bit ADD/SUB only when every input scale / output scale lies in
+# [1/1024, 256) (tensorflow/lite/delegates/xnnpack/xnnpack_delegate.cc, VisitAddNode/VisitSubNode).
+_SCALE_CHECKED = ("ADD", "SUB")
+SCALE_RATIO_RANGE = (1 / 1024, 256.0)
+
+
+def _worst_scale_ratio(details: dict, inputs: list[int], output: int) -> float | None:
+    """The input/output scale ratio of an 8-bit ADD/SUB furthest outside XNNPACK's range (None
+    when all are inside, or the op is not per-tensor 8-bit)."""
+    low, high = SCALE_RATIO_RANGE
+
+    def scale(t: int) -> float | None:
+        d = details.get(t)
+        if d is None or np.dtype(d["dtype"]).name not in ("int8", "uint8"):
+            return None
+        return float(d["quantization"][0]) or None
+
+    out = scale(output)
+    ratios = [s / out for s in map(scale, inputs) if s is not None and out]
+    outside = [r for r in ratios if not low <= r < high]
+    return max(outside, key=lambda r: abs(np.log(r))) if outside else None
 
 
 def model_delegation(model: bytes, num_threads: int = 1) -> Delegation | None:
@@ -169,16 +215,105 @@ def fallback_warning(delegation: Delegation | None, source: str, latency: Latenc
              if delegation.applied else "XNNPACK takes none of its ops")
     cost = (f"; measured here, it runs at {latency.ratio:.2f}× its float model's latency ({latency.model_ms:.2f} vs "
             f"{latency.float_ms:.2f} ms, 1 thread)" if latency is not None else "")
-    return (f"{source}: {where}; {len(slow)} run on TFLite's slower builtin kernels ({kinds}){cost}: quantization "
-            "scales outside XNNPACK's range (e.g. untrained BatchNorm statistics, --weights none) or op types "
-            "it takes only in float")
+    return f"{source}: {where}; {len(slow)} run on TFLite's slower builtin kernels ({kinds}){cost}: {_causes(slow)}"
 
 
-def slow_ops_warning(model: bytes, source: str, float_model: bytes | None = None) -> str | None:
-    """:func:`fallback_warning` of a converted full-integer ``model``, timed against
-    ``float_model`` (the float model it was quantized from) when ops fall back."""
+def _causes(slow: tuple[Op, ...]) -> str:
+    """Why XNNPACK left ``slow`` ops out, as far as the model shows it: the scale ratios it
+    refuses (measured on the model's tensors); for the others, only that it did not take them."""
+    scaled = [op for op in slow if op.scale_ratio is not None]
+    others = len(slow) - len(scaled)
+    if not scaled:
+        return "XNNPACK does not take these ops at their type"
+    worst = max((op.scale_ratio for op in scaled), key=lambda r: abs(np.log(r)))
+    low, high = SCALE_RATIO_RANGE
+    which = "they have" if not others else f"{len(scaled)} {'has' if len(scaled) == 1 else 'have'}"
+    cause = (f"{which} an input/output scale ratio outside "
+             f"XNNPACK's [1/{1 / low:.0f}, {high:.0f}) (up to {worst:.3g}: int8 ranges that far apart meet there)")
+    return cause + (f"; XNNPACK does not take the other {others} at {'its' if others == 1 else 'their'} type"
+                    if others else "")
+
+
+def speed_report(model: bytes, source: str, float_model: bytes | None = None) -> tuple[list[str], list[str]]:
+    """(warnings, notes) on what a converted full-integer ``model`` costs where it was converted:
+    a warning naming the ops XNNPACK leaves to the builtin kernels (:func:`fallback_warning`);
+    else — XNNPACK took all that matters — a note when it still ran slower than ``float_model``
+    (the float model it was quantized from), the two timed side by side (:func:`int8_slower_note`)."""
     delegation = model_delegation(model)
-    if delegation is None or not delegation.slow_fallback:
-        return None
     latency = measure_against_float(model, float_model) if float_model is not None else None
-    return fallback_warning(delegation, source, latency)
+    warning = fallback_warning(delegation, source, latency)
+    if warning is not None:
+        return [warning], []
+    note = int8_slower_note([(f"{source}, 1 thread", latency.model_ms, latency.float_ms)], host_cpu()) \
+        if latency is not None else None
+    return [], [note] if note else []
+
+
+# -- int8 against float on this machine ----------------------------------------------------
+SLOWER_RATIO = 1.1  # int8 median this much above float's: slower beyond timing noise
+
+
+@dataclasses.dataclass(frozen=True)
+class HostCPU:
+    """The CPU timings were taken on: its name, architecture and the vector units that matter
+    to XNNPACK's float kernels."""
+
+    name: str
+    arch: str  # platform.machine(), e.g. "x86_64", "aarch64"
+    float_units: tuple[str, ...] = ()  # e.g. ("AVX-512F", "AVX2", "FMA")
+
+    @property
+    def is_x86(self) -> bool:
+        return self.arch.lower() in ("x86_64", "amd64", "i686", "i386", "x86")
+
+    def describe(self) -> str:
+        units = f" with {', '.join(self.float_units)}" if self.float_units else ""
+        return f"{self.name} ({self.arch}{units})"
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith(("flags", "features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_FLOAT_UNITS = (("avx512f", "AVX-512F"), ("avx2", "AVX2"), ("fma", "FMA"), ("asimd", "NEON"), ("sve", "SVE"))
+
+
+def host_cpu() -> HostCPU:
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh
+                         if line.lower().startswith(("model name", "hardware", "cpu model"))), "")
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return HostCPU(name or platform.processor() or "this CPU", platform.machine(),
+                   tuple(label for flag, label in _FLOAT_UNITS if flag in flags))
+
+
+def int8_slower_note(timings: Sequence[tuple[str, float | None, float | None]], cpu: HostCPU) -> str | None:
+    """One line when an int8 model ran at least :data:`SLOWER_RATIO` × its float model's
+    latency, both timed in the same run: ``timings`` are (what, int8 ms, float ms); None when
+    none did (or a time is missing). The reason named is the machine's, not a guess about the
+    model: on x86 XNNPACK's float kernels run on wide FMA units; ARM, where these models ship,
+    is where int8 speed is judged."""
+    slower = [(what, q, f) for what, q, f in timings if q is not None and f and q >= SLOWER_RATIO * f]
+    if not slower:
+        return None
+    measured = "; ".join(f"{what + ': ' if what else ''}{q:.2f} vs {f:.2f} ms" for what, q, f in slower)
+    if cpu.is_x86:
+        why = (f"this CPU, {cpu.describe()}, runs XNNPACK's float kernels on wide vector units, where they match "
+               "or beat the int8 kernels; judge int8 speed on the ARM device these models ship to (edgemobile "
+               "bench there)")
+    else:
+        why = (f"measured on {cpu.describe()}; int8 speed depends on the CPU's 8-bit dot-product support: judge "
+               "it on the target device (edgemobile bench there)")
+    return f"int8 ran slower than float on this machine ({measured}): {why}"
