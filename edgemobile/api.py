@@ -27,7 +27,8 @@ from typing import Any, Sequence
 
 from edgemobile.errors import EdgeMobileError
 
-__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
+__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle",
+           "info", "models"]
 
 
 # -- results -------------------------------------------------------------------------------
@@ -463,6 +464,25 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
     if folder is not None:
         result.write(folder, force=force)
     return result
+
+
+def info(model):
+    """What a .tflite (path, bytes or :class:`Converted`) carries: precision, tensors and their
+    quantization, preprocessing, labels, provenance, ops and XNNPACK coverage — a
+    :class:`~edgemobile.runtime.info.TFLiteInfo` that prints as a report. No TensorFlow."""
+    from edgemobile.runtime.info import tflite_info
+
+    return tflite_info(model.tflite if isinstance(model, Converted) else
+                       bytes(model) if isinstance(model, (bytes, bytearray)) else model)
+
+
+def models():
+    """The zoo: per family its alphas and resolutions (defaults marked), preprocessing and the
+    weights files ``weights="imagenet"`` downloads — a :class:`~edgemobile.models.listing.ZooListing`
+    that prints as a table."""
+    from edgemobile.models.listing import zoo_listing
+
+    return zoo_listing()
 
 
 # -- helpers -------------------------------------------------------------------------------
