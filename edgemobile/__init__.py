@@ -1,13 +1,13 @@
 """edgemobile: mobile image classifiers from Keras + ImageNet weights to honest int8 TFLite.
 
 ``import edgemobile as em`` gives the Python API (:mod:`edgemobile.api`): ``em.convert``,
-``em.evaluate``, ``em.predict``, ``em.bundle``, ``em.info``, ``em.models``. They are loaded on
+``em.evaluate``, ``em.predict``, ``em.bundle``, ``em.info``, ``em.zoo``. They are loaded on
 first use, so importing the package stays light (and never imports TensorFlow).
 """
 
 __version__ = "0.1.0"
 
-_API = ("convert", "evaluate", "predict", "bundle", "info", "models", "Converted", "Evaluation", "Predictions",
+_API = ("convert", "evaluate", "predict", "bundle", "info", "zoo", "Converted", "Evaluation", "Predictions",
         "BundleResult")
 __all__ = ["__version__", *_API]
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from edgemobile.errors import EdgeMobileError
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle",
-           "info", "models"]
+           "info", "zoo"]
 
 
 # -- results -------------------------------------------------------------------------------
@@ -476,10 +476,11 @@ def info(model):
                        bytes(model) if isinstance(model, (bytes, bytearray)) else model)
 
 
-def models():
-    """The zoo: per family its alphas and resolutions (defaults marked), preprocessing and the
-    weights files ``weights="imagenet"`` downloads — a :class:`~edgemobile.models.listing.ZooListing`
-    that prints as a table."""
+def zoo():
+    """The zoo (``edgemobile models``): per family its alphas and resolutions (defaults marked),
+    preprocessing and the weights files ``weights="imagenet"`` downloads — a
+    :class:`~edgemobile.models.listing.ZooListing` that prints as a table. (Not ``em.models``:
+    that name is the :mod:`edgemobile.models` package.)"""
     from edgemobile.models.listing import zoo_listing
 
     return zoo_listing()

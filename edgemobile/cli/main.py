@@ -192,7 +192,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output(args.json, args.force)
-    result = api.models()
+    result = api.zoo()
     print(result)
     if args.json:
         write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)

@@ -36,7 +36,8 @@ class FamilyListing:
                          else None} for v in variants)
         spec = family.variant().preprocess
         return cls(family.name, family.aliases, family.summary, tuple(a for a in family.alphas if a is not None),
-                   family.default_alpha, family.resolutions, family.default_resolution, spec.to_dict(),
+                   family.default_alpha, family.resolutions, family.default_resolution,
+                   {**spec.to_dict(), "mean": list(spec.mean), "std": list(spec.std)},
                    spec.describe(short=True), weights)
 
     @property

@@ -118,8 +118,9 @@ def tflite_info(model: str | os.PathLike | bytes) -> TFLiteInfo:
         labels=list(meta.labels) if meta else [], labels_file=meta.labels_file if meta else None,
         provenance=provenance, ops=ops, xnnpack=delegation.as_dict() if delegation else None, runtime=backend)
     if meta is not None and meta.preprocess is not None:
-        info.preprocess = meta.preprocess.to_dict()
-        info.preprocess_text = meta.preprocess.describe()
+        spec = meta.preprocess
+        info.preprocess = {**spec.to_dict(), "mean": list(spec.mean), "std": list(spec.std)}  # as in JSON
+        info.preprocess_text = spec.describe()
         info.preprocess_source = ("edgemobile metadata" if isinstance(extra.get("preprocess"), dict) else
                                   "TFLite NormalizationOptions; resize and crop assumed, not stored")
     return info
