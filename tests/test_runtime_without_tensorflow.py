@@ -1,7 +1,7 @@
-"""The Raspberry Pi runtime: ``predict``, ``eval`` and ``bench`` run where TensorFlow (and
-Keras) cannot be imported. The model is converted here, with TensorFlow; the CLI then runs in
-a subprocess whose PYTHONPATH starts with stand-in ``tensorflow``/``keras`` packages that log
-the attempt and raise ImportError — so even a caught import attempt is seen."""
+"""The Raspberry Pi runtime: ``predict``, ``eval``, ``bench`` and ``info`` run where
+TensorFlow (and Keras) cannot be imported. The model is converted here, with TensorFlow; the
+CLI then runs in a subprocess whose PYTHONPATH starts with stand-in ``tensorflow``/``keras``
+packages that log the attempt and raise ImportError — so even a caught import attempt is seen."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_blocker_works(no_tensorflow, tmp_path):
     assert log.read_text().split() == ["tensorflow"]
 
 
-def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflow, tmp_path):
+def test_predict_eval_bench_info_without_tensorflow(shared, uint8_model, no_tensorflow, tmp_path):
     env, log = no_tensorflow()
     image = min((shared / "imagenet/val/n01440764").iterdir())
     code, out, err, heavy = run_cli(env, "predict", uint8_model, image, "--top-k", "3", cwd=tmp_path)
@@ -109,6 +109,12 @@ def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflo
     assert code == 0, err
     report = json.loads(bench.read_text())
     assert len(report["settings"]) == 4 and report["profile"]["ops"] and heavy == []
+
+    info = tmp_path / "info.json"
+    code, out, err, heavy = run_cli(env, "info", uint8_model, "--json", info, cwd=tmp_path)
+    assert code == 0, err
+    described = json.loads(info.read_text())
+    assert described["precision"] == "uint8" and described["xnnpack"]["ops"] > 0 and heavy == []
     assert log.read_text() == "", "something tried to import TensorFlow/Keras"
 
 
