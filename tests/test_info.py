@@ -12,7 +12,7 @@ import pytest
 import edgemobile as em
 from edgemobile.cli.main import main
 from edgemobile.download import file_hash
-from edgemobile.runtime.interpreter import interpreter_backend, model_ops
+from edgemobile.runtime.interpreter import _builtin_ref_resolver, interpreter_backend, model_ops
 
 WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"
 QAT_V1 = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"  # TFLite metadata, no edgemobile metadata
@@ -25,13 +25,10 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def ops_of(path) -> list[str]:
-    """The model's op types, listed by an interpreter of its own (no XNNPACK)."""
-    _, cls = interpreter_backend()
-    from edgemobile.runtime.interpreter import _builtin_ref_resolver
-
-    interpreter = cls(model_content=path.read_bytes(), experimental_op_resolver_type=_builtin_ref_resolver(
-        interpreter_backend()[0]))
+def ops_of(path):
+    """(the model's op types, its interpreter), listed by an interpreter of its own (no XNNPACK)."""
+    backend, cls = interpreter_backend()
+    interpreter = cls(model_content=path.read_bytes(), experimental_op_resolver_type=_builtin_ref_resolver(backend))
     interpreter.allocate_tensors()
     return [op["op_name"] for op in model_ops(interpreter)], interpreter
 
