@@ -14,7 +14,8 @@ from edgemobile.cli.main import main
 from edgemobile.download import file_hash
 from edgemobile.runtime.interpreter import _builtin_ref_resolver, interpreter_backend, model_ops
 
-WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"
+from conftest import MOBILENET_UINT8_WEIGHTS as WEIGHTS
+
 QAT_V1 = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"  # TFLite metadata, no edgemobile metadata
 QAT_V3 = "weights/mobilenet_v3/v3-small_224_1.0_uint8.tflite"  # no metadata at all
 
@@ -33,39 +34,30 @@ def ops_of(path):
     return [op["op_name"] for op in model_ops(interpreter)], interpreter
 
 
-@pytest.fixture(scope="module")
-def converted(shared, tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    path = tmp_path_factory.mktemp("info") / "m.tflite"
-    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--resolution", "128", "--int8",
-                 "--weights", str(shared / WEIGHTS), "--calibration", str(shared / "imagenet/calib"),
-                 "--num-calibration", "16", "--plain", "-o", str(path), "--quiet"]) == 0
-    return path
-
-
 @pytest.mark.convert
-def test_edgemobile_model(converted, shared, capsys, tmp_path):
+def test_edgemobile_model(mobilenet_uint8, shared, capsys, tmp_path):
+    converted = mobilenet_uint8  # α0.25/224, uint8, default techniques, 20 calibration images
     report = tmp_path / "info.json"
     code, out, err = run(capsys, "info", converted, "--json", report)
     assert code == 0 and err == "", err
     doc = json.loads(report.read_text())
     assert set(doc) >= {"model", "name", "metadata", "precision", "inputs", "outputs", "preprocess", "labels",
                         "provenance", "ops", "xnnpack", "runtime"}
-    assert doc["metadata"] == "edgemobile" and doc["precision"] == "int8"
+    assert doc["metadata"] == "edgemobile" and doc["precision"] == "uint8"
     names, interpreter = ops_of(converted)
     detail = interpreter.get_input_details()[0]
-    assert doc["inputs"][0]["dtype"] == "int8" and doc["inputs"][0]["shape"] == [1, 128, 128, 3]
+    assert doc["inputs"][0]["dtype"] == "uint8" and doc["inputs"][0]["shape"] == [1, 224, 224, 3]
     assert doc["inputs"][0]["scale"] == [pytest.approx(detail["quantization"][0])]
     assert doc["inputs"][0]["zero_point"] == [detail["quantization"][1]]
-    assert doc["preprocess"]["size"] == 128 and doc["preprocess"]["mean"] == [127.5] * 3
+    assert doc["preprocess"]["size"] == 224 and doc["preprocess"]["mean"] == [127.5] * 3
     assert doc["labels"]["count"] == 1000 and doc["labels"]["first"][0] == "tench"
     provenance = doc["provenance"]
     assert provenance["weights"]["sha256"] == file_hash(shared / WEIGHTS)
-    assert provenance["calibration"]["images"] == 16 and provenance["quantization"]["techniques"]
+    assert provenance["calibration"]["images"] == 20 and provenance["quantization"]["techniques"]
     assert doc["ops"] == {name: names.count(name) for name in set(names)}
     assert doc["xnnpack"]["ops"] == len(names) and 0 < doc["xnnpack"]["delegated_ops"] <= len(names)
-    for words in ("int8 (from edgemobile metadata)", "scale ", "zero point ", "center-crop 128x128",
-                  "1000 (\"tench\"", file_hash(shared / WEIGHTS), "16 images from", "plain converter",
+    for words in ("uint8 (from edgemobile metadata)", "scale ", "zero point ", "center-crop 224x224",
+                  "1000 (\"tench\"", file_hash(shared / WEIGHTS), "20 images from", provenance["quantization"]["techniques"],
                   "edgemobile 0.1.0", f"{len(names)}: ", f"of {len(names)} ops"):
         assert words in out, (words, out)
     # The API gives the same, from a path, bytes or a Converted result.
@@ -108,6 +100,7 @@ def test_third_party_model_without_metadata(shared, capsys):
 
 
 @pytest.mark.convert
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")  # the converter's own notice
 @pytest.mark.parametrize("precision", ["float32", "float16", "dynamic", "int8 (float input and output)"])
 def test_precision_from_tensor_types(precision, tmp_path):
     """A model without metadata: its precision is read from its tensors' types."""

@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from edgemobile.cli.main import main
-
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 BLOCKED = ("tensorflow", "keras", "tf_keras")
 HEAVY = BLOCKED + ("tensorboard", "jax", "torch", "mediapipe", "h5py")
 
@@ -40,13 +37,8 @@ raise ImportError(__name__ + " is not installed (blocked by test_runtime_without
 
 
 @pytest.fixture(scope="module")
-def uint8_model(shared, tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    path = tmp_path_factory.mktemp("runtime") / "mobilenet_uint8.tflite"
-    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--uint8", "--weights", str(shared / WEIGHTS),
-                 "--calibration", str(shared / "imagenet/calib"), "--num-calibration", "20",
-                 "-o", str(path), "--quiet"]) == 0
-    return path
+def uint8_model(mobilenet_uint8):
+    return mobilenet_uint8
 
 
 @pytest.fixture()
