@@ -72,8 +72,8 @@ class TFLiteInfo:
         if self.preprocess_text:
             rows.append(("preprocessing", f"{self.preprocess_text} (from {self.preprocess_source})"))
         elif self.inputs and self.inputs[0].dtype in _INTEGER:
-            rows.append(("preprocessing", "none stored: eval/predict feed raw pixels as the input quantization "
-                         "says (--mean/--std to override)"))
+            rows.append(("preprocessing", ("none stored: eval/predict feed raw pixels as the input quantization "
+                                           "says (--mean/--std to override)")))
         else:
             rows.append(("preprocessing", "none stored: give eval/predict --mean/--std"))
         if self.labels:
