@@ -7,12 +7,14 @@
     print(em.evaluate(result, "flowers/val", reference="flowers.keras"))
     print(em.predict("flowers_int8.tflite", ["daisy.jpg"]))
     em.bundle("flowers.keras", "android_assets/flowers", calibration="flowers/train", preprocess="mobilenet")
+    print(em.info("flowers_int8.tflite"))  # what the file carries
+    print(em.zoo())  # the zoo models, their defaults and weights files
 
 ``model`` is a zoo name (``"mobilenet"``), a saved Keras model (``.keras``/``.h5``), a
 ``keras.Model`` object, a ``.tflite`` file, its bytes or a :class:`Converted` result. The CLI
-commands ``convert``, ``eval``, ``predict`` and ``bundle`` are thin layers over these
-functions, so both give the same results. Functions on ``.tflite`` models (``evaluate``,
-``predict``, ``bundle`` of a .tflite) import no TensorFlow.
+commands ``convert``, ``eval``, ``predict``, ``bundle``, ``info`` and ``models`` are thin
+layers over these functions, so both give the same results. Functions on ``.tflite`` models
+(``evaluate``, ``predict``, ``info``, ``bundle`` of a .tflite) import no TensorFlow.
 """
 
 from __future__ import annotations
