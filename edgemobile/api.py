@@ -7,12 +7,14 @@
     print(em.evaluate(result, "flowers/val", reference="flowers.keras"))
     print(em.predict("flowers_int8.tflite", ["daisy.jpg"]))
     em.bundle("flowers.keras", "android_assets/flowers", calibration="flowers/train", preprocess="mobilenet")
+    print(em.info("flowers_int8.tflite"))  # what the file carries
+    print(em.zoo())  # the zoo models, their defaults and weights files
 
 ``model`` is a zoo name (``"mobilenet"``), a saved Keras model (``.keras``/``.h5``), a
 ``keras.Model`` object, a ``.tflite`` file, its bytes or a :class:`Converted` result. The CLI
-commands ``convert``, ``eval``, ``predict`` and ``bundle`` are thin layers over these
-functions, so both give the same results. Functions on ``.tflite`` models (``evaluate``,
-``predict``, ``bundle`` of a .tflite) import no TensorFlow.
+commands ``convert``, ``eval``, ``predict``, ``bundle``, ``info`` and ``models`` are thin
+layers over these functions, so both give the same results. Functions on ``.tflite`` models
+(``evaluate``, ``predict``, ``info``, ``bundle`` of a .tflite) import no TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Sequence
 from edgemobile.converter_install import quiet_keras, quiet_tensorflow, require_converter
 from edgemobile.errors import EdgeMobileError, warn
 
-__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle"]
+__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle",
+           "info", "zoo"]
 
 
 # -- results -------------------------------------------------------------------------------
@@ -474,6 +477,26 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
         result.write(folder, force=force)
     warn(result.warnings)
     return result
+
+
+def info(model):
+    """What a .tflite (path, bytes or :class:`Converted`) carries: precision, tensors and their
+    quantization, preprocessing, labels, provenance, ops and XNNPACK coverage — a
+    :class:`~edgemobile.runtime.info.TFLiteInfo` that prints as a report. No TensorFlow."""
+    from edgemobile.runtime.info import tflite_info
+
+    return tflite_info(model.tflite if isinstance(model, Converted) else
+                       bytes(model) if isinstance(model, (bytes, bytearray)) else model)
+
+
+def zoo():
+    """The zoo (``edgemobile models``): per family its alphas and resolutions (defaults marked),
+    preprocessing and the weights files ``weights="imagenet"`` downloads — a
+    :class:`~edgemobile.models.listing.ZooListing` that prints as a table. (Not ``em.models``:
+    that name is the :mod:`edgemobile.models` package.)"""
+    from edgemobile.models.listing import zoo_listing
+
+    return zoo_listing()
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -48,15 +48,20 @@ class Progress:
             frac = min(1.0, self.count / self.total)
             bar = "#" * int(frac * 24) + "-" * (24 - int(frac * 24))
             eta = (self.total - self.count) / rate if rate > 0 else 0.0
-            text = (f"{self.desc} {frac:4.0%} |{bar}| {self.count}/{self.total} "
+            text = (f"{self.desc} {frac:4.0%} |{bar}| {self.count}/{self.total} {_plural(self.unit)} "
                     f"[{_clock(elapsed)}<{_clock(eta)}, {rate:.1f} {self.unit}/s]")
         else:
-            text = f"{self.desc} {self.count} {self.unit} [{_clock(elapsed)}, {rate:.1f} {self.unit}/s]"
+            text = f"{self.desc} {self.count} {_plural(self.unit)} [{_clock(elapsed)}, {rate:.1f} {self.unit}/s]"
         if self.tty:
             self.stream.write("\r" + text + ("\n" if final else ""))
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def _plural(unit: str) -> str:
+    """What the count counts, said in full: "16/16 images", not "16/16" (batches? images?)."""
+    return {"img": "images", "B": "bytes"}.get(unit, f"{unit}s")
 
 
 def _clock(seconds: float) -> str:

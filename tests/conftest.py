@@ -57,3 +57,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.keras or the network from tests."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.getbasetemp() / "keras_home"))
     monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")
+
+
+MOBILENET_UINT8_WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_uint8(shared, tmp_path_factory) -> Path:
+    """MobileNetV1 α0.25/224 converted to uint8 by ``edgemobile convert`` (default techniques,
+    20 calibration images), made once per session for the tests that only read it."""
+    pytest.importorskip("tensorflow")
+    from edgemobile.cli.main import main
+
+    path = tmp_path_factory.mktemp("mobilenet_uint8") / "mobilenet_uint8.tflite"
+    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--uint8",
+                 "--weights", str(shared / MOBILENET_UINT8_WEIGHTS), "--calibration", str(shared / "imagenet/calib"),
+                 "--num-calibration", "20", "-o", str(path), "--quiet"]) == 0
+    return path

@@ -1,7 +1,7 @@
-"""The Raspberry Pi runtime: ``predict``, ``eval`` and ``bench`` run where TensorFlow (and
-Keras) cannot be imported. The model is converted here, with TensorFlow; the CLI then runs in
-a subprocess whose PYTHONPATH starts with stand-in ``tensorflow``/``keras`` packages that log
-the attempt and raise ImportError — so even a caught import attempt is seen."""
+"""The Raspberry Pi runtime: ``predict``, ``eval``, ``bench`` and ``info`` run where
+TensorFlow (and Keras) cannot be imported. The model is converted here, with TensorFlow; the
+CLI then runs in a subprocess whose PYTHONPATH starts with stand-in ``tensorflow``/``keras``
+packages that log the attempt and raise ImportError — so even a caught import attempt is seen."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from edgemobile.cli.main import main
-
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 BLOCKED = ("tensorflow", "keras", "tf_keras")
 HEAVY = BLOCKED + ("tensorboard", "jax", "torch", "mediapipe", "h5py")
 
@@ -58,13 +55,8 @@ raise ImportError(__name__ + " is not installed (blocked by test_runtime_without
 
 
 @pytest.fixture(scope="module")
-def uint8_model(shared, tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    path = tmp_path_factory.mktemp("runtime") / "mobilenet_uint8.tflite"
-    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--uint8", "--weights", str(shared / WEIGHTS),
-                 "--calibration", str(shared / "imagenet/calib"), "--num-calibration", "20",
-                 "-o", str(path), "--quiet"]) == 0
-    return path
+def uint8_model(mobilenet_uint8):
+    return mobilenet_uint8
 
 
 @pytest.fixture()
@@ -105,7 +97,7 @@ def test_blocker_works(no_tensorflow, tmp_path):
     assert log.read_text().split() == ["tensorflow"]
 
 
-def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflow, tmp_path):
+def test_predict_eval_bench_info_without_tensorflow(shared, uint8_model, no_tensorflow, tmp_path):
     env, log = no_tensorflow()
     image = min((shared / "imagenet/val/n01440764").iterdir())
     code, out, err, heavy = run_cli(env, "predict", uint8_model, image, "--top-k", "3", cwd=tmp_path)
@@ -127,6 +119,12 @@ def test_predict_eval_bench_without_tensorflow(shared, uint8_model, no_tensorflo
     assert code == 0, err
     report = json.loads(bench.read_text())
     assert len(report["settings"]) == 4 and report["profile"]["ops"] and heavy == []
+
+    info = tmp_path / "info.json"
+    code, out, err, heavy = run_cli(env, "info", uint8_model, "--json", info, cwd=tmp_path)
+    assert code == 0, err
+    described = json.loads(info.read_text())
+    assert described["precision"] == "uint8" and described["xnnpack"]["ops"] > 0 and heavy == []
     assert log.read_text() == "", "something tried to import TensorFlow/Keras"
 
 

@@ -38,3 +38,32 @@ def test_unknown_names_list_what_exists():
         get_family("resnet50")
     assert "mobilenet_v1" in str(info.value)
     assert "mobilenet_v1" in families()
+
+
+def test_models_lists_every_family_with_defaults_preprocessing_and_weights(tmp_path, capsys, monkeypatch):
+    import json
+
+    import edgemobile as em
+    from edgemobile.cli.main import main
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    listing = em.zoo()
+    assert [f.name for f in listing] == list(families())
+    report = tmp_path / "models.json"
+    assert main(["models", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(report.read_text())
+    assert doc["weights_cache"] == str(tmp_path / "keras_home" / "models") and doc["weights_cache"] in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for family, entry in zip(families().values(), doc["families"]):
+        default = family.variant()
+        assert (entry["name"], entry["default_alpha"], entry["default_resolution"]) == (
+            family.name, family.default_alpha, family.default_resolution)
+        assert entry["default_weights"] == default.weights.filename
+        assert {w["file"] for w in entry["weights"]} == {
+            family.variant(a, r).weights.filename for a in family.alphas for r in family.resolutions}
+        row = rows[family.name]
+        assert f"{family.default_resolution}*" in row and default.weights.filename in row
+        assert family.default_alpha is None or f"{family.default_alpha}*" in row
+        assert entry["preprocess_text"] in row and entry["preprocess"]["resize_shorter"] == default.preprocess.resize_shorter
+    assert main(["models", "--json", str(report)]) == 2  # never overwritten without --force

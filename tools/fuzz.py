@@ -7,10 +7,10 @@ output file.
 Kinds (each a seed file, mutated ``--cases`` times, fed to one CLI command):
 
 - ``tflite_meta``: a uint8 .tflite with edgemobile metadata (Google's QAT MobileNetV1 0.25/128
-  with metadata embedded here) → ``predict`` / ``eval``
+  with metadata embedded here) → ``predict`` / ``eval`` / ``info``
 - ``metadata_json``: the ``edgemobile.json`` document packed in that model (read back by every
-  command that loads it) → ``predict`` / ``eval``
-- ``tflite_third_party``: the same model without metadata → ``predict`` / ``eval``
+  command that loads it) → ``predict`` / ``eval`` / ``info``
+- ``tflite_third_party``: the same model without metadata → ``predict`` / ``eval`` / ``info``
 - ``jpeg``, ``png``: an ImageNet image → ``predict`` / ``eval --skip-bad-images``
 - ``labels``: a 1001-line label file → ``predict --labels``
 - ``ground_truth``: a caffe-style ``name index`` file → ``eval --ground-truth``
@@ -301,8 +301,10 @@ def build_kinds(work: Path, shared: Path | None) -> dict[str, Kind]:
     image = str(data_dir / val[0].parent.name / val[0].name)
 
     def model_argv(f: Path, out: Path, i: int) -> list[str]:
-        if i % 2:
+        if i % 3 == 1:
             return ["eval", str(f), "--data", str(data_dir), "--json", str(out / "eval.json"), "--quiet"]
+        if i % 3 == 2:
+            return ["info", str(f), "--json", str(out / "info.json")]
         return ["predict", str(f), image, "--json", str(out / "predict.json")]
 
     def image_argv(suffix: str):

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgemobile.cli.bench",
     "edgemobile.cli.inspect",
     "edgemobile.cli.report",
+    "edgemobile.cli.info",
 )
 
 
@@ -116,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("models", help="list the zoo")
+    p = sub.add_parser("models", help="list the zoo: alphas, resolutions, defaults, preprocessing, weights files",
+                       description="Every zoo family: its alphas and resolutions (* marks the defaults), its "
+                       "preprocessing and the weights files --weights imagenet downloads, and where they are cached.")
+    p.add_argument("--json", help="also write the list to this JSON file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.set_defaults(func=cmd_models)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub, prep)
@@ -183,13 +188,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from edgemobile.models.zoo import families
+    from edgemobile import api
+    from edgemobile.outputs import check_output, write_atomic
 
-    for family in families().values():
-        alphas = ", ".join(str(a) for a in family.alphas if a is not None) or "-"
-        aliases = ", ".join(family.aliases)
-        print(f"{family.name:<34} alpha {alphas:<22} resolution {', '.join(map(str, family.resolutions))}"
-              f"  (aliases: {aliases})")
+    if args.json:
+        check_output(args.json, args.force)
+    result = api.zoo()
+    print(result)
+    if args.json:
+        write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
     return 0
 
 

@@ -80,6 +80,21 @@ class PreprocessSpec:
         hi = max((255.0 - m) / s for m, s in zip(self.mean, self.std))
         return lo, hi
 
+    def describe(self, short: bool = False) -> str:
+        """One line: ``resize shorter side to 256 (bilinear), center-crop 224x224, (pixel -
+        127.5) / 127.5 → [-1, 1]``; ``short``: ``crop 0.875, [-1, 1]``."""
+        lo, hi = self.input_range
+        if self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0):
+            scaling = "0..255 (scaled in the model)" if short else "raw 0..255 pixels (the model scales them)"
+        elif short:
+            scaling = f"[{lo:.3g}, {hi:.3g}]" + (" per-channel mean/std" if len(set(self.mean)) > 1 else "")
+        else:
+            scaling = f"(pixel - {_values(self.mean)}) / {_values(self.std)} → [{lo:.3g}, {hi:.3g}]"
+        if short:
+            return f"crop {self.size / self.resize_shorter:.3g}, {scaling}"
+        return (f"resize shorter side to {self.resize_shorter} ({self.interpolation}), center-crop "
+                f"{self.size}x{self.size}, {scaling}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -127,6 +142,13 @@ class PreprocessSpec:
     def __call__(self, path: str | os.PathLike) -> np.ndarray:
         """The whole pipeline for one image file → float32 (size, size, 3)."""
         return self.normalize(self.crop_pixels(load_rgb(path)))
+
+
+def _values(values: Sequence[float]) -> str:
+    """``127.5`` when every channel has it, else ``[123.675, 116.28, 103.53]``."""
+    if len(set(values)) == 1:
+        return f"{values[0]:g}"
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 def _triple(value: float | Sequence[float]) -> tuple[float, float, float]:

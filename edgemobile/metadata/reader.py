@@ -34,8 +34,18 @@ def read_metadata(model: ModelSource) -> ModelInfo | None:
     Raises :class:`EdgeMobileError` (naming the file) when it is not a TFLite model, is
     truncated, or its metadata or packed files are corrupt.
     """
+    return read_model(model)[3]
+
+
+def read_model(model: ModelSource) -> tuple[bytes, str, ModelView, ModelInfo | None]:
+    """(bytes, name for messages, main-subgraph view, :func:`read_metadata`'s result) of
+    ``model`` (.tflite bytes or path), read and parsed once; errors as :func:`read_metadata`."""
     data, source = load_model_bytes(model)
     view = _parse(data, source)
+    return data, source, view, _model_info(data, view, source)
+
+
+def _model_info(data: bytes, view: ModelView, source: str) -> ModelInfo | None:
     meta = _metadata(data, view, source)
     if meta is None:
         return None

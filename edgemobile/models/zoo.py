@@ -172,8 +172,10 @@ def unknown_model_message(name: str) -> str:
     for n in close:
         guesses.setdefault(by_name[n], n)  # the closest name of each family
     guesses = list(guesses.values())[:2]
-    guess = f"; did you mean {' or '.join(guesses)}?" if guesses else ""
-    return f"unknown model {name!r}{guess} ({accepts})"
+    if guesses:
+        return f"unknown model {name!r}; did you mean {' or '.join(guesses)}? ({accepts})"
+    # nothing close: the family names (not every alias) say what the zoo has
+    return f"unknown model {name!r}: the zoo has {', '.join(families())} ({accepts})"
 
 
 def resolve(name: str, alpha: float | None = None, resolution: int | None = None) -> ModelVariant:

@@ -194,7 +194,8 @@ def _range_hook(method: str, representative: Callable, report: dict, bar_total: 
 
     def hook(calibrated: bytes) -> bytes:
         start = time.perf_counter()
-        bar = Progress(bar_total, f"choosing {method} ranges") if bar_total else None
+        # The replay of every calibration image: the calibration the user asked for.
+        bar = Progress(bar_total, f"calibrating ({method} ranges)") if bar_total else None
         out, rows = apply_ranges(calibrated, representative, method, progress=bar)
         if bar:
             bar.close()
@@ -256,7 +257,9 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     def calibrate():  # the converter's calibration pass, batched, with a progress bar
         # The calibrator sizes its input once, from the first batch: the last batch is
         # filled up with images already seen (it records min/max only, which repeats keep).
-        bar = Progress(len(fed), "calibrating") if progress else None
+        # Behind a range hook this pass only records the statistic slots on a few images; the
+        # hook's replay of all of them is the calibration the user sees counted.
+        bar = Progress(len(fed), "calibrating") if progress and prepared.calibrated_hook is None else None
         batch = min(CALIBRATION_BATCH, len(fed))
         for i in range(0, len(fed), batch):
             chunk = fed[i:i + batch]

@@ -60,6 +60,23 @@ def _without_delegate_notice(cls: type) -> type:
     return type(cls.__name__, (cls,), {"allocate_tensors": allocate_tensors, "__module__": __name__})
 
 
+def open_interpreter(model: bytes, source: str, num_threads: int | None = 1,
+                     use_xnnpack: bool = True) -> tuple[str, object]:
+    """(backend name, allocated interpreter) of checked model bytes, or a one-line error."""
+    check_flatbuffer(model, source)
+    backend, interpreter_cls = interpreter_backend()
+    kwargs: dict = {"model_content": model, "num_threads": num_threads}
+    if not use_xnnpack:
+        kwargs["experimental_op_resolver_type"] = _builtin_ref_resolver(backend)
+    try:
+        interpreter = interpreter_cls(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first = first_line(exc)
+        raise EdgeMobileError(f"{source}: cannot be loaded as a TFLite model ({first[:200]})") from None
+    return backend, interpreter
+
+
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
     index: int
@@ -103,17 +120,7 @@ class TFLiteClassifier:
     ):
         self.source = source or ("<bytes>" if isinstance(model, bytes) else str(model))
         self.model_bytes = model if isinstance(model, bytes) else read_tflite(model)
-        check_flatbuffer(self.model_bytes, self.source)
-        self.backend, interpreter_cls = interpreter_backend()
-        kwargs: dict = {"model_content": self.model_bytes, "num_threads": num_threads}
-        if not use_xnnpack:
-            kwargs["experimental_op_resolver_type"] = _builtin_ref_resolver(self.backend)
-        try:
-            self.interpreter = interpreter_cls(**kwargs)
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            first = first_line(exc)
-            raise EdgeMobileError(f"{self.source}: cannot be loaded as a TFLite model ({first[:200]})") from None
+        self.backend, self.interpreter = open_interpreter(self.model_bytes, self.source, num_threads, use_xnnpack)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
