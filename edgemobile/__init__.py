@@ -1,14 +1,15 @@
 """edgemobile: mobile image classifiers from Keras + ImageNet weights to honest int8 TFLite.
 
-``import edgemobile as em`` gives the Python API (:mod:`edgemobile.api`): ``em.convert``,
-``em.evaluate``, ``em.predict``, ``em.bundle``, ``em.info``, ``em.zoo``. They are loaded on
-first use, so importing the package stays light (and never imports TensorFlow).
+``import edgemobile as em`` gives the Python API (:mod:`edgemobile.api`), a function per
+command: ``em.convert``, ``em.evaluate``, ``em.predict``, ``em.bundle``, ``em.bench``,
+``em.inspect``, ``em.report``, ``em.info``, ``em.models``. They are loaded on first use, so
+importing the package stays light (and never imports TensorFlow).
 """
 
 from edgemobile.version import __version__
 
-_API = ("convert", "evaluate", "predict", "bundle", "info", "zoo", "Converted", "Evaluation", "Predictions",
-        "BundleResult")
+_API = ("convert", "evaluate", "predict", "bundle", "bench", "inspect", "report", "info", "models", "ModelRequest",
+        "Converted", "Evaluation", "Predictions", "BundleResult", "BenchResult", "InspectResult", "ReportResult")
 __all__ = ["__version__", *_API]
 
 

@@ -8,13 +8,14 @@
     print(em.predict("flowers_int8.tflite", ["daisy.jpg"]))
     em.bundle("flowers.keras", "android_assets/flowers", calibration="flowers/train", preprocess="mobilenet")
     print(em.info("flowers_int8.tflite"))  # what the file carries
-    print(em.zoo())  # the zoo models, their defaults and weights files
+    print(em.models())  # the zoo models, their defaults and weights files
 
 ``model`` is a zoo name (``"mobilenet"``), a saved Keras model (``.keras``/``.h5``), a
-``keras.Model`` object, a ``.tflite`` file, its bytes or a :class:`Converted` result. The CLI
-commands ``convert``, ``eval``, ``predict``, ``bundle``, ``info`` and ``models`` are thin
-layers over these functions, so both give the same results. Functions on ``.tflite`` models
-(``evaluate``, ``predict``, ``info``, ``bundle`` of a .tflite) import no TensorFlow.
+``keras.Model`` object, a :class:`ModelRequest`, a ``.tflite`` file, its bytes or a
+:class:`Converted` result. Every CLI command is a thin layer over one of these functions
+(``eval`` over :func:`evaluate`), so both give the same results; each returns a result that
+prints as the command's output (:mod:`edgemobile.results`). Functions on ``.tflite`` models
+(``evaluate``, ``predict``, ``bench``, ``info``, ``bundle`` of a .tflite) import no TensorFlow.
 """
 
 from __future__ import annotations
@@ -24,199 +25,41 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from edgemobile.converter_install import quiet_keras, quiet_tensorflow, require_converter
 from edgemobile.errors import EdgeMobileError, warn
+from edgemobile.networks.request import ModelRequest
+from edgemobile.results import (
+    BenchResult,
+    BundleResult,
+    Converted,
+    Evaluation,
+    InspectResult,
+    Predictions,
+    ReportResult,
+    check_report_folder,
+    skipped_techniques,
+)
 
-__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "convert", "evaluate", "predict", "bundle",
-           "info", "zoo"]
-
-
-# -- results -------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Converted:
-    """A converted model: ``tflite`` bytes (metadata embedded), its provenance and, for
-    full-integer models, what each quantization technique did."""
-
-    name: str
-    precision: str
-    tflite: bytes
-    provenance: dict
-    seconds: float
-    quantization: dict | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. ops XNNPACK leaves to builtin kernels
-    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite, int8 slower than float here
-
-    def save(self, path: str | os.PathLike, force: bool = False) -> Path:
-        """Write the .tflite atomically (an existing file only with ``force``)."""
-        from edgemobile.outputs import write_atomic
-
-        return write_atomic(path, self.tflite, force=force)
-
-    @property
-    def summary(self) -> str:
-        cal = self.provenance.get("calibration")
-        quant = self.quantization or {}
-        how = f", calibrated on {cal['images']} images with {quant.get('techniques', 'the converter')}" if cal else ""
-        cost = self.provenance.get("conversion") or {}
-        peak = f", peak memory {cost['peak_rss_mb'] / 1024:.2f} GB" if cost.get("peak_rss_mb") is not None else ""
-        rewrite = ", MobileNetV3 backbone rewritten int8-friendly" if (self.provenance.get("rewrite") or {}).get(
-            "applied") else ""
-        return f"{len(self.tflite) / 1e6:.2f} MB, {self.precision}{how}{rewrite}, {self.seconds:.1f} s wall{peak}"
-
-    def __repr__(self) -> str:
-        return f"<Converted {self.name} ({self.summary})>"
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """Top-1/top-5 of a model (and its comparison with a reference) on labeled images;
-    prints as the CLI's table."""
-
-    result: Any  # edgemobile.eval.evaluate.EvalResult
-    image_comparison: Any = None  # edgemobile.eval.outputs.ImageComparison, against an outputs file
-    outputs: Any = None  # edgemobile.eval.outputs.ImageOutputs, each evaluated image's raw output
-
-    @property
-    def top1(self) -> float:
-        return self.result.accuracies[0].top1
-
-    @property
-    def top5(self) -> float:
-        return self.result.accuracies[0].top5
-
-    @property
-    def reference_top1(self) -> float | None:
-        return self.result.accuracies[1].top1 if len(self.result.accuracies) > 1 else None
-
-    @property
-    def agreement(self) -> float | None:
-        """Top-1 agreement with the reference, in %."""
-        return self.result.comparison.top1_agreement if self.result.comparison else None
-
-    @property
-    def images(self) -> int:
-        return self.result.accuracies[0].images
-
-    def as_dict(self) -> dict:
-        if self.image_comparison is None:
-            return self.result.as_dict()
-        return {**self.result.as_dict(), "image_comparison": self.image_comparison.as_dict()}
-
-    def __str__(self) -> str:
-        from edgemobile.eval.evaluate import format_table
-
-        if self.image_comparison is None:
-            return format_table(self.result)
-        from edgemobile.eval.outputs import format_comparison
-
-        return f"{format_table(self.result)}\n\n{format_comparison(self.image_comparison)}"
-
-    def __repr__(self) -> str:
-        ref = f", agreement {self.agreement:.2f} %" if self.agreement is not None else ""
-        return f"<Evaluation top-1 {self.top1:.2f} %, top-5 {self.top5:.2f} % on {self.images} images{ref}>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:  # IPython/Jupyter show the table
-        printer.text(str(self))
-
-
-@dataclasses.dataclass
-class Predictions:
-    """Top-k classes per image: ``items[i] = {"image": path, "top": [{"name", "id", "index",
-    "probability"}, …]}``."""
-
-    model: str
-    items: list[dict]
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def as_dict(self) -> dict:
-        return {"model": self.model, "predictions": self.items}
-
-    def __str__(self) -> str:
-        lines = []
-        for item in self.items:
-            lines.append(str(item["image"]))
-            for rank, e in enumerate(item["top"], 1):
-                synset = f"  ({e['id']})" if e["id"] != e["name"] else ""
-                lines.append(f"  {rank}. {e['probability']:7.2%}  {e['name']}{synset}")
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-@dataclasses.dataclass
-class BundleResult:
-    """An Android bundle (``bundle.tflite`` + labels), and the folder it was written to."""
-
-    bundle: Any  # edgemobile.deploy.bundle.Bundle
-    folder: Path | None
-
-    @property
-    def tflite(self) -> bytes:
-        return self.bundle.tflite
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.bundle.info.labels)
-
-    @property
-    def notes(self) -> list[str]:
-        """What the user should know about the conversion (the MobileNetV3 rewrite, int8 slower than float here)."""
-        return list(self.bundle.notes)
-
-    @property
-    def warnings(self) -> list[str]:
-        """What the int8 techniques skipped when this bundle's model was converted (from its
-        provenance), and ops XNNPACK leaves to the builtin kernels."""
-        provenance = (self.bundle.info.extra or {}).get("provenance") or {}
-        return skipped_techniques(provenance.get("quantization")) + list(self.bundle.warnings)
-
-    def write(self, folder: str | os.PathLike, force: bool = False) -> Path:
-        from edgemobile.deploy.bundle import write_bundle
-
-        self.folder = write_bundle(folder, self.bundle, force=force)
-        return self.folder
-
-    def __repr__(self) -> str:
-        where = f"{self.folder}/ " if self.folder else ""
-        return (f"<Bundle {where}({self.bundle.model_file} {len(self.tflite) / 1e6:.2f} MB + labels.txt): "
-                f"{self.bundle.describe()}>")
+__all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "InspectResult", "BenchResult", "ReportResult",
+           "ModelRequest", "convert", "evaluate", "predict", "bundle", "bench", "inspect", "report", "info", "models"]
 
 
 # -- models --------------------------------------------------------------------------------
-def resolve_model(model, alpha: float | None = None, resolution: int | None = None, weights=None,
+def model_request(model, *, alpha: float | None = None, resolution: int | None = None, weights=None,
                   preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
-                  labels=None, label_folder=None):
-    """(variant, weights) for a zoo name or a user model (file or ``keras.Model``)."""
-    from edgemobile.models.user import is_model_file, user_variant
-
-    if isinstance(model, str) and not is_model_file(model):
-        given = [flag for flag, value in (("preprocess", preprocess), ("mean", mean), ("std", std),
-                                          ("crop_fraction", crop_fraction)) if value is not None]
+                  labels=None) -> ModelRequest:
+    """The :class:`~edgemobile.networks.request.ModelRequest` the API's model arguments name
+    (``model`` may already be one; then no other setting may be given)."""
+    settings = dict(alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess, mean=mean, std=std,
+                    crop_fraction=crop_fraction, labels=labels)
+    if isinstance(model, ModelRequest):
+        given = [name for name, value in settings.items() if value is not None]
         if given:
-            raise EdgeMobileError(f"{', '.join(given)}: only for your own Keras models; zoo model {model} "
-                                  "has its own preprocessing")
-        from edgemobile.models.zoo import resolve
-
-        variant = resolve(model, alpha, resolution)
-        if labels:
-            raise EdgeMobileError(f"labels: zoo model {model} has the 1000 ImageNet classes")
-        return variant, weights if weights is not None else "imagenet"
-    if alpha is not None:
-        raise EdgeMobileError("alpha: only for zoo models; a Keras model file has its own width")
-    if weights not in (None, "imagenet"):
-        raise EdgeMobileError("weights: only for zoo models; a Keras model file carries its weights")
-    user = user_variant(model, preprocess, resolution, mean, std, crop_fraction, labels, label_folder)
-    return user.variant, str(user.path)
+            raise EdgeMobileError(f"{', '.join(given)}: already part of the ModelRequest given as the model")
+        return model
+    return ModelRequest(model, **settings)
 
 
 def calibration_set(calibration=None, num_calibration: int | None = None, seed: int = 0,
@@ -256,12 +99,11 @@ def _techniques(techniques):
     raise EdgeMobileError(f"techniques: give a QuantOptions, a dict of its fields or 'plain', not {techniques!r}")
 
 
-def _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
-              preprocess, mean, std, crop_fraction, labels):
+def _prepared(request: ModelRequest, precision: str, calibration, num_calibration, seed):
     """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
     folders; calibration images of classes the model does not have are used, with a warning."""
     # Before the quantization modules, the model and any download: the runtime install stops here.
-    require_converter(model if isinstance(model, (str, os.PathLike)) else getattr(model, "name", "model"))
+    require_converter(request.name)
     from edgemobile.quantization.convert import CalibrationSet
     from edgemobile.quantization.tflite_converter import FULL_INTEGER
 
@@ -270,8 +112,9 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
         folder = calibration.root
     elif precision in FULL_INTEGER and calibration is not None and not str(calibration).lower().endswith(".json"):
         folder = calibration
-    variant, weights = resolve_model(model, alpha, resolution, weights, preprocess, mean, std, crop_fraction,
-                                     labels, folder)
+    if folder is not None and request.label_folder is None:
+        request = dataclasses.replace(request, label_folder=folder)
+    variant, weights = request.resolve()
     cal = calibration_set(calibration, num_calibration, seed, precision)
     warnings = []
     if cal is not None and variant.labels is not None:
@@ -279,16 +122,6 @@ def _prepared(model, precision, alpha, resolution, weights, calibration, num_cal
 
         warnings += filter(None, [calibration_warning(cal.root, cal.paths, variant.classes)])
     return variant, weights, cal, warnings
-
-
-def conversion_inputs(model, precision: str = "int8", *, alpha: float | None = None, resolution: int | None = None,
-                      weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
-                      preprocess: str | None = None, mean=None, std=None, crop_fraction: float | None = None,
-                      labels=None):
-    """(variant, weights, CalibrationSet, warnings) for a zoo name or a user model, resolved and
-    checked exactly as :func:`convert` does (for commands that convert on their own, e.g. inspect)."""
-    return _prepared(model, precision, alpha, resolution, weights, calibration, num_calibration, seed,
-                     preprocess, mean, std, crop_fraction, labels)
 
 
 # -- the four functions --------------------------------------------------------------------
@@ -314,8 +147,9 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
 
     if output is not None:
         check_output(output, force)
-    variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
-                                                num_calibration, seed, preprocess, mean, std, crop_fraction, labels)
+    request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
+                            mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
+    variant, weights, cal, warnings = _prepared(request, precision, calibration, num_calibration, seed)
     with quiet_keras():
         result = convert_variant(variant, precision, weights, cal, progress=progress,
                                  techniques=_techniques(techniques))
@@ -334,18 +168,13 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     return converted
 
 
-def skipped_techniques(quantization: dict | None) -> list[str]:
-    """One warning per pattern the int8 techniques left alone (see quantization.guards)."""
-    return [f"int8 techniques skipped {note}" for note in (quantization or {}).get("skipped", [])]
-
-
 def default_output(model, precision: str, alpha: float | None = None, resolution: int | None = None) -> str:
     """``mobilenet_v1_1.0_224_int8.tflite``; ``flowers_int8.tflite`` for ``flowers.keras``."""
-    from edgemobile.models.user import is_model_file, safe_name
+    from edgemobile.networks.user import is_model_file, safe_name
 
     if is_model_file(model):
         return f"{safe_name(Path(model).stem)}_{precision}.tflite"
-    from edgemobile.models.zoo import resolve
+    from edgemobile.networks.zoo import resolve
     from edgemobile.quantization.convert import default_output_name
 
     return default_output_name(resolve(model, alpha, resolution), precision)
@@ -464,9 +293,9 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
     else:
         precision = android_precision(precision)
         folder = check_bundle_folder(out, force) if out is not None else None  # before the long work
-        variant, weights, cal, warnings = _prepared(model, precision, alpha, resolution, weights, calibration,
-                                                    num_calibration, seed, preprocess, mean, std, crop_fraction,
-                                                    labels)
+        request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
+                                mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
+        variant, weights, cal, warnings = _prepared(request, precision, calibration, num_calibration, seed)
         with quiet_keras():
             made = bundle_from_variant(variant, precision, weights, cal, folder.name if folder else
                                        f"{variant.name}_{precision}", progress=progress,
@@ -489,14 +318,97 @@ def info(model):
                        bytes(model) if isinstance(model, (bytes, bytearray)) else model)
 
 
-def zoo():
+def models():
     """The zoo (``edgemobile models``): per family its alphas and resolutions (defaults marked),
     preprocessing and the weights files ``weights="imagenet"`` downloads — a
-    :class:`~edgemobile.models.listing.ZooListing` that prints as a table. (Not ``em.models``:
-    that name is the :mod:`edgemobile.models` package.)"""
-    from edgemobile.models.listing import zoo_listing
+    :class:`~edgemobile.networks.listing.ZooListing` that prints as a table."""
+    from edgemobile.networks.listing import zoo_listing
 
     return zoo_listing()
+
+
+def inspect(model, *, alpha: float | None = None, resolution: int | None = None, weights=None, calibration=None,
+            num_calibration: int | None = None, seed: int = 0, techniques=None, images: int = 32,
+            sensitivity: bool = False, sensitivity_images: int = 64, preprocess: str | None = None, mean=None,
+            std=None, crop_fraction: float | None = None, labels=None, progress: bool = True) -> InspectResult:
+    """Where int8 loses accuracy, layer by layer: ``model`` (anything :func:`convert` takes) is
+    converted to int8 with ``techniques`` as :func:`convert` would, and every intermediate
+    tensor is compared with the float model on ``images`` calibration images (cumulative and
+    own-grid SQNR, weight SQNR and per-channel weight ranges). ``sensitivity``: also rank the
+    layers by what quantizing each alone costs, on ``sensitivity_images`` images (simulation)."""
+    request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
+                            mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
+    variant, weights, cal, warnings = _prepared(request, "int8", calibration, num_calibration, seed)
+    from edgemobile.quantization.inspect import diagnose
+
+    with quiet_keras():
+        diagnosis = diagnose(variant, weights, cal, _techniques(techniques), images=images,
+                             sensitivity_images=sensitivity_images if sensitivity else 0, progress=progress)
+    result = InspectResult(diagnosis, warnings + skipped_techniques(diagnosis["conversion"]))
+    warn(result.warnings)
+    return result
+
+
+def bench(model, *, threads: Sequence[int] = (1,), xnnpack: Sequence[bool] = (True,), runs: int = 50,
+          warmup: int = 5, profile: bool = False, reference=None, progress: bool = True) -> BenchResult:
+    """Latency of a .tflite ``model`` (path): median and p90 of ``runs`` invokes after
+    ``warmup`` for every ``threads`` × ``xnnpack`` setting, model size, peak resident memory;
+    ``profile``: each op of the first setting timed alone; ``reference`` (e.g. the float
+    model an int8 one was made from): timed too, right after ``model`` in each setting. No
+    TensorFlow."""
+    from edgemobile.deploy.bench import benchmark
+
+    return BenchResult(benchmark(model, threads=list(threads), xnnpack=list(xnnpack), runs=runs, warmup=warmup,
+                                 profile=profile, progress=progress, reference=reference))
+
+
+def report(models: Sequence, data, out: str | os.PathLike | None = None, *, calibration=None,
+           num_calibration: int | None = None, seed: int = 0, techniques=None, ablation: bool = False,
+           limit: int | None = None, bench_runs: int = 30, preprocess: str | None = None, mean=None, std=None,
+           crop_fraction: float | None = None, labels=None, cluster=None, cluster_data: str = "bytes",
+           shard_size: int | None = None, runtime_env: dict | None = None,
+           conversion_memory_gb: float | None = None, force: bool = False, progress: bool = True) -> ReportResult:
+    """Float vs int8 top-1/top-5 (with intervals), agreement, size and latency of several
+    ``models`` on the labeled images in ``data``: each model is a zoo name, a ``report`` spec
+    (``"mobilenet:alpha=0.25,weights=FILE,label=TEXT"``, ``"flowers.keras:labels=FILE"``) or a
+    :class:`~edgemobile.networks.request.ModelRequest`. ``preprocess``/``mean``/``std``/
+    ``crop_fraction``/``labels`` apply to Keras model files that do not set their own.
+    ``ablation``: one int8 model per technique configuration. ``bench_runs``: timed one-thread
+    invokes per model (0: no latency, no plot). ``cluster``: as for :func:`evaluate`, and each
+    conversion becomes a Ray task declaring ``conversion_memory_gb``. Written to ``out``
+    (report.md, report.json, report.png) when given, checked before any work."""
+    from edgemobile.eval.report import ModelSpec, common_classes, run_report
+    from edgemobile.networks.user import is_model_file
+
+    if bench_runs < 0:
+        raise EdgeMobileError(f"bench runs must be 0 or more, got {bench_runs}")
+    if conversion_memory_gb is not None and conversion_memory_gb <= 0:
+        raise EdgeMobileError(f"conversion memory must be positive, got {conversion_memory_gb:g}")
+    folder = check_report_folder(out, force) if out is not None else None
+    if isinstance(models, (str, ModelRequest)):
+        models = [models]
+    # a user model's labels: ``labels``, else the class-name folders of the calibration images, else of ``data``
+    label_folder = calibration if calibration and Path(str(calibration)).is_dir() else data
+    flags = dict(preprocess=preprocess, mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
+    specs = [ModelSpec(m) if isinstance(m, ModelRequest) else
+             ModelSpec.parse(str(m), **flags, label_folder=label_folder) for m in models]
+    given = [k for k, v in flags.items() if v is not None]
+    if given and not any(is_model_file(spec.name) for spec in specs):
+        raise EdgeMobileError(f"{', '.join(given)}: only for your own Keras model files; zoo models have their own "
+                              "preprocessing and labels")
+    require_converter(specs[0].name, "report (converting to float32 and int8)")
+    with quiet_keras():  # unknown names, bad files and settings, other classes, missing weights: before any work
+        common_classes(specs)
+        for spec in specs:
+            spec.fetch_weights()
+    cal = calibration_set(calibration, num_calibration, seed, "int8")
+    with quiet_keras(), cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
+        result = ReportResult(run_report(specs, data, cal, _techniques(techniques), ablation=ablation, limit=limit,
+                                         seed=seed, bench_runs=bench_runs, progress=progress, cluster=ray_cluster,
+                                         conversion_memory_gb=conversion_memory_gb))
+    if folder is not None:
+        result.write(folder, force=force)
+    return result
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -528,7 +440,7 @@ def _tflite_source(model):
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
     if isinstance(model, (str, os.PathLike)):
-        from edgemobile.models.user import is_model_file
+        from edgemobile.networks.user import is_model_file
 
         if str(model).lower().endswith(".tflite") or (Path(model).exists() and not is_model_file(model)):
             return str(model)

@@ -24,7 +24,7 @@ from edgemobile.metadata import (
     read_associated_files,
     read_metadata,
 )
-from edgemobile.models.zoo import resolve, with_raw_pixel_input
+from edgemobile.networks.zoo import resolve, with_raw_pixel_input
 from edgemobile.quantization.convert import CalibrationSet
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.delegation import fallback_warning, model_delegation

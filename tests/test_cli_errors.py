@@ -90,7 +90,7 @@ def test_hand_placed_weights_that_are_not_the_published_file(capsys, tmp_path):
     """Issue 27: MobileNetV3 weights put where the offline error said, but re-serialized (not
     byte-identical): one line that says so and how to load the file by path — no download loop."""
     from edgemobile.download import cache_dir
-    from edgemobile.models.zoo import resolve
+    from edgemobile.networks.zoo import resolve
 
     weights = resolve("mobilenet_v3_small").weights
     placed = cache_dir(weights.cache_subdir) / weights.filename

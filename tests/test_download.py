@@ -14,8 +14,8 @@ import pytest
 
 from edgemobile.download import cache_dir, fetch
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models import mobilenet_v1
-from edgemobile.models.zoo import resolve
+from edgemobile.networks import mobilenet_v1
+from edgemobile.networks.zoo import resolve
 
 PAYLOAD = b"pretend these are weights\n" * 1000
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemobile.models import mobilenet_v3 as v3
-from edgemobile.models.zoo import resolve
+from edgemobile.networks import mobilenet_v3 as v3
+from edgemobile.networks.zoo import resolve
 from edgemobile.quantization.tflite_converter import convert_keras
 from edgemobile.quantization.exact_ranges import relu6_range_violations
 

@@ -12,8 +12,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models import mobileone, zoo
-from edgemobile.models.mobileone import (
+from edgemobile.networks import mobileone, zoo
+from edgemobile.networks.mobileone import (
     MobileOne,
     build_inference_model,
     build_train_model,

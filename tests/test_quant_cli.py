@@ -161,6 +161,7 @@ def test_report_records_a_peer_that_refuses_the_model(folders):
     Rescaling) gets a row with its error; the report goes on and renders."""
     from edgemobile.errors import EdgeMobileError
     from edgemobile.eval.report import ModelSpec, markdown, run_report
+    from edgemobile.networks.request import ModelRequest
     from edgemobile.quantization.convert import CalibrationSet
     from edgemobile.quantization.pipeline import QuantOptions
 
@@ -170,7 +171,7 @@ def test_report_records_a_peer_that_refuses_the_model(folders):
         assert images.shape == (8, 128, 128, 3)
         raise EdgeMobileError("Unsupported symmetry: False | symmetric only")
 
-    result = run_report([ModelSpec("mobilenet_v1", 0.25, 128, "none", "tiny")], val,
+    result = run_report([ModelSpec(ModelRequest("mobilenet_v1", 0.25, 128, "none"), "tiny")], val,
                         CalibrationSet.from_folder(calib, 8), QuantOptions.plain(), bench_runs=0, progress=False,
                         peers=[("peer", refuse)])
     float_row, int8_row, peer_row = result["rows"]

@@ -1,5 +1,5 @@
 """The int8-friendly rewrite of users' keras.applications MobileNetV3 models
-(edgemobile.models.rewrite), on random weights at 96x96: nested, flattened and Sequential
+(edgemobile.networks.rewrite), on random weights at 96x96: nested, flattened and Sequential
 backbones, Large, minimalistic, alpha 0.75, include_top-style and pooled heads with Dropout,
 Dense and BatchNorm; the rewritten model computes the same function, keeps the user's model
 untouched, and whatever is not exactly the Keras backbone — or fails the numeric check — is
@@ -14,7 +14,7 @@ from random_weights import randomize_batchnorm
 
 pytest.importorskip("tensorflow")
 
-from edgemobile.models import rewrite as rw  # noqa: E402
+from edgemobile.networks import rewrite as rw  # noqa: E402
 
 RES = 96
 
@@ -117,7 +117,7 @@ def test_include_top_style_head_and_pooling_avg(pixels):
 
 
 def test_saved_keras_file_round_trip(pixels, tmp_path):
-    from edgemobile.models.user import load_keras_model
+    from edgemobile.networks.user import load_keras_model
 
     path = tmp_path / "user.keras"
     _user_model(_base(seed=4), nested=True).save(path)
@@ -195,7 +195,7 @@ def test_head_reading_inside_the_backbone_is_not_rewritten(pixels):
 def test_a_rewrite_that_computes_another_function_is_refused(pixels, monkeypatch):
     """The numeric check is the last word: a rewrite carrying the wrong factor (5 for 6) is
     caught on the calibration images and the user's model converted as it is."""
-    from edgemobile.models import mobilenet_v3 as v3
+    from edgemobile.networks import mobilenet_v3 as v3
 
     model = _user_model(_base(seed=7), nested=True)
     monkeypatch.setattr(v3, "_HS_SCALE", 5.0)

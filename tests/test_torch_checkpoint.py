@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models import checkpoints
-from edgemobile.models.checkpoints import (
+from edgemobile.networks import checkpoints
+from edgemobile.networks.checkpoints import (
     detect_format,
     read_safetensors,
     read_state_dict,
@@ -381,7 +381,7 @@ def _apple_to_timm(key: str) -> str:
 @pytest.mark.convert
 def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
     """Train-time model with random BN -> Apple-style unfused zip (wrapped, module.) -> fused model."""
-    from edgemobile.models import mobileone
+    from edgemobile.networks import mobileone
 
     size = 64
     train = mobileone.build_train_model("s0", input_shape=(size, size, 3), classifier_activation=None)
@@ -415,7 +415,7 @@ def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
 @pytest.mark.convert
 def test_mobileone_timm_safetensors_round_trip(tmp_path):
     """timm's key names (stem/stages/conv_kxk/conv_scale/identity/attn/head.fc), with S4's SE."""
-    from edgemobile.models import mobileone
+    from edgemobile.networks import mobileone
 
     size = 64
     train = mobileone.build_train_model("s4", input_shape=(size, size, 3), classifier_activation=None)

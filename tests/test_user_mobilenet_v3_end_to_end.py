@@ -14,7 +14,7 @@ import pytest
 from cli_run import run_ok as run
 from edgemobile.cli.main import main
 from edgemobile.metadata import read_metadata
-from edgemobile.models.rewrite import TOLERANCE
+from edgemobile.networks.rewrite import TOLERANCE
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.delegation import model_delegation
 from edgemobile.runtime.interpreter import TFLiteClassifier

@@ -88,7 +88,7 @@ def tiny_model(keras, classes=3, rescaling=True, size=32):
 
 
 def test_in_model_rescaling_is_detected_and_never_applied_twice(keras, tmp_path, capsys):
-    from edgemobile.models.user import input_normalization, user_variant
+    from edgemobile.networks.user import input_normalization, user_variant
 
     path = tmp_path / "tiny.keras"
     tiny_model(keras).save(path)

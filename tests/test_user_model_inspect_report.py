@@ -97,7 +97,7 @@ def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
     (["report", "--model", "{model}:alpha=0.5", "--data", "{val}", "--preprocess", "mobilenet", "--out", "{out}"],
      "alpha: only for zoo models"),
     (["report", "--model", "mobilenet", "--data", "{val}", "--labels", "{train}", "--out", "{out}"],
-     "--labels: only for your own Keras model files"),
+     "labels: only for your own Keras model files"),
     (["report", "--model", "{model}", "--data", "{val}", "--calibration", "{train}", "--preprocess", "mobilenet",
       "--labels", "{labels}", "--out", "{out}"], "2 labels"),
 ])

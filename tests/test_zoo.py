@@ -1,7 +1,7 @@
 import pytest
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models.zoo import families, get_family, resolve
+from edgemobile.networks.zoo import families, get_family, resolve
 from edgemobile.quantization.convert import default_output_name
 
 
@@ -47,7 +47,7 @@ def test_models_lists_every_family_with_defaults_preprocessing_and_weights(tmp_p
     from edgemobile.cli.main import main
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    listing = em.zoo()
+    listing = em.models()
     assert [f.name for f in listing] == list(families())
     report = tmp_path / "models.json"
     assert main(["models", "--json", str(report)]) == 0

@@ -83,7 +83,7 @@ def mobilenet_v1_user_model(shared: Path, train: Path, out: Path) -> Path:
     mobilenet``) with a 5-class head, saved to ``out`` (.keras)."""
     import keras
 
-    from edgemobile.models.zoo import resolve
+    from edgemobile.networks.zoo import resolve
 
     variant = resolve("mobilenet", 0.25, 224)
     full = variant.build(shared / MOBILENET_WEIGHTS)
@@ -101,8 +101,8 @@ def mobilenet_v3_small_user_model(shared: Path, train: Path, out: Path) -> Path:
     (``Model(base.input, head(base.output))``), saved to ``out`` (.keras)."""
     import keras
 
-    from edgemobile.models import mobilenet_v3 as v3
-    from edgemobile.models.zoo import resolve
+    from edgemobile.networks import mobilenet_v3 as v3
+    from edgemobile.networks.zoo import resolve
 
     variant = resolve("mobilenet_v3_small")
     base = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), include_top=False, weights=None,

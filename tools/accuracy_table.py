@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgemobile.errors import EdgeMobileError  # noqa: E402
 from edgemobile.eval.report import ModelSpec, markdown, run_report  # noqa: E402
+from edgemobile.networks.request import ModelRequest  # noqa: E402
 from edgemobile.outputs import write_atomic  # noqa: E402
 from edgemobile.quantization.convert import CalibrationSet  # noqa: E402
 
@@ -82,7 +83,7 @@ def main() -> None:
     results = []
     for key in keys:
         name, alpha, resolution, weights, label, provenance = MODELS[key]
-        spec = ModelSpec(name, alpha, resolution, str(shared / "weights" / weights), f"{label} ({provenance})")
+        spec = ModelSpec(ModelRequest(name, alpha, resolution, str(shared / "weights" / weights)), f"{label} ({provenance})")
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
             result = run_report([spec], shared / "imagenet" / "val", calibration, ablation=True, limit=args.limit,

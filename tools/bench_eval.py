@@ -61,7 +61,7 @@ def main() -> None:
         import contextlib
         import io
 
-        from edgemobile.models.zoo import resolve
+        from edgemobile.networks.zoo import resolve
         from edgemobile.quantization.convert import CalibrationSet, convert_variant
 
         variant = resolve("mobilenet")

@@ -16,7 +16,7 @@ converted before its int8-friendly graph) as extra rows.
 
 --user-v3 adds a user's model: keras.applications.MobileNetV3Small(include_top=False) +
 GlobalAveragePooling2D / Dropout / Dense(5, softmax), as the user saved it and as `convert`
-rewrites it (edgemobile.models.rewrite), float and int8 of each in the same loop; --carry
+rewrites it (edgemobile.networks.rewrite), float and int8 of each in the same loop; --carry
 adds the rewrite with the backbone's 1/6 carried as a MUL after the pooling or on the 7x7
 features instead of folded into the Dense (the choice the rewrite makes, measured).
 ``python tools/bench_latency.py none --user-v3 --carry`` times only those.
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from edgemobile.models.zoo import resolve  # noqa: E402
+from edgemobile.networks.zoo import resolve  # noqa: E402
 
 DEFAULT_MODELS = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v1")
 
@@ -105,7 +105,7 @@ def build_models(name: str, args) -> list[tuple[str, bytes, bytes]]:
     rep = representative(variant, args.calib, args.num_calib)
     rows = [(variant.name, convert(model, "float32"), convert(model, "int8", rep))]
     if args.stock and variant.family.startswith("mobilenet_v3"):
-        from edgemobile.models.mobilenet_v3 import build_stock, copy_weights
+        from edgemobile.networks.mobilenet_v3 import build_stock, copy_weights
 
         stock = build_stock(variant, None)
         copy_weights(model, stock)
@@ -128,11 +128,11 @@ CARRY = {
 def user_v3_models(args) -> list[tuple[str, bytes, bytes]]:
     """A user's MobileNetV3-Small (keras.applications, include_top=False, + GlobalAveragePooling2D
     / Dropout / Dense(5, softmax)), random weights: rows for the model as the user saved it and
-    as edgemobile rewrites it (edgemobile.models.rewrite), float and int8 of each; with
+    as edgemobile rewrites it (edgemobile.networks.rewrite), float and int8 of each; with
     --carry also the rewrite with the 1/6 carried elsewhere."""
     import keras
 
-    from edgemobile.models import rewrite as rw
+    from edgemobile.networks import rewrite as rw
 
     variant = resolve("mobilenet_v3_small")
     base = keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), include_top=False, weights=None)
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-calib", type=int, default=16, help="calibration images (default 16)")
     parser.add_argument("--stock", action="store_true", help="also time the keras.applications graph of V3 models")
     parser.add_argument("--user-v3", action="store_true", help="also a user's keras.applications MobileNetV3-Small "
-                        "+ new head, as saved and as edgemobile rewrites it (models/rewrite.py)")
+                        "+ new head, as saved and as edgemobile rewrites it (networks/rewrite.py)")
     parser.add_argument("--carry", action="store_true", help="with --user-v3: also the rewrite with the backbone's "
                         "1/6 as a MUL after pooling and on the 7x7 features instead of folded into the Dense")
     parser.add_argument("--profile", action="store_true", help="per-op profile of every model")

@@ -1,9 +1,17 @@
-"""argparse value types shared by every subcommand module (``type=positive_int``, …)."""
+"""What the subcommands share of argparse: value types (``type=positive_int``, …), the flag
+groups several commands take (a model, calibration and techniques, preprocessing of
+third-party models, Ray), and turning parsed flags into the API's arguments."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+
+from edgemobile.eval.cluster import DATA_MODES, DEFAULT_SHARD_SIZE
+from edgemobile.networks.request import ModelRequest
+from edgemobile.networks.user import PREPROCESS_CHOICES
+from edgemobile.quantization.pipeline import DEFAULT, RANGE_CHOICES, QuantOptions
 
 
 def positive_int(text: str) -> int:
@@ -35,3 +43,118 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object")
     return value
+
+
+def preprocessing_flags() -> argparse.ArgumentParser:
+    """The parent parser of eval and predict: preprocessing of a .tflite without edgemobile metadata."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "preprocessing for models without edgemobile metadata (third-party .tflite files)"
+    )
+    group.add_argument("--mean", type=floats, help="per-channel mean in 0..255 pixel units, 1 or 3 values "
+                       "(input = (pixel - mean) / std); e.g. 127.5 for [-1, 1] inputs")
+    group.add_argument("--std", type=floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--crop-fraction", type=float, default=0.875,
+                       help="center-crop fraction: the shorter side is resized to size/fraction (default 0.875)")
+    group.add_argument("--labels", help="label file, one class per line, in output order")
+    bg = group.add_mutually_exclusive_group()
+    bg.add_argument("--background-class", dest="background_class", action="store_true", default=None,
+                    help="output 0 is a background class (TF-slim 1001-class models; inferred from 1001 outputs)")
+    bg.add_argument("--no-background-class", dest="background_class", action="store_false")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="interpreter threads (default: 1 for eval, decoding uses the other cores)")
+    return parent
+
+
+def add_zoo_model_flags(p: argparse.ArgumentParser) -> None:
+    """--alpha/--resolution/--weights of a zoo model (convert, inspect)."""
+    p.add_argument("--alpha", type=float, help="width multiplier (family default if omitted)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (family default if omitted)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (download once, cached like Keras), 'none' (random init) or a local weights file")
+
+
+def add_user_model_flags(p: argparse.ArgumentParser) -> None:
+    """Preprocessing and labels of a user's Keras model file (see :mod:`edgemobile.networks.user`)."""
+    group = p.add_argument_group("your own Keras model (--model FILE.keras): preprocessing and labels")
+    group.add_argument("--preprocess", choices=PREPROCESS_CHOICES,
+                       help="the zoo family's preprocessing the model was trained with (not needed when the model "
+                       "has its own Rescaling/Normalization layer)")
+    group.add_argument("--mean", type=floats, help="or: per-channel mean in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--std", type=floats, help="per-channel std in 0..255 pixel units, 1 or 3 values")
+    group.add_argument("--crop-fraction", type=float, default=None,
+                       help="center-crop fraction (default: the --preprocess family's, else 0.875)")
+    group.add_argument("--labels", help="label file, one class per line, in output order (default: the class-name "
+                       "folders of --calibration)")
+
+
+def model_request(args: argparse.Namespace, model=None) -> ModelRequest:
+    """The model the flags of convert, bundle or inspect name (``model``: instead of ``args.model``);
+    flags a command lacks are None."""
+    return ModelRequest(model if model is not None else args.model, alpha=args.alpha, resolution=args.resolution,
+                        weights=getattr(args, "weights", None),
+                        **{k: getattr(args, k, None) for k in ("preprocess", "mean", "std", "crop_fraction", "labels")})
+
+
+def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for drawing calibration images") -> None:
+    """--calibration/--num-calibration/--seed (see :func:`calibration_from_args`) and the int8
+    technique flags: every command that makes a full-integer model takes them."""
+    p.add_argument("--calibration", help="folder of calibration images (searched recursively) or a calibration "
+                   "manifest .json; default: the published 1000-image ImageNet sample, downloaded once")
+    p.add_argument("--num-calibration", type=positive_int, default=None,
+                   help="calibration images drawn stratified across classes (default 500)")
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    add_technique_flags(p)
+
+
+def add_technique_flags(parser: argparse.ArgumentParser) -> None:
+    """``--ranges``, ``--equalize``, ``--bias-correction``, ``--adaround`` (each with ``--no-``),
+    ``--plain`` and ``--technique-images`` (see :mod:`edgemobile.quantization.pipeline`);
+    defaults are ``pipeline.DEFAULT``."""
+    group = parser.add_argument_group("int8 quality techniques (defaults: the best combination)")
+    group.add_argument("--ranges", choices=RANGE_CHOICES, default=None,
+                       help="activation ranges: converter min/max, 99.99th percentile, or MSE-optimal clipping "
+                       f"(default {DEFAULT.ranges})")
+    for flag, field, text in (("equalize", "equalize", "cross-layer equalization"),
+                              ("bias-correction", "bias_correction", "empirical bias correction"),
+                              ("adaround", "adaround", "AdaRound: learned weight rounding")):
+        group.add_argument(f"--{flag}", dest=field, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
+    group.add_argument("--plain", action="store_true",
+                       help="the converter alone (min/max ranges, no technique); other technique flags add to it")
+    group.add_argument("--technique-images", type=positive_int, default=None,
+                       help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
+
+
+def options_from_args(args: argparse.Namespace):
+    """The ``QuantOptions`` the technique flags ask for, starting from ``pipeline.DEFAULT`` (or ``--plain``)."""
+    base = QuantOptions.plain() if getattr(args, "plain", False) else DEFAULT
+    changes = {k: getattr(args, k) for k in ("ranges", "equalize", "bias_correction", "adaround", "technique_images")
+               if getattr(args, k, None) is not None}
+    return dataclasses.replace(base, **changes)
+
+
+def add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """--cluster and its settings (eval, report); see :mod:`edgemobile.eval.cluster`."""
+    group = p.add_argument_group("scaling out on Ray (pip install 'edgemobile[cluster]')")
+    group.add_argument("--cluster", metavar="ADDRESS", help="run on Ray: 'local' starts Ray on this machine with "
+                       "all its cores; 'auto' or ray://HOST:PORT joins a running cluster")
+    group.add_argument("--cluster-data", choices=DATA_MODES, default="bytes",
+                       help="how workers get the images: 'bytes' ships each encoded file in its shard (default; "
+                       "no shared storage needed), 'paths' sends paths every node reads on a shared mount")
+    group.add_argument("--shard-size", type=positive_int, default=DEFAULT_SHARD_SIZE,
+                       help=f"images per Ray task, rounded up to whole batches of 16 (default {DEFAULT_SHARD_SIZE})")
+    group.add_argument("--runtime-env", type=json_object, default=None, metavar="JSON",
+                       help='Ray runtime_env for the workers, e.g. \'{"pip": ["edgemobile[runtime]==0.1.0"]}\'')
+
+
+def cluster_kwargs(args: argparse.Namespace) -> dict:
+    """--cluster and its settings as the API's keywords (Ray itself is imported only with --cluster)."""
+    return {"cluster": args.cluster, "cluster_data": args.cluster_data, "shard_size": args.shard_size,
+            "runtime_env": args.runtime_env}
+
+
+def preprocessing_overrides(args: argparse.Namespace) -> dict:
+    """eval/predict's preprocessing flags as :mod:`edgemobile.api` keywords."""
+    return {"mean": args.mean, "std": args.std, "crop_fraction": args.crop_fraction, "labels": args.labels,
+            "background_class": args.background_class, "threads": args.threads}

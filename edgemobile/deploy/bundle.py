@@ -8,7 +8,7 @@ feed a uint8 model the raw 0..255 pixels, so its input quantization must *be* th
 normalization — ``(q - zero_point) * scale == (pixel - mean) / std``. A per-channel mean/std
 (MobileOne, ImageNet mean/std) cannot be expressed that way, nor as MediaPipe's float
 NormalizationOptions (one mean/std for every channel), so zoo models with such a spec are
-bundled through :func:`edgemobile.models.zoo.with_raw_pixel_input`: the normalization becomes
+bundled through :func:`edgemobile.networks.zoo.with_raw_pixel_input`: the normalization becomes
 the model's first layer and the bundle's spec is mean 0 / std 1.
 
 Bundling an existing .tflite needs no TensorFlow; bundling a zoo model converts it.
@@ -74,7 +74,7 @@ def mediapipe_expressible(spec) -> bool:
 def android_variant(variant):
     """The zoo variant to bundle: unchanged, or with its per-channel normalization folded
     into the model (raw-pixel input, spec mean 0 / std 1) when MediaPipe cannot express it."""
-    from edgemobile.models.zoo import with_raw_pixel_input
+    from edgemobile.networks.zoo import with_raw_pixel_input
 
     return variant if mediapipe_expressible(variant.preprocess) else with_raw_pixel_input(variant)
 

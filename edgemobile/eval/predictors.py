@@ -206,17 +206,17 @@ def load_predictor(
 ):
     """A .tflite path, a saved Keras model file (``.keras``/``.h5``) or a zoo model name
     (float Keras model, needs TensorFlow; ``weights_arg``: how the command takes its weights
-    file, see :meth:`~edgemobile.models.zoo.ModelVariant.weights_path`). A Keras model file
+    file, see :meth:`~edgemobile.networks.zoo.ModelVariant.weights_path`). A Keras model file
     takes its spec and labels from ``overrides``, else from ``like`` (the converted model it
-    is the reference of), else from its own input normalization (:mod:`edgemobile.models.user`)."""
-    from edgemobile.models.user import is_model_file
+    is the reference of), else from its own input normalization (:mod:`edgemobile.networks.user`)."""
+    from edgemobile.networks.user import is_model_file
 
     if is_model_file(ref):
         _require_tensorflow(ref)
         return KerasPredictor(*user_reference(ref, overrides, like))
     if ref.lower().endswith(".tflite") or Path(ref).is_file():
         return TFLitePredictor(ref, overrides, num_threads=num_threads)
-    from edgemobile.models.zoo import resolve
+    from edgemobile.networks.zoo import resolve
 
     variant = resolve(ref, alpha, resolution)
     _require_tensorflow(ref)
@@ -225,7 +225,7 @@ def load_predictor(
 
 def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):
     """(variant, model file) of a user's Keras model used as a float reference."""
-    from edgemobile.models.user import user_variant
+    from edgemobile.networks.user import user_variant
 
     o = overrides or PreprocessOverrides()
     mean, std, labels = o.mean, o.std, o.labels

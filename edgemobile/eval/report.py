@@ -24,67 +24,44 @@ import numpy as np
 
 from edgemobile.errors import EdgeMobileError
 from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
+from edgemobile.networks.request import ModelRequest
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note
 
-SPEC_KEYS = ("alpha", "resolution", "weights", "label", "preprocess", "labels")
+REPORT_FILES = ("report.md", "report.json", "report.png")
 _RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A zoo model with its settings, ``NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT]``, or
-    your Keras model file, ``FILE.keras[:preprocess=P,labels=FILE,label=TEXT]`` — its
-    preprocessing and labels resolved as ``convert --model FILE`` does (:mod:`edgemobile.models.user`)."""
+    """One ``report --model`` row: a :class:`~edgemobile.networks.request.ModelRequest` (a zoo
+    model with its settings, or your Keras model file with its preprocessing and labels) and
+    the ``label`` its rows carry (default: the model's name)."""
 
-    name: str
-    alpha: float | None = None
-    resolution: int | None = None
-    weights: str = "imagenet"
+    request: ModelRequest
     label: str | None = None
-    preprocess: str | None = None  # the rest: a user model file only
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    crop_fraction: float | None = None
-    labels: str | None = None
-    label_folder: str | None = None  # class-name folders naming its classes when ``labels`` is not given
 
     @classmethod
     def parse(cls, text: str, **user_flags) -> "ModelSpec":
-        """``user_flags`` (preprocess, mean, std, crop_fraction, labels, label_folder): the
-        command's flags for a model file; a spec's own keys take precedence, zoo specs ignore them."""
-        from edgemobile.models.user import is_model_file
+        """``NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT]`` or
+        ``FILE.keras[:preprocess=P,labels=FILE,label=TEXT]``; ``user_flags``: the command's
+        flags for a model file (see :meth:`ModelRequest.parse`)."""
+        return cls(*ModelRequest.parse(text, **user_flags))
 
-        name, _, rest = text.partition(":")
-        if not name.strip():
-            raise EdgeMobileError(f"model spec {text!r}: no model name (NAME[:alpha=A,resolution=R,weights=FILE])")
-        values: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or key not in SPEC_KEYS:
-                raise EdgeMobileError(f"model spec {text!r}: expected key=value with key one of "
-                                      f"{', '.join(SPEC_KEYS)}, got {item!r}")
-            try:
-                values[key] = float(value) if key == "alpha" else int(value) if key == "resolution" else value
-            except ValueError:
-                raise EdgeMobileError(f"model spec {text!r}: {key} must be a number, got {value!r}") from None
-        if is_model_file(name.strip()):
-            values = {**{k: v for k, v in user_flags.items() if v is not None}, **values}
-        return cls(name=name.strip(), **values)
+    @property
+    def name(self) -> str:
+        return self.request.name
 
     def resolved(self):
         """(variant, weights) — a zoo variant and its weights, or a user model's variant and its file."""
         if self not in _RESOLVED:
-            from edgemobile.api import resolve_model
-            from edgemobile.models.user import is_model_file
-
-            user = is_model_file(self.name)
-            weights = None if user and self.weights == "imagenet" else self.weights
-            resolved = resolve_model(self.name, self.alpha, self.resolution, weights, self.preprocess, self.mean,
-                                     self.std, self.crop_fraction, self.labels, self.label_folder if user else None)
-            if not user:  # fetch the weights here, so that errors name the spec key (report has no --weights)
-                resolved[0].weights_path(self.weights, f"{self.name}:weights=FILE")
-            _RESOLVED[self] = resolved
+            _RESOLVED[self] = self.request.resolve()
         return _RESOLVED[self]
+
+    def fetch_weights(self) -> None:
+        """A zoo model's weights file, downloaded (once) now, so that errors name the spec key."""
+        if self.request.is_zoo_name:
+            variant, weights = self.resolved()
+            variant.weights_path(weights, f"{self.name}:weights=FILE")
 
     def variant(self):
         return self.resolved()[0]
@@ -174,7 +151,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
 
     options = options or DEFAULT
     configs = ablation_configs(options) if ablation else [(options.label(), options)]
-    pairs = labeled_images(data, _common_classes(specs))
+    pairs = labeled_images(data, common_classes(specs))
     pairs = limit_pairs(pairs, data, limit, seed)
     labels = np.array([label for _, label in pairs])
     jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
@@ -244,7 +221,7 @@ def _speed_note(rows: list[dict], ablation: bool) -> str | None:
     return int8_slower_note(timings, host_cpu())
 
 
-def _common_classes(specs: list[ModelSpec]):
+def common_classes(specs: list[ModelSpec]):
     """The one class list every model is evaluated with (the report compares them on the same images)."""
     classes = [spec.variant().classes for spec in specs]
     for spec, other in zip(specs[1:], classes[1:]):

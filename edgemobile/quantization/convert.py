@@ -81,7 +81,7 @@ def convert_variant(
 
         images = load_images(calibration.paths, variant.preprocess, progress)
         if variant.option("user_model"):  # a Keras MobileNetV3 backbone → the zoo's int8-friendly graph
-            from edgemobile.models.rewrite import int8_rewrite
+            from edgemobile.networks.rewrite import int8_rewrite
 
             model, rewrite = int8_rewrite(model, images)
         done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)

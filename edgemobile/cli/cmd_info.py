@@ -5,7 +5,9 @@ Runtime install only, no TensorFlow; third-party files without edgemobile metada
 from __future__ import annotations
 
 import argparse
-import json
+
+from edgemobile import api
+from edgemobile.cli.console import add_json_flags, check_json, write_json
 
 
 def register(sub, prep) -> None:
@@ -16,19 +18,13 @@ def register(sub, prep) -> None:
         "edgemobile version), op counts by type and how many ops XNNPACK takes. Needs only the runtime install.",
     )
     p.add_argument("model", help=".tflite file")
-    p.add_argument("--json", help="also write the description to this JSON file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    p.set_defaults(func=cmd_info)
+    add_json_flags(p, "the description")
+    p.set_defaults(func=run)
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from edgemobile import api
-    from edgemobile.outputs import check_output, write_atomic
-
-    if args.json:
-        check_output(args.json, args.force)
+def run(args: argparse.Namespace) -> int:
+    check_json(args)
     result = api.info(args.model)
     print(result)
-    if args.json:
-        write_atomic(args.json, json.dumps(result.as_dict(), indent=2) + "\n", force=args.force)
+    write_json(args, result.as_dict())
     return 0

@@ -4,12 +4,13 @@ size, peak memory and an optional per-op profile — runtime install only, no Te
 from __future__ import annotations
 
 import argparse
-import json
+
+from edgemobile import api
+from edgemobile.cli.arguments import positive_int
+from edgemobile.cli.console import add_json_flags, check_json, write_json
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.arguments import positive_int
-
     p = sub.add_parser(
         "bench", help="latency, model size and peak memory of a .tflite (threads, XNNPACK on/off)",
         description="Time Interpreter.invoke() on a fixed input for every --threads × --xnnpack setting: "
@@ -31,10 +32,9 @@ def register(sub, prep) -> None:
                    "settings, each right after MODEL's, and say where int8 ran slower than float")
     p.add_argument("--profile", action="store_true",
                    help="per-op breakdown for the first setting (each op cut out and timed alone)")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    add_json_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=run)
 
 
 def _non_negative_int(text: str) -> int:
@@ -47,16 +47,11 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edgemobile.deploy.bench import benchmark, format_report
-    from edgemobile.outputs import check_output, write_atomic
-
-    if args.json:
-        check_output(args.json, args.force)
+def run(args: argparse.Namespace) -> int:
+    check_json(args)
     xnnpack = [choice == "on" for choice in (args.xnnpack or ["on"])]
-    report = benchmark(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup,
-                       profile=args.profile, progress=not args.quiet, reference=args.reference)
-    print(format_report(report))
-    if args.json:
-        write_atomic(args.json, json.dumps(report, indent=2) + "\n", force=args.force)
+    result = api.bench(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup, profile=args.profile, reference=args.reference,
+                       progress=not args.quiet)
+    print(result)
+    write_json(args, result.as_dict())
     return 0

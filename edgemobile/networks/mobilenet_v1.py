@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models.zoo import Family, ModelVariant, Weights
+from edgemobile.networks.zoo import Family, ModelVariant, Weights
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 RESOLUTIONS = (128, 160, 192, 224)

@@ -41,7 +41,7 @@ standard sorted-synset order (``classifier_activation=None`` gives logits).
 
 Weights: Apple's ``mobileone_sX.pth.tar`` (inference-time) and ``mobileone_sX_unfused.pth.tar``
 (train-time) checkpoints and timm's ``mobileone_sX.apple_in1k`` safetensors (train-time,
-timm key names), read by :mod:`edgemobile.models.checkpoints` without torch.
+timm key names), read by :mod:`edgemobile.networks.checkpoints` without torch.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ import numpy as np
 
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import EdgeMobileError
-from edgemobile.models.zoo import Family, ModelVariant, Weights
+from edgemobile.networks.zoo import Family, ModelVariant, Weights
 
 # -- configuration -------------------------------------------------------------------------
 
@@ -346,7 +346,7 @@ def model_variant_key(model) -> str:
                  or f"{specs[1].name}_reparam_conv" in layers) and \
                 f"{specs[1].name}_rbr_conv_{specs[1].num_conv_branches}_conv" not in layers:
             return key
-    raise ValueError(f"model {model.name!r} is not a MobileOne S0-S4 model built by edgemobile.models.mobileone")
+    raise ValueError(f"model {model.name!r} is not a MobileOne S0-S4 model built by edgemobile.networks.mobileone")
 
 
 def model_form(model) -> str:
@@ -389,7 +389,7 @@ def build_inference_model(variant: str | ModelVariant = "s0", weights: str | Pat
     path = Path(weights)
     if not path.is_file():
         raise EdgeMobileError(f"{path}: weights file not found")
-    from edgemobile.models.checkpoints import detect_format
+    from edgemobile.networks.checkpoints import detect_format
 
     fmt = detect_format(path)
     if fmt in ("keras_h5", "keras_zip"):
@@ -665,7 +665,7 @@ def checkpoint_form(state: dict[str, np.ndarray], source: str | Path = "checkpoi
 
 
 def _read_state(path: Path) -> dict[str, np.ndarray]:
-    from edgemobile.models.checkpoints import read_state_dict
+    from edgemobile.networks.checkpoints import read_state_dict
 
     return read_state_dict(path)
 
@@ -690,7 +690,7 @@ def load_weights(model, path: str | Path) -> None:
     train-time model (then :func:`reparameterize`), a fused one into the inference-time model.
     """
     path = Path(path)
-    from edgemobile.models.checkpoints import detect_format
+    from edgemobile.networks.checkpoints import detect_format
 
     fmt = detect_format(path)
     if fmt in ("keras_h5", "keras_zip"):

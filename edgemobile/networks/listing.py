@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from edgemobile.download import cache_dir
-from edgemobile.models.zoo import Family, families
+from edgemobile.networks.zoo import Family, families
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A user model built on ``keras.applications.MobileNetV3Small/Large`` rewritten to the
-int8-friendly graph of :mod:`edgemobile.models.mobilenet_v3` before full-integer conversion.
+int8-friendly graph of :mod:`edgemobile.networks.mobilenet_v3` before full-integer conversion.
 
 The Keras backbone's int8 HARD_SWISH ops are not taken by XNNPACK (see that module's
 docstring); users fine-tune exactly that backbone, so the zoo's speed would be lost on their
@@ -13,7 +13,7 @@ models. The rewrite:
    (Small/Large, alpha, minimalistic, include_preprocessing, input size), built with
    ``include_top=False``, must have the same layers (type and configuration, names aside
    for unnamed ones), and nothing after the backbone may read a tensor inside it;
-3. builds :func:`~edgemobile.models.mobilenet_v3.int8_friendly_backbone` with the same
+3. builds :func:`~edgemobile.networks.mobilenet_v3.int8_friendly_backbone` with the same
    weights (copied by layer name) and re-applies every layer after it — the user's head, and
    whatever wraps the backbone model — as fresh copies of the user's layers. The backbone's
    output is carried as 6·hard_swish: the 1/6 goes into the first Dense/Conv reached
@@ -143,7 +143,7 @@ def _graph(model):
 def _parameters(m) -> dict:
     """Small/Large, alpha, minimalistic, include_preprocessing and input size of the backbone
     in functional model ``m``, read off its layers."""
-    from edgemobile.models.mobilenet_v3 import _ARCH, _make_divisible
+    from edgemobile.networks.mobilenet_v3 import _ARCH, _make_divisible
 
     names = _names(m)
     blocks = 1 + max((int(n.split("_")[2]) for n in names
@@ -240,7 +240,7 @@ def rewrite_mobilenet_v3(model):
     model is not changed (every layer of the result is a copy)."""
     import keras
 
-    from edgemobile.models.mobilenet_v3 import unscale
+    from edgemobile.networks.mobilenet_v3 import unscale
 
     target = _find_backbone(model)
     if target is None:
@@ -278,7 +278,7 @@ class _Tracer:
     def _backbone(self, m, inputs):
         import keras
 
-        from edgemobile.models.mobilenet_v3 import int8_friendly_backbone
+        from edgemobile.networks.mobilenet_v3 import int8_friendly_backbone
 
         p, _, head = _recognise(m)
         if len(inputs) != 1:
@@ -297,7 +297,7 @@ class _Tracer:
 
     def _operation(self, op):
         """The callable that applies ``op`` to new tensors, carrying their scale."""
-        from edgemobile.models.mobilenet_v3 import unscale
+        from edgemobile.networks.mobilenet_v3 import unscale
 
         if _graph(op) is not None and (op is self.target or _find_backbone(op) is self.target):
             return lambda *args, **kwargs: self.run(op, [a for a in _flat(args, kwargs) if hasattr(a, "shape")])
@@ -345,7 +345,7 @@ def _copy(op, kernel_scale: float = 1.0):
     import keras
     from keras import ops
 
-    from edgemobile.models.mobilenet_v3 import unfused_hard_swish
+    from edgemobile.networks.mobilenet_v3 import unfused_hard_swish
 
     if not isinstance(op, keras.layers.Layer):
         return op

@@ -38,7 +38,7 @@ Layer names match the Keras application, and weights are always loaded into the 
 application first and copied by name, so every Keras weights file loads exactly as Keras
 loads it. :func:`build_stock` gives the unmodified application (the reference in tests and
 benchmarks). Users' own models built on the application get the same backbone
-(:func:`int8_friendly_backbone`) through :mod:`edgemobile.models.rewrite`.
+(:func:`int8_friendly_backbone`) through :mod:`edgemobile.networks.rewrite`.
 Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
 as int8 the Keras graph runs 2.7× (Large) / 3.2× (Small) slower than :func:`build`'s; as
 float it is 5-9 % faster (float HARD_SWISH is one XNNPACK op, its decomposition two).
@@ -53,8 +53,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemobile.data.preprocessing import PreprocessSpec
-from edgemobile.models.mobilenet_v1 import load_keras_weights
-from edgemobile.models.zoo import Family, ModelVariant, Weights
+from edgemobile.networks.mobilenet_v1 import load_keras_weights
+from edgemobile.networks.zoo import Family, ModelVariant, Weights
 
 RESOLUTIONS = (224,)
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"

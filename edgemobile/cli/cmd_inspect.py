@@ -5,14 +5,20 @@ and (``--sensitivity``) which layers' weights or activations dominate the output
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from edgemobile import api
+from edgemobile.cli.arguments import (
+    add_calibration_flags,
+    add_user_model_flags,
+    add_zoo_model_flags,
+    model_request,
+    options_from_args,
+    positive_int,
+)
+from edgemobile.cli.console import add_json_flags, check_json, print_notes, write_json
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.arguments import positive_int
-    from edgemobile.cli.main import add_calibration_flags, add_user_model_flags, add_zoo_model_flags
-
     p = sub.add_parser(
         "inspect", help="per-layer int8 quantization error of a model (SQNR, weight ranges, sensitivity)",
         description="Convert a zoo model or your Keras model file to int8 exactly as 'convert --int8' would (same technique flags) and "
@@ -32,32 +38,18 @@ def register(sub, prep) -> None:
                    help="also rank layers by what quantizing each alone costs (simulation; slower)")
     p.add_argument("--sensitivity-images", type=positive_int, default=64,
                    help="images for --sensitivity (default 64)")
-    p.add_argument("--json", help="also write the full diagnosis to this JSON file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    add_json_flags(p, "the full diagnosis")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=run)
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from edgemobile import api
-    from edgemobile.converter_install import quiet_keras
-    from edgemobile.cli.main import model_kwargs, options_from_args
-    from edgemobile.outputs import check_output, write_atomic
-    from edgemobile.quantization.inspect import diagnose, format_diagnosis
-
-    if args.json:
-        check_output(args.json, args.force)
-    options = options_from_args(args)
-    variant, weights, calibration, warnings = api.conversion_inputs(
-        args.model, "int8", calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
-        **model_kwargs(args))
-    with quiet_keras():
-        result = diagnose(variant, weights, calibration, options, images=args.images,
-                          sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
-                          progress=not args.quiet)
-    for note in warnings + api.skipped_techniques(result["conversion"]):
-        print(f"edgemobile: warning: {note}", file=sys.stderr)
-    print(format_diagnosis(result))
-    if args.json:
-        write_atomic(args.json, json.dumps(result, indent=2) + "\n", force=args.force)
+def run(args: argparse.Namespace) -> int:
+    check_json(args)
+    result = api.inspect(model_request(args), calibration=args.calibration, num_calibration=args.num_calibration,
+                         seed=args.seed, techniques=options_from_args(args), images=args.images,
+                         sensitivity=args.sensitivity, sensitivity_images=args.sensitivity_images,
+                         progress=not args.quiet)
+    print_notes(warnings=result.warnings)
+    print(result)
+    write_json(args, result.as_dict())
     return 0

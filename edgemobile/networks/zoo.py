@@ -26,9 +26,9 @@ MODEL_SUFFIXES = (".keras", ".h5")  # saved Keras model files (full-model .h5)
 
 # Modules that define FAMILIES; one line per family module.
 FAMILY_MODULES = (
-    "edgemobile.models.mobilenet_v1",
-    "edgemobile.models.mobileone",
-    "edgemobile.models.mobilenet_v3",
+    "edgemobile.networks.mobilenet_v1",
+    "edgemobile.networks.mobileone",
+    "edgemobile.networks.mobilenet_v3",
 )
 
 

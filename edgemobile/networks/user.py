@@ -28,7 +28,7 @@ from typing import Any
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
 from edgemobile.errors import EdgeMobileError, first_line
-from edgemobile.models.zoo import MODEL_SUFFIXES, ModelVariant, get_family
+from edgemobile.networks.zoo import MODEL_SUFFIXES, ModelVariant, get_family
 
 # --preprocess NAME → the zoo family whose spec it is.
 PRESETS = {"mobilenet": "mobilenet_v1", "mobilenet_v3": "mobilenet_v3_small", "mobileone": "mobileone_s0"}

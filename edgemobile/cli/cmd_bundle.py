@@ -1,14 +1,18 @@
 """``edgemobile bundle MODEL --out android_assets/NAME``: an Android asset folder
 (``NAME.tflite`` with TFLite Metadata + ``labels.txt``) from a zoo model or an
-edgemobile-made .tflite; ``edgemobile convert --android`` goes through here too."""
+edgemobile-made .tflite (``edgemobile convert --android`` prints its result the same way)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from edgemobile import api
+from edgemobile.cli.arguments import add_calibration_flags, add_user_model_flags, model_request, options_from_args
+from edgemobile.cli.console import print_notes
+from edgemobile.deploy.bundle import android_precision
 from edgemobile.errors import EdgeMobileError
+from edgemobile.networks.user import is_model_file
 
 # Flags that only mean something when MODEL is a zoo name (dest → flag).
 _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
@@ -20,8 +24,6 @@ _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--we
 
 
 def register(sub, prep) -> None:
-    from edgemobile.cli.main import add_calibration_flags, add_user_model_flags
-
     p = sub.add_parser(
         "bundle", help="write an Android asset folder: .tflite with metadata + labels.txt",
         description="Make the folder an Android app ships in app/src/main/assets: NAME.tflite carrying "
@@ -45,43 +47,26 @@ def register(sub, prep) -> None:
     add_user_model_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_bundle, precision=None)
+    p.set_defaults(func=run, precision=None)
 
 
-def cmd_bundle(args: argparse.Namespace) -> int:
-    from edgemobile import api
-    from edgemobile.models.user import is_model_file
-
+def run(args: argparse.Namespace) -> int:
     ref = args.model
     if (ref.lower().endswith(".tflite") or Path(ref).is_file()) and not is_model_file(ref):
         given = [flag for dest, flag in _ZOO_FLAGS.items() if getattr(args, dest) not in (None, False)]
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
-        return _report(api.bundle(ref, args.out, force=args.force))
-    return bundle_zoo_model(args, ref, args.out)
-
-
-def bundle_zoo_model(args: argparse.Namespace, name: str, out: str | None) -> int:
-    """Convert zoo model (or Keras model file) ``name`` per the convert-style flags in ``args``
-    and write its bundle to ``out`` (default: ``<model>_<precision>`` in the current folder)."""
-    from edgemobile import api
-    from edgemobile.cli.main import model_kwargs, options_from_args
-    from edgemobile.deploy.bundle import android_precision
-
+        return print_bundle(api.bundle(ref, args.out, force=args.force))
     precision = android_precision(args.precision)
-    out = out or api.default_output(name, precision, args.alpha, args.resolution).removesuffix(".tflite")
-    kwargs = model_kwargs(args)
-    return _report(api.bundle(name, out, precision, force=args.force, calibration=args.calibration,
-                              num_calibration=args.num_calibration, seed=args.seed,
-                              techniques=options_from_args(args), progress=not args.quiet, **kwargs))
+    return print_bundle(api.bundle(model_request(args), args.out, precision, force=args.force,
+                                   calibration=args.calibration, num_calibration=args.num_calibration,
+                                   seed=args.seed, techniques=options_from_args(args), progress=not args.quiet))
 
 
-def _report(result) -> int:
+def print_bundle(result) -> int:
+    """The bundle's notes and warnings on stderr, then where it was written."""
     bundle = result.bundle
-    for note in result.notes:
-        print(f"edgemobile: {note}", file=sys.stderr)
-    for warning in result.warnings:
-        print(f"edgemobile: warning: {warning}", file=sys.stderr)
+    print_notes(result.notes, result.warnings)
     print(f"wrote {result.folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
           f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")
     return 0
