@@ -55,6 +55,35 @@ def test_inspect_reports_every_layer(folders, capsys, tmp_path):
     assert len(sens["dominant"]) == 5
 
 
+@pytest.fixture(scope="module")
+def shared_inspections(shared, tmp_path_factory):
+    """inspect --json of MobileNetV1 α0.25/128 (shared weights, 16 calibration images) with the
+    default techniques and with --plain."""
+    tmp = tmp_path_factory.mktemp("inspect")
+    common = ["--alpha", "0.25", "--resolution", "128", "--weights",
+              str(shared / "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"), "--calibration",
+              str(shared / "imagenet/calib"), "--num-calibration", "16", "--images", "4", "--quiet"]
+    results = {}
+    for name, flags in (("default", []), ("plain", ["--plain"])):
+        assert main(["inspect", "mobilenet", *common, *flags, "--json", str(tmp / f"{name}.json")]) == 0
+        results[name] = json.loads((tmp / f"{name}.json").read_text())
+    return results
+
+
+def test_inspect_compares_with_the_equalized_float_model(shared_inspections):
+    """Equalization rescales channels without changing the function: the default inspect
+    compares with the float model after it, so conv1 reads as it does with --plain (it read
+    12.6 dB cumulative and 13.7 dB weight SQNR against the un-equalized model, --plain 49.7/45.2)."""
+    default, plain = shared_inspections["default"], shared_inspections["plain"]
+    conv1 = {name: next(t for t in r["tensors"] if t["weights"]) for name, r in shared_inspections.items()}
+    assert "conv1" in conv1["default"]["name"] and conv1["plain"]["weights"]["sqnr"] > 40, conv1["plain"]
+    assert abs(conv1["default"]["cumulative_sqnr"] - conv1["plain"]["cumulative_sqnr"]) <= 3, conv1
+    assert abs(conv1["default"]["weights"]["sqnr"] - conv1["plain"]["weights"]["sqnr"]) <= 3, conv1
+    assert default["reference"] == "float model after BatchNorm folding + equalization"
+    assert plain["reference"] == "float model"
+    assert default["input_feeding"] == plain["input_feeding"] == "raw pixels"  # as eval and devices feed them
+
+
 def test_convert_with_technique_flags(folders, capsys, tmp_path):
     from edgemobile.metadata import read_metadata
 

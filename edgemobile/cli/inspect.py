@@ -16,7 +16,8 @@ def register(sub, prep) -> None:
     p = sub.add_parser(
         "inspect", help="per-layer int8 quantization error of a model (SQNR, weight ranges, sensitivity)",
         description="Convert a zoo model or your Keras model file to int8 exactly as 'convert --int8' would (same technique flags) and "
-        "compare every intermediate tensor with the float model on calibration images: cumulative SQNR (all "
+        "compare every intermediate tensor with the float model (after the rewrites that keep its function: BatchNorm "
+        "folding, equalization, the MobileNetV3 rewrite) on calibration images fed as a device feeds them: cumulative SQNR (all "
         "error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
         "and the spread of per-channel weight ranges. --sensitivity adds a simulation quantizing one layer's "
         "weights or one activation tensor at a time, ranking the layers that dominate the output error.",
@@ -55,6 +56,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         result = diagnose(variant, weights, calibration, options, images=args.images,
                           sensitivity_images=args.sensitivity_images if args.sensitivity else 0,
                           progress=not args.quiet)
+    for note in result["notes"]:
+        print(f"edgemobile: {note}", file=sys.stderr)
     for note in api.skipped_techniques(result["conversion"]):
         print(f"edgemobile: warning: {note}", file=sys.stderr)
     print(format_diagnosis(result))
