@@ -84,6 +84,19 @@ def test_inspect_compares_with_the_equalized_float_model(shared_inspections):
     assert default["input_feeding"] == plain["input_feeding"] == "raw pixels"  # as eval and devices feed them
 
 
+def test_inspect_drops_leave_out_the_floored_logits(shared_inspections):
+    """The mse ranges clip the logits' bottom on purpose (it cannot change the softmax output):
+    the largest-drops line does not name them (it did, first, at -19 dB), --plain's keeps them."""
+    from edgemobile.quantization.inspect import format_diagnosis
+
+    default, plain = shared_inspections["default"], shared_inspections["plain"]
+    drops = {name: next(line for line in format_diagnosis(r).splitlines() if line.startswith("largest SQNR drops"))
+             for name, r in shared_inspections.items()}
+    assert "conv_preds" not in drops["default"] and "logits left out" in drops["default"], drops
+    assert "logits left out" not in drops["plain"], drops
+    assert [t["op"] for t in default["tensors"] if t["logits"]] == ["CONV_2D", "RESHAPE"]
+
+
 def test_convert_with_technique_flags(folders, capsys, tmp_path):
     from edgemobile.metadata import read_metadata
 

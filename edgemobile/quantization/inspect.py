@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemobile.quantization.ranges import logit_tensors
+
 LINEAR_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → output-channel axis of its filter
 
 
@@ -57,6 +59,7 @@ class TensorRow:
     cumulative_sqnr: float
     activation_sqnr: float
     weights: dict | None = None
+    logits: bool = False  # a softmax's input (see ranges.logit_tensors)
 
     def as_dict(self) -> dict:
         row = dataclasses.asdict(self)
@@ -114,6 +117,7 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
 
     encoder = TFLiteClassifier(int8_model)
     pairs = [(int(fo["outputs"][0]), int(qo["outputs"][0]), qo) for fo, qo in zip(f_ops, q_ops)]
+    logits = logit_tensors(q_ops)
     signal = np.zeros(len(pairs))
     noise = np.zeros(len(pairs))
     grid_noise = np.zeros(len(pairs))
@@ -155,7 +159,7 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
             index=qt, op=op["op_name"], name=q_det[qt]["name"], shape=tuple(int(s) for s in q_det[qt]["shape"]),
             scale=float(scale), zero_point=int(zp), grid=((info.min - zp) * scale, (info.max - zp) * scale),
             cumulative_sqnr=_db(signal[k], noise[k]), activation_sqnr=_db(signal[k], grid_noise[k]),
-            weights=weights,
+            weights=weights, logits=qt in logits,
         ))
     return rows
 
@@ -331,10 +335,14 @@ def format_diagnosis(result: dict) -> str:
              f"{result['compared_on_images']} calibration images ({result['input_feeding']} in); "
              "SQNR in dB (higher is better)",
              format_tensor_table(rows)]
-    worst = _worst_steps(rows)
+    # Non-minmax ranges floor the logits on purpose (values far below the top logit give
+    # probability 0 whatever they are): their drop is no loss, the SOFTMAX row says what reaches the output.
+    floored = result["options"]["ranges"] != "minmax"
+    worst = _worst_steps(rows, skip_logits=floored)
     if worst:
         lines.append("largest SQNR drops along the network: " + ", ".join(
-            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst))
+            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst)
+            + (" (logits left out: their range's bottom is clipped on purpose)" if floored else ""))
     weights = [r for r in rows if r.weights]
     if weights:
         spread = max(weights, key=lambda r: r.weights["range_max_over_median"] or 0)
@@ -351,10 +359,10 @@ def _nan(value):
     return float("nan") if value is None else value
 
 
-def _worst_steps(rows: list[TensorRow], top: int = 3) -> list[tuple[TensorRow, float]]:
+def _worst_steps(rows: list[TensorRow], top: int = 3, skip_logits: bool = False) -> list[tuple[TensorRow, float]]:
     steps, previous = [], None
     for r in rows:
-        if previous is not None and np.isfinite(r.cumulative_sqnr) and np.isfinite(previous):
+        if previous is not None and np.isfinite(r.cumulative_sqnr) and not (skip_logits and r.logits):
             steps.append((r, previous - r.cumulative_sqnr))
         if np.isfinite(r.cumulative_sqnr):
             previous = r.cumulative_sqnr
