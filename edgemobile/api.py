@@ -344,7 +344,8 @@ def inspect(model, *, alpha: float | None = None, resolution: int | None = None,
     with quiet_keras():
         diagnosis = diagnose(variant, weights, cal, _techniques(techniques), images=images,
                              sensitivity_images=sensitivity_images if sensitivity else 0, progress=progress)
-    result = InspectResult(diagnosis, warnings + skipped_techniques(diagnosis["conversion"]))
+    result = InspectResult(diagnosis, warnings + skipped_techniques(diagnosis["conversion"]),
+                           list(diagnosis.get("notes") or ()))
     warn(result.warnings)
     return result
 

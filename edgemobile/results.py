@@ -178,10 +178,11 @@ def skipped_techniques(quantization: dict | None) -> list[str]:
 class InspectResult:
     """Where int8 loses accuracy, layer by layer (``edgemobile inspect``): ``diagnosis`` is
     the JSON-ready report, ``warnings`` what the user should know (skipped techniques,
-    calibration images of other classes)."""
+    calibration images of other classes), ``notes`` what was done (the MobileNetV3 rewrite)."""
 
     diagnosis: dict
     warnings: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)  # e.g. the MobileNetV3 rewrite
 
     def as_dict(self) -> dict:
         return self.diagnosis

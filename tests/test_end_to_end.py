@@ -70,6 +70,21 @@ def test_int8_within_four_points_of_float(shared, models, capsys, tmp_path):
     assert result["comparison"]["top1_agreement"] >= 75.0
 
 
+def test_inspect_feeds_the_int8_model_as_eval_does(models):
+    """Raw pixels in, in eval and in inspect alike: pixel p is the int8 code p − 128 (quantizing
+    the normalized value would round p ≤ 127 one code lower: its half step goes the other way)."""
+    from edgemobile.eval.predictors import TFLitePredictor
+
+    predictor = TFLitePredictor(models[0])
+    pixels = np.arange(256, dtype=np.uint8)[:, None].repeat(3, axis=1)
+    device = (pixels.astype(np.int16) - 128).astype(np.int8)
+    assert predictor.describe()["input_feeding"] == "raw pixels"
+    assert np.array_equal(predictor.prepare(pixels), device)
+    normalized = predictor.spec.normalize(pixels)
+    assert np.array_equal(predictor.model.encode_as_device(normalized, predictor.spec), device)
+    assert not np.array_equal(predictor.model.encode(normalized), device)
+
+
 def test_google_quant_model_with_1001_outputs(shared, capsys, tmp_path):
     """A third-party uint8 model: raw pixels in (per its input quantization), background
     class dropped, preprocessing from flags — published full-ImageNet top-1 is 57.2."""

@@ -1,5 +1,6 @@
 """``edgemobile inspect`` and ``edgemobile report`` end to end on a small random-weight
-MobileNet and a handful of generated images; technique flags on ``convert``; one-line errors."""
+MobileNet and a handful of generated images (inspect also on the shared MobileNetV1 α0.25/128
+weights and calibration images); technique flags on ``convert``; one-line errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from edgemobile.cli.main import main
+from edgemobile.quantization.inspect import format_diagnosis
 from cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
@@ -53,6 +55,47 @@ def test_inspect_reports_every_layer(folders, capsys, tmp_path):
     whats = {(r["layer"], r["what"]) for r in sens["layers"]}
     assert ("conv1", "weights") in whats and ("conv1_relu", "activations") in whats
     assert len(sens["dominant"]) == 5
+
+
+@pytest.fixture(scope="module")
+def shared_inspections(shared, tmp_path_factory):
+    """inspect --json of MobileNetV1 α0.25/128 (shared weights, 16 calibration images) with the
+    default techniques and with --plain."""
+    tmp = tmp_path_factory.mktemp("inspect")
+    common = ["--alpha", "0.25", "--resolution", "128", "--weights",
+              str(shared / "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"), "--calibration",
+              str(shared / "imagenet/calib"), "--num-calibration", "16", "--images", "4", "--quiet"]
+    results = {}
+    for name, flags in (("default", []), ("plain", ["--plain"])):
+        assert main(["inspect", "mobilenet", *common, *flags, "--json", str(tmp / f"{name}.json")]) == 0
+        results[name] = json.loads((tmp / f"{name}.json").read_text())
+    return results
+
+
+def test_inspect_compares_with_the_equalized_float_model(shared_inspections):
+    """Equalization rescales channels without changing the function: the default inspect
+    compares with the float model after it, so conv1 reads as it does with --plain (it read
+    12.6 dB cumulative and 13.7 dB weight SQNR against the un-equalized model, --plain 49.7/45.2)."""
+    default, plain = shared_inspections["default"], shared_inspections["plain"]
+    conv1 = {name: next(t for t in r["tensors"] if t["weights"]) for name, r in shared_inspections.items()}
+    assert "conv1" in conv1["default"]["name"] and conv1["plain"]["weights"]["sqnr"] > 40, conv1["plain"]
+    assert abs(conv1["default"]["cumulative_sqnr"] - conv1["plain"]["cumulative_sqnr"]) <= 3, conv1
+    assert abs(conv1["default"]["weights"]["sqnr"] - conv1["plain"]["weights"]["sqnr"]) <= 3, conv1
+    assert default["reference"] == "float model after BatchNorm folding + equalization"
+    assert plain["reference"] == "float model"
+    assert default["input_feeding"] == plain["input_feeding"] == "raw pixels"  # as eval and devices feed them
+
+
+def test_inspect_drops_leave_out_the_floored_logits(shared_inspections):
+    """The mse ranges clip the logits' bottom on purpose (values that far below the top logit
+    give probability 0 on int8 softmax's grid): the largest-drops line does not name them (it
+    did, first, at -19 dB); --plain's keeps them."""
+    default = shared_inspections["default"]
+    drops = {name: next(line for line in format_diagnosis(r).splitlines() if line.startswith("largest SQNR drops"))
+             for name, r in shared_inspections.items()}
+    assert "conv_preds" not in drops["default"] and "logits left out" in drops["default"], drops
+    assert "logits left out" not in drops["plain"], drops
+    assert [t["op"] for t in default["tensors"] if t["logits"]] == ["CONV_2D", "RESHAPE"]
 
 
 def test_convert_with_technique_flags(folders, capsys, tmp_path):

@@ -82,3 +82,17 @@ def test_bundle_gives_mediapipe_the_users_class_names(user, capsys):
     assert "HARD_SWISH" not in op_histogram(TFLiteClassifier(model))
     right, total = mediapipe_names_right(model, user["val"])
     assert right >= 7, f"MediaPipe named {right} of {total} held-apart images right"
+
+
+def test_inspect_measures_the_rewritten_model(user, capsys, tmp_path):
+    """inspect converts your MobileNetV3 as convert does (backbone rewritten) and compares it
+    with the rewritten float model."""
+    from cli_run import run as run_cli
+
+    code, _, err = run_cli(capsys, "inspect", user["model"], "--calibration", user["train"], "--plain", "--images", 2,
+                           "--json", tmp_path / "d.json", "--quiet")
+    assert code == 0, err
+    assert "rewrote the MobileNetV3-Small alpha 1 224x224 backbone" in err, err
+    diagnosis = json.loads((tmp_path / "d.json").read_text())
+    assert diagnosis["reference"] == "float model after the MobileNetV3 rewrite", diagnosis["reference"]
+    assert "HARD_SWISH" not in {t["op"] for t in diagnosis["tensors"]}

@@ -22,7 +22,8 @@ def register(sub, prep) -> None:
     p = sub.add_parser(
         "inspect", help="per-layer int8 quantization error of a model (SQNR, weight ranges, sensitivity)",
         description="Convert a zoo model or your Keras model file to int8 exactly as 'convert --int8' would (same technique flags) and "
-        "compare every intermediate tensor with the float model on calibration images: cumulative SQNR (all "
+        "compare every intermediate tensor with the float model (after the rewrites that keep its function: BatchNorm "
+        "folding, equalization, the MobileNetV3 rewrite) on calibration images fed as a device feeds them: cumulative SQNR (all "
         "error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
         "and the spread of per-channel weight ranges. --sensitivity adds a simulation quantizing one layer's "
         "weights or one activation tensor at a time, ranking the layers that dominate the output error.",
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, techniques=options_from_args(args), images=args.images,
                          sensitivity=args.sensitivity, sensitivity_images=args.sensitivity_images,
                          progress=not args.quiet)
-    print_notes(warnings=result.warnings)
+    print_notes(result.notes, result.warnings)
     print(result)
     write_json(args, result.as_dict())
     return 0

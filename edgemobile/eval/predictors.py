@@ -52,7 +52,7 @@ class TFLitePredictor:
                              else self.path.name)
         self.spec, self.spec_source = self._choose_spec(overrides)
         self.classes, self.offset = self._choose_classes(overrides)
-        self.pixel_offset = self._raw_pixel_offset()
+        self.pixel_offset = self.model.raw_pixel_offset(self.spec)
 
     def _choose_spec(self, o: PreprocessOverrides) -> tuple[PreprocessSpec, str]:
         size = self.model.input_size
@@ -106,19 +106,6 @@ class TFLitePredictor:
         raise EdgeMobileError(
             f"{self.path}: {n} outputs and no labels in the model; pass --labels FILE (one class per line)"
         )
-
-    def _raw_pixel_offset(self) -> int | None:
-        """For an integer input whose quantization *is* the spec's normalization (to within
-        half a step: scale = 1/std, zero point = mean), the constant that turns pixels into
-        input values — Android, MediaPipe and Coral feed raw pixels to such models, so eval
-        and predict do too. None when the input needs real quantization."""
-        inp = self.model.input
-        if not inp.quantized:
-            return None
-        pixel_zero = inp.zero_point + (128 if inp.dtype == np.int8 else 0)  # zero point on the 0..255 scale
-        if not self.spec.fed_raw_pixels(inp.scale, pixel_zero):
-            return None
-        return -128 if inp.dtype == np.int8 else 0
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         """Cropped uint8 pixels → exactly what the interpreter is fed (runs on decode threads)."""

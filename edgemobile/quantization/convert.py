@@ -80,10 +80,7 @@ def convert_variant(
         from edgemobile.quantization.pipeline import DEFAULT, convert_full_integer, load_images
 
         images = load_images(calibration.paths, variant.preprocess, progress)
-        if variant.option("user_model"):  # a Keras MobileNetV3 backbone → the zoo's int8-friendly graph
-            from edgemobile.networks.rewrite import int8_rewrite
-
-            model, rewrite = int8_rewrite(model, images)
+        model, rewrite = int8_model(variant, model, images)
         done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)
         tflite, quantization, float_tflite = done.tflite, done.report, done.calibrated
     else:
@@ -111,6 +108,17 @@ def convert_variant(
     return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start,
                             quantization=quantization, notes=[rewrite.message()] if rewrite and rewrite.message()
                             else [], float_tflite=float_tflite)
+
+
+def int8_model(variant, model, images):
+    """``(model, Rewrite or None)``: the Keras model a full-integer conversion of ``variant``
+    starts from — your model's Keras MobileNetV3 backbone rewritten to the zoo's int8-friendly
+    graph (:func:`edgemobile.networks.rewrite.int8_rewrite`; zoo models are built that way)."""
+    if not variant.option("user_model"):
+        return model, None
+    from edgemobile.networks.rewrite import int8_rewrite
+
+    return int8_rewrite(model, images)
 
 
 def conversion_cost(start: float) -> dict:

@@ -2,12 +2,18 @@
 
 Two views, both on calibration images:
 
-* **the converted model** (:func:`compare_tflite`): the int8 model and the float model it
-  came from run side by side, every intermediate tensor kept; for each op's output,
+* **the converted model** (:func:`compare_tflite`): the int8 model and its float reference
+  run side by side, every intermediate tensor kept. The reference is the float model after
+  the function-preserving rewrites the conversion made (the MobileNetV3 rewrite, BatchNorm
+  folding, equalization) — the same function, but channel for channel the model the int8 one
+  quantizes, so equalization's channel rescaling is not counted as error — and it reads the
+  input values the int8 model reads from what a device feeds it (raw pixels for MobileNet's
+  [-1, 1]). For each op's output,
   *cumulative SQNR* (float tensor vs dequantized int8 tensor — all error up to here),
   *activation SQNR* (the float tensor rounded onto its own int8 grid — the error this
   tensor's grid alone adds), its range and scale; for each conv/dense op, *weight SQNR*
-  (float vs int8 weights, per-channel grid as converted) and the spread of per-channel
+  (the reference's float weights vs the int8 weights, per-channel grid as converted: the
+  error of their rounding, AdaRound's included) and the spread of per-channel
   weight ranges (max / median of max|w|, dead channels);
 * **sensitivity** (:func:`sensitivity`): the float Keras model simulated with only one
   layer's weights — or only one activation tensor — quantized (:mod:`.simulate`), and the
@@ -27,6 +33,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from edgemobile.quantization.ranges import logit_tensors
 
 LINEAR_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → output-channel axis of its filter
 
@@ -51,6 +59,7 @@ class TensorRow:
     cumulative_sqnr: float
     activation_sqnr: float
     weights: dict | None = None
+    logits: bool = False  # a softmax's input (see ranges.logit_tensors)
 
     def as_dict(self) -> dict:
         row = dataclasses.asdict(self)
@@ -88,9 +97,13 @@ def weight_stats(float_w: np.ndarray, q_w: np.ndarray, scales: np.ndarray, zero_
     }
 
 
-def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, progress=None) -> list[TensorRow]:
+def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, progress=None,
+                   spec=None) -> list[TensorRow]:
     """Every op output of ``int8_model`` against the same tensor of ``float_model`` (same
-    graph: the converter's calibrated float model, or a float conversion with the same ops)."""
+    graph: the converter's calibrated float model, or a float conversion with the same ops).
+    ``images`` are normalized by ``spec``: the int8 model is fed what a device feeds
+    (:meth:`~edgemobile.runtime.interpreter.TFLiteClassifier.encode_as_device`; without
+    ``spec``, the images quantized) and the float model the values that input stands for."""
     from edgemobile.runtime.interpreter import model_ops, tensor_inspector
 
     fi, qi = tensor_inspector(float_model), tensor_inspector(int8_model)
@@ -104,13 +117,17 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
 
     encoder = TFLiteClassifier(int8_model)
     pairs = [(int(fo["outputs"][0]), int(qo["outputs"][0]), qo) for fo, qo in zip(f_ops, q_ops)]
+    logits = logit_tensors(q_ops)
     signal = np.zeros(len(pairs))
     noise = np.zeros(len(pairs))
     grid_noise = np.zeros(len(pairs))
     for x in images:
+        fed = encoder.encode_as_device(x, spec) if spec is not None else encoder.encode(x)
+        if encoder.input.quantized:  # the float model reads the same input values as the int8 one
+            x = (fed.astype(np.float32) - np.float32(encoder.input.zero_point)) * np.float32(encoder.input.scale)
         fi.set_tensor(f_in["index"], x[None].astype(np.float32))
         fi.invoke()
-        qi.set_tensor(q_in["index"], encoder.encode(x)[None])
+        qi.set_tensor(q_in["index"], fed[None])
         qi.invoke()
         for k, (ft, qt, _) in enumerate(pairs):
             f = fi.get_tensor(ft).astype(np.float64)
@@ -142,7 +159,7 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
             index=qt, op=op["op_name"], name=q_det[qt]["name"], shape=tuple(int(s) for s in q_det[qt]["shape"]),
             scale=float(scale), zero_point=int(zp), grid=((info.min - zp) * scale, (info.max - zp) * scale),
             cumulative_sqnr=_db(signal[k], noise[k]), activation_sqnr=_db(signal[k], grid_noise[k]),
-            weights=weights,
+            weights=weights, logits=qt in logits,
         ))
     return rows
 
@@ -256,20 +273,24 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
     """Convert ``variant`` to int8 with ``options`` and diagnose it (see the module docstring)."""
     from edgemobile.progress import Progress
     from edgemobile.quantization import graph as G
-    from edgemobile.quantization.tflite_converter import convert_keras
+    from edgemobile.quantization.convert import int8_model
     from edgemobile.quantization.pipeline import convert_full_integer, load_images
 
-    model = variant.build(weights)
     x = load_images(calibration.paths, variant.preprocess, progress)
+    model, rewrite = int8_model(variant, variant.build(weights), x)
     done = convert_full_integer(model, "int8", x, options, progress, variant.preprocess)
-    float_model = convert_keras(model, "float32")
+    # The float side is the model after the function-preserving rewrites: its channels are the
+    # int8 model's (equalization rescales them), its weights those before AdaRound/bias correction.
+    float_model = done.float_tflite()
+    reference_model = done.float_reference()
+    rewrites = (["the MobileNetV3 rewrite"] if rewrite is not None and rewrite.applied else []) + done.report["rewrites"]
     sample = x[: max(1, images)]
     bar = Progress(len(sample), "comparing float and int8") if progress else None
     try:
-        rows = compare_tflite(float_model, done.tflite, sample, bar)
-        reference = "float model"
-    except ValueError:  # the techniques changed the graph: compare with the model quantized
-        rows = compare_tflite(done.calibrated, done.tflite, sample, bar)
+        rows = compare_tflite(float_model, done.tflite, sample, bar, variant.preprocess)
+        reference = "float model" + (f" after {' + '.join(rewrites)}" if rewrites else "")
+    except ValueError:  # the float conversion's graph differs: compare with the model quantized
+        rows = compare_tflite(done.calibrated, done.tflite, sample, bar, variant.preprocess)
         reference = "float model after the techniques (graphs differ)"
     if bar:
         bar.close()
@@ -280,12 +301,14 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         "calibration": calibration.describe(),
         "compared_on_images": int(len(sample)),
         "reference": reference,
+        "input_feeding": _input_feeding(done.tflite, variant.preprocess),
+        "notes": [rewrite.message()] if rewrite is not None and rewrite.message() else [],
         "conversion": done.report,
         "tensors": [r.as_dict() for r in rows],
         "sensitivity": None,
     }
-    if sensitivity_images:
-        folded = G.fold_batchnorm(model)
+    if sensitivity_images:  # on the same float model (folded: the simulation needs it)
+        folded = G.fold_batchnorm(reference_model)
         xs = x[:sensitivity_images]
         bar = Progress(sensitivity_steps(folded), "sensitivity", unit="sim") if progress else None
         sens = sensitivity(folded, xs, options.ranges, bar, variant.preprocess)
@@ -297,17 +320,29 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
     return result
 
 
+def _input_feeding(int8_model: bytes, spec) -> str:
+    from edgemobile.runtime.interpreter import TFLiteClassifier
+
+    fed_raw = TFLiteClassifier(int8_model).raw_pixel_offset(spec) is not None
+    return "raw pixels" if fed_raw else "quantized normalized input"
+
+
 def format_diagnosis(result: dict) -> str:
     rows = [TensorRow(**dict(r, shape=tuple(r["shape"]), grid=tuple(r["grid"]),
                              cumulative_sqnr=_nan(r["cumulative_sqnr"]), activation_sqnr=_nan(r["activation_sqnr"])))
             for r in result["tensors"]]
     lines = [f"{result['model']} int8 ({result['techniques']}) vs the {result['reference']}, "
-             f"{result['compared_on_images']} calibration images; SQNR in dB (higher is better)",
+             f"{result['compared_on_images']} calibration images ({result['input_feeding']} in); "
+             "SQNR in dB (higher is better)",
              format_tensor_table(rows)]
-    worst = _worst_steps(rows)
+    # Non-minmax ranges floor the logits on purpose (values far below the top logit give
+    # probability 0 whatever they are): their drop is no loss, the SOFTMAX row says what reaches the output.
+    floored = result["options"]["ranges"] != "minmax"
+    worst = _worst_steps(rows, skip_logits=floored)
     if worst:
         lines.append("largest SQNR drops along the network: " + ", ".join(
-            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst))
+            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst)
+            + (" (logits left out: their range's bottom is clipped on purpose)" if floored else ""))
     weights = [r for r in rows if r.weights]
     if weights:
         spread = max(weights, key=lambda r: r.weights["range_max_over_median"] or 0)
@@ -324,10 +359,10 @@ def _nan(value):
     return float("nan") if value is None else value
 
 
-def _worst_steps(rows: list[TensorRow], top: int = 3) -> list[tuple[TensorRow, float]]:
+def _worst_steps(rows: list[TensorRow], top: int = 3, skip_logits: bool = False) -> list[tuple[TensorRow, float]]:
     steps, previous = [], None
     for r in rows:
-        if previous is not None and np.isfinite(r.cumulative_sqnr) and np.isfinite(previous):
+        if previous is not None and np.isfinite(r.cumulative_sqnr) and not (skip_logits and r.logits):
             steps.append((r, previous - r.cumulative_sqnr))
         if np.isfinite(r.cumulative_sqnr):
             previous = r.cumulative_sqnr

@@ -88,6 +88,9 @@ class Prepared:
     model: Any
     calibrated_hook: Callable[[bytes], bytes] | None
     report: dict
+    # ``model``'s conv/dense weights before bias correction and AdaRound moved them towards
+    # the int8 grid (None when they did not run): see FullInteger.float_reference
+    float_weights: dict | None = None
 
 
 def prepare(model, images: np.ndarray, options: QuantOptions, representative: Callable | None = None,
@@ -103,45 +106,52 @@ def prepare(model, images: np.ndarray, options: QuantOptions, representative: Ca
     images = np.asarray(images, np.float32)
     report: dict[str, Any] = {"techniques": options.label(), "options": options.as_dict()}
     start = time.perf_counter()
+    float_weights = None
+    report["rewrites"] = []  # the function-preserving ones (see _keras_side)
     if options.keras_side:
         x = images[: options.technique_images]
         report["technique_images"] = int(len(x))
         skipped: list[str] = []  # one line per pattern a technique left alone, and why (see guards)
-        model = _keras_side(model, x, options, progress, spec, report, skipped)
+        model, float_weights = _keras_side(model, x, options, progress, spec, report, skipped)
         report["skipped"] = skipped
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
     hook = None
     if options.ranges != "minmax":
         hook = _range_hook(options.ranges, representative or _replay(images), report,
                            len(images) if progress else 0)  # one replay
-    return Prepared(model, hook, report)
+    return Prepared(model, hook, report, float_weights)
 
 
 def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: dict, skipped: list[str]):
     """BatchNorm folding, equalization and the sequential pass on a copy of ``model``; what
     they cannot handle is skipped with a message in ``skipped``, and a rewrite that changes the
     float function, or a technique that fails on an unfamiliar pattern, is dropped (the
-    original model, or the one before that technique, goes on to the converter)."""
+    original model, or the one before that technique, goes on to the converter).
+
+    Returns ``(model, float weights)``: the latter are the conv/dense weights after the
+    function-preserving rewrites (folding, equalization; named in ``report["rewrites"]``),
+    before the sequential pass changed them (None when it did not run)."""
     from edgemobile.quantization import graph as G
     from edgemobile.quantization import guards
 
     why = guards.single_io(model)
     if why is not None:
         skipped.append(f"all Keras-side techniques: {why}")
-        return model
+        return model, None
     check = guards.FloatCheck(model, x)
     try:
         folded = G.fold_batchnorm(model)
         same, err = check.keeps(folded)
     except Exception as exc:  # a layer the rebuild cannot copy: convert the model as it is
         skipped.append(f"all Keras-side techniques: the model could not be rebuilt for them ({_first_line(exc)})")
-        return model
+        return model, None
     if not same:
         skipped.append(f"all Keras-side techniques: BatchNorm folding (and inlining nested models, splitting "
                        f"separable convs) changed the float outputs by {err:.2g} (relative), so the model is "
                        "converted as it is")
-        return model
+        return model, None
     model = folded
+    report["rewrites"].append("BatchNorm folding")
     skipped += guards.unmodeled_layers(model)
     if options.equalize:
         from edgemobile.quantization.equalization import equalize
@@ -159,6 +169,7 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
             skipped.append(f"equalization: dropped, {failure}")
         else:
             report["equalization"] = [d.as_dict() for d in done]
+            report["rewrites"].append("equalization")
     if options.bias_correction or options.adaround:
         from edgemobile.quantization.simulate import restore, snapshot
         from edgemobile.quantization.stream import sequential_pass
@@ -169,10 +180,11 @@ def _keras_side(model, x, options: QuantOptions, progress: bool, spec, report: d
         before = snapshot(model)
         try:
             report["layers"] = sequential_pass(model, x, options, progress, spec, skip=shared)
+            return model, before
         except Exception as exc:
             restore(model, before)
             skipped.append(f"bias correction and AdaRound: dropped, they failed on this model ({_first_line(exc)})")
-    return model
+    return model, None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -237,6 +249,30 @@ class FullInteger:
     tflite: bytes
     calibrated: bytes  # the calibrated float model the int8 model was quantized from
     report: dict
+    model: Any = None  # the Keras model converted
+    float_weights: dict | None = None  # see Prepared
+
+    def float_reference(self):
+        """The Keras model whose float function the int8 model quantizes: the input model
+        after the function-preserving rewrites (``report["rewrites"]``), whose channels match
+        the int8 model's tensors one to one — the converted model with its conv/dense weights
+        from before bias correction and AdaRound put back (so call it after conversion)."""
+        if self.float_weights is not None:
+            from edgemobile.quantization.simulate import restore
+
+            restore(self.model, self.float_weights)
+            self.float_weights = None
+        return self.model
+
+    def float_tflite(self) -> bytes:
+        """:meth:`float_reference` as a float TFLite model with the int8 model's graph: the
+        calibrated model itself when nothing moved the weights after the rewrites, else a
+        float conversion."""
+        if self.float_weights is None:
+            return self.calibrated
+        from edgemobile.quantization.tflite_converter import convert_keras
+
+        return convert_keras(self.float_reference(), "float32")
 
 
 def convert_full_integer(model, precision: str, images: np.ndarray, options: QuantOptions = DEFAULT,
@@ -282,4 +318,4 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Qua
     tflite = convert_keras(prepared.model, precision, calibrate, hook)
     report = dict(prepared.report, calibration_images=int(len(images)),
                   seconds=round(time.perf_counter() - start, 2))
-    return FullInteger(tflite, captured["calibrated"], report)
+    return FullInteger(tflite, captured["calibrated"], report, prepared.model, prepared.float_weights)

@@ -445,6 +445,16 @@ def _stat_slots(buf: bytearray) -> dict[int, tuple[str, int, int]]:
     return slots
 
 
+def logit_tensors(ops: list[dict]) -> set[int]:
+    """The tensors of a TFLite graph (its ops, in order) that carry a softmax's input: the
+    logits, whose range the logits rule floors (module docstring)."""
+    found = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
+    for op in reversed(ops):  # a reshape before the softmax carries the logits too
+        if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in found:
+            found.add(int(op["inputs"][0]))
+    return found
+
+
 def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     from edgemobile.runtime.interpreter import model_ops
 
@@ -480,10 +490,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     calibrator = _recorded(buf, slots)
     interpreter = tensor_inspector(bytes(buf))
     ops, producers = _graph(interpreter)
-    softmax_inputs = {int(op["inputs"][0]) for op in ops if op["op_name"] in ("SOFTMAX", "LOG_SOFTMAX")}
-    for op in reversed(ops):  # a reshape before the softmax carries the logits too
-        if op["op_name"] in SAME_SCALE_OPS and int(op["outputs"][0]) in softmax_inputs:
-            softmax_inputs.add(int(op["inputs"][0]))
+    softmax_inputs = logit_tensors(ops)
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
     same_scale = [(int(op["inputs"][0]), int(op["outputs"][0])) for op in ops
                   if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]

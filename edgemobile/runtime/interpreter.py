@@ -180,6 +180,28 @@ class TFLiteClassifier:
         info = np.iinfo(self.input.dtype)
         return np.clip(q, info.min, info.max).astype(self.input.dtype)
 
+    def raw_pixel_offset(self, spec) -> int | None:
+        """For an integer input whose quantization *is* ``spec``'s normalization (to within
+        half a step: scale = 1/std, zero point = mean), the constant that turns pixels into
+        input values — Android, MediaPipe and Coral feed raw pixels to such models, so eval,
+        predict and inspect do too. None when the input needs real quantization."""
+        if not self.input.quantized:
+            return None
+        pixel_zero = self.input.zero_point + (128 if self.input.dtype == np.int8 else 0)  # on the 0..255 scale
+        if not spec.fed_raw_pixels(self.input.scale, pixel_zero):
+            return None
+        return -128 if self.input.dtype == np.int8 else 0
+
+    def encode_as_device(self, x: np.ndarray, spec) -> np.ndarray:
+        """Normalized image ``x`` (made by ``spec``) → what a device feeds: its raw pixels
+        shifted by :meth:`raw_pixel_offset` when there is one (half a step off :meth:`encode`
+        for MobileNet's [-1, 1], where pixels sit on half steps), else :meth:`encode`."""
+        offset = self.raw_pixel_offset(spec)
+        if offset is None:
+            return self.encode(x)
+        pixels = np.rint(x * np.asarray(spec.std, np.float32) + np.asarray(spec.mean, np.float32))
+        return (np.clip(pixels, 0, 255) + offset).astype(self.input.dtype)
+
     def run(self, x: np.ndarray) -> np.ndarray:
         """One normalized image (H, W, 3) → float32 output vector (dequantized)."""
         return self.run_encoded(self.encode(x))
