@@ -63,9 +63,9 @@ def convert_variant(
 ) -> ConversionResult:
     """Build a zoo model, convert it, verify full-integer models, and embed metadata.
 
-    ``techniques``: a :class:`edgemobile.quantization.pipeline.QuantOptions` for full-integer
-    precisions (default: ``pipeline.DEFAULT``, the best combination; ``QuantOptions.plain()``
-    is the converter alone).
+    ``techniques``: a :class:`edgemobile.quantization.techniques.recipe.Recipe` for
+    full-integer precisions (default: ``recipe.DEFAULT``, the best combination;
+    ``recipe.PLAIN`` is the converter alone).
     """
     from edgemobile.quantization.integer_check import require_integer_only
     from edgemobile.runtime.interpreter import TFLiteClassifier

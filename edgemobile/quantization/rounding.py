@@ -37,7 +37,7 @@ import dataclasses
 
 import numpy as np
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 
 ZETA, GAMMA = 1.1, -0.1
 DEFAULT_ITERATIONS = 500
@@ -61,7 +61,7 @@ class Covariance:
     samples: int = 0  # patches the statistics were measured on
 
 
-def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
+def position_sample(layer: graph.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
     """Random output positions (image, row, column) at which to take the layer's input patches."""
     flat, h, w = _flat_positions(layer, images, max_positions, seed)
     if h is None:
@@ -69,7 +69,7 @@ def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed:
     return flat // (h * w), (flat // w) % h, flat % w
 
 
-def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0):
+def _flat_positions(layer: graph.LinearLayer, images: int, max_positions: int, seed: int = 0):
     """:func:`position_sample` as sorted flat indices into (images, rows, columns), and the
     output's rows and columns (None for dense layers: one position per image)."""
     if layer.kind == "dense":
@@ -92,12 +92,12 @@ def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed:
     return flat, int(h), int(w)
 
 
-def _dense_positions(layer: G.LinearLayer) -> int:
+def _dense_positions(layer: graph.LinearLayer) -> int:
     """Input vectors per image of a dense layer: 1, or H·W when applied to a feature map."""
     return int(np.prod([int(d) for d in layer.layer.input.shape[1:-1]]))
 
 
-def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
+def _patches(layer: graph.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     """Input patches at ``where``: (M, fan_in) rows in kernel order (kh, kw, cin) — or
     (channels, kh·kw, M) for depthwise layers."""
     x = np.asarray(x, np.float32)
@@ -106,8 +106,8 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     k = layer.layer
     (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
     n, y, xs = where
-    _, top, _ = G.conv_padding(x.shape[1], kh, sh, dh, k.padding)
-    _, left, _ = G.conv_padding(x.shape[2], kw, sw, dw, k.padding)
+    _, top, _ = graph.conv_padding(x.shape[1], kh, sh, dh, k.padding)
+    _, left, _ = graph.conv_padding(x.shape[2], kw, sw, dw, k.padding)
     _, height, width, channels = x.shape
     rows = x.reshape(-1, channels)
     depthwise = layer.kind == "depthwise"  # (channels, kh·kw, M): only the sampled pixels are transposed
@@ -136,7 +136,7 @@ class PatchMoments:
     (:func:`position_sample` over all images), fed a chunk of images at a time — so the
     statistics of any number of images cost a fan_in × fan_in matrix, not the activations."""
 
-    def __init__(self, layer: G.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
+    def __init__(self, layer: graph.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
         self.layer = layer
         self.flat, self.h, self.w = _flat_positions(layer, images, max_positions, seed)
         self.depthwise = layer.kind == "depthwise"
@@ -172,7 +172,7 @@ class PatchMoments:
         return Covariance(qq=c, qf=c, ff=c, group=group, samples=self.n)
 
 
-def covariance(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray, centered: bool = True,
+def covariance(layer: graph.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray, centered: bool = True,
                max_positions: int = MAX_POSITIONS, seed: int = 0) -> Covariance:
     """Covariances (float64) of the layer's input patches at up to ``max_positions`` output
     positions drawn uniformly over all images; ``centered=False``: raw second moments (the
@@ -239,12 +239,12 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
                   reg_weight: float = DEFAULT_REG_WEIGHT, learning_rate: float = 0.05) -> AdaRoundResult:
     """Learn up/down rounding of ``rows`` (out, fan_in) on TFLite's per-channel int8 grid."""
     rows = np.asarray(rows, np.float32)
-    scales = G.channel_scales(rows)
+    scales = graph.channel_scales(rows)
     grid = rows / scales[:, None]
     floor = np.floor(grid)
     rest = grid - floor
-    fixed = (rest < 1e-6) | (np.abs(grid) >= G.INT8_MAX - 1e-3)  # on the grid already (each channel's max is)
-    nearest = G.quantize_rows(rows, scales)
+    fixed = (rest < 1e-6) | (np.abs(grid) >= graph.INT8_MAX - 1e-3)  # on the grid already (each channel's max is)
+    nearest = graph.quantize_rows(rows, scales)
     e_near = reconstruction_error(nearest, rows, cov)
     variance = max(float(np.sum(output_variance(rows, cov))), 1e-30)
     norm = max(float(np.sum(e_near)), 1e-12 * variance)
@@ -259,7 +259,7 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
         v = _optimize(v, offset, fixed, scales, cov.qq, drift, norm, cov.group, iterations, reg_weight,
                       learning_rate, rows.size)
     up = (1.0 / (1.0 + np.exp(-v))) * (ZETA - GAMMA) + GAMMA >= 0.5
-    q = np.clip(np.where(fixed, np.round(grid), floor + up), -G.INT8_MAX, G.INT8_MAX)
+    q = np.clip(np.where(fixed, np.round(grid), floor + up), -graph.INT8_MAX, graph.INT8_MAX)
     rounded = (q * scales[:, None]).astype(np.float32)
     e_ada = reconstruction_error(rounded, rows, cov)
     if not np.all(np.isfinite(v)) or not np.sum(e_ada) <= np.sum(e_near):
@@ -396,7 +396,7 @@ class LayerResult:
                 "flipped": round(self.flipped, 4), "adaround_seconds": round(self.seconds, 2)}
 
 
-def adaround_layer(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
+def adaround_layer(layer: graph.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
                    iterations: int = DEFAULT_ITERATIONS, centered: bool = True,
                    reg_weight: float | None = None, asymmetric: bool | None = None) -> LayerResult:
     """AdaRound one layer in place: its kernel ends on the int8 grid the converter uses.
@@ -406,7 +406,7 @@ def adaround_layer(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
                          iterations, reg_weight)
 
 
-def adaround_with(layer: G.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
+def adaround_with(layer: graph.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
                   reg_weight: float | None = None) -> LayerResult:
     """AdaRound one layer in place given its input statistics ``cov``."""
     import time
@@ -417,7 +417,7 @@ def adaround_with(layer: G.LinearLayer, cov: Covariance, iterations: int = DEFAU
         # Too few samples to pin down a fan_in × fan_in covariance (a classifier on pooled
         # features sees one sample per image): learned rounding would fit the calibration
         # images, not the data. Round to nearest.
-        layer.set(kernel=layer.from_rows(G.quantize_rows(layer.rows())))
+        layer.set(kernel=layer.from_rows(graph.quantize_rows(layer.rows())))
         return LayerResult(None, None, 0.0, time.perf_counter() - start,
                            skipped=f"{cov.samples} samples for {fan_in} inputs")
     result = adaround_rows(layer.rows(), cov, iterations, DEFAULT_REG_WEIGHT if reg_weight is None else reg_weight)
