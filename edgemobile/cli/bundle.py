@@ -10,12 +10,11 @@ from pathlib import Path
 
 from edgemobile.errors import EdgeMobileError
 
-# Flags that only mean something when MODEL is a zoo name (dest → flag).
+# Flags that only mean something when MODEL is a zoo name (dest → flag); the technique flags
+# join them (cli.main.technique_flags).
 _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
               "calibration": "--calibration", "num_calibration": "--num-calibration",
-              "precision": "--uint8/--float32", "ranges": "--ranges", "equalize": "--equalize",
-              "bias_correction": "--bias-correction", "adaround": "--adaround", "plain": "--plain",
-              "technique_images": "--technique-images", "preprocess": "--preprocess", "mean": "--mean",
+              "precision": "--uint8/--float32", "preprocess": "--preprocess", "mean": "--mean",
               "std": "--std", "crop_fraction": "--crop-fraction", "labels": "--labels"}
 
 
@@ -50,11 +49,13 @@ def register(sub, prep) -> None:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from edgemobile import api
+    from edgemobile.cli.main import technique_flags
     from edgemobile.models.user import is_model_file
 
     ref = args.model
     if (ref.lower().endswith(".tflite") or Path(ref).is_file()) and not is_model_file(ref):
-        given = [flag for dest, flag in _ZOO_FLAGS.items() if getattr(args, dest) not in (None, False)]
+        zoo_flags = {**_ZOO_FLAGS, **technique_flags()}
+        given = [flag for dest, flag in zoo_flags.items() if getattr(args, dest) not in (None, False)]
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
         return _report(api.bundle(ref, args.out, force=args.force))

@@ -285,15 +285,23 @@ def cluster_from_args(args: argparse.Namespace):
     return cluster_session(args.cluster, args.cluster_data, args.shard_size, args.runtime_env)
 
 
+def technique_flags() -> dict[str, str]:
+    """Destination → flag of every technique flag :func:`add_technique_flags` adds."""
+    from edgemobile.quantization.techniques import registry
+    from edgemobile.quantization.techniques.recipe import TECHNIQUE_IMAGES_FIELD
+
+    flags = {option.field: f"--{option.flag}" for technique in registry.registered()
+             for option in technique.options if option.flag}
+    return {**flags, "plain": "--plain", TECHNIQUE_IMAGES_FIELD: "--technique-images"}
+
+
 def options_from_args(args: argparse.Namespace):
     """The recipe the technique flags ask for, starting from the default recipe (or ``--plain``)."""
-    from edgemobile.quantization.techniques import registry
-    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, TECHNIQUE_IMAGES_FIELD
+    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     base = PLAIN if getattr(args, "plain", False) else DEFAULT
-    fields = [option.field for technique in registry.registered() for option in technique.options if option.flag]
-    changes = {k: getattr(args, k) for k in fields + [TECHNIQUE_IMAGES_FIELD] if getattr(args, k, None) is not None}
-    return base.replace(**changes)
+    fields = [field for field in technique_flags() if field != "plain"]
+    return base.replace(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
 
 
 def calibration_from_args(args: argparse.Namespace, precision: str):
