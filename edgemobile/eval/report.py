@@ -147,7 +147,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
                cluster=None, conversion_memory_gb: float | None = None, peers=()) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
-    ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``cluster``: a
+    ``options``: the int8 techniques, a Recipe (default ``recipe.DEFAULT``). ``cluster``: a
     :class:`edgemobile.eval.cluster.RayCluster` — every conversion becomes a Ray task and every
     eval is sharded over the cluster; latency is still timed here, on one machine. ``peers``:
     (label, quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an
