@@ -299,7 +299,8 @@ def test_dense_on_feature_map_with_enough_images_for_adaround():
 def test_a_rewrite_that_changes_the_float_function_is_dropped(monkeypatch):
     """The guard itself: were BatchNorm folding or equalization wrong for some pattern, the
     float check drops it with a message instead of converting a different model."""
-    from edgemobile.quantization import equalization, graph
+    from edgemobile.quantization import graph
+    from edgemobile.quantization.techniques import equalization
     from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     model = build(residual)
