@@ -17,7 +17,8 @@ and hands each step exactly what it declared:
                    teacher, the chosen activation ranges and the device input encoding are in
                    its :class:`ModelContext`)
 ``converter_step`` a hook on the calibrated float flatbuffer before the converter quantizes
-                   it (the range choice)
+                   it (the range choice); it finds what its technique's model step returned
+                   in ``report[technique.name]`` (e.g. ranges a fine-tuning step learned)
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ class Technique:
 @dataclasses.dataclass(frozen=True)
 class TechniqueConfig:
     """One entry of a recipe: a registered technique's name and its option values (every
-    option of the technique, defaults filled in: see :func:`edgemobile.quantization.techniques.
-    recipe.configure`)."""
+    option of the technique, defaults filled in: see
+    :func:`edgemobile.quantization.techniques.recipe.configure`)."""
 
     name: str
     options: tuple[tuple[str, Any], ...] = ()
