@@ -109,7 +109,7 @@ def test_report_records_a_peer_that_refuses_the_model(folders):
     from edgemobile.errors import EdgeMobileError
     from edgemobile.eval.report import ModelSpec, markdown, run_report
     from edgemobile.quantization.convert import CalibrationSet
-    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
+    from edgemobile.quantization.techniques.recipe import PLAIN
 
     calib, val = folders
 
