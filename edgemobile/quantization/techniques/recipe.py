@@ -110,6 +110,11 @@ class Recipe:
         return [(registry.get(step.name), step.settings()) for step in self.steps]
 
     def includes(self, name: str) -> bool:
+        """True when the recipe runs the technique ``name``.
+
+        Args:
+            name: a technique's name.
+        """
         return any(step.name == name for step in self.steps)
 
     @property
