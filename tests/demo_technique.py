@@ -1,18 +1,20 @@
 """A demonstration technique, registered at run time by tests/test_quant_techniques.py: what
 adding a technique takes (this file plus one ``registry.register`` line).
 
-It counts the conv/dense layers of the folded model before the layer pass and leaves the
-model as it is (so it keeps the float function, as it claims)."""
+After the layer pass it counts the conv/dense layers of the folded model and the activation
+ranges the pass chose (the statistic it declares), and leaves the model as it is (so it keeps
+the float function, as it claims)."""
 
 from __future__ import annotations
 
 from edgemobile.quantization import graph
-from edgemobile.quantization.techniques.base import Option, Technique
+from edgemobile.quantization.techniques.base import Option, Statistic, Technique
 
 
 def count_layers(context, options) -> dict:
-    """The model step: how many conv/dense layers the model has, and the note it was given."""
-    return {"layers": len(graph.linear_layers(context.model)), "note": options["layer_census_note"]}
+    """The model step: how many conv/dense layers and activation ranges, and the note it was given."""
+    return {"layers": len(graph.linear_layers(context.model)), "ranges": len(context.activation_ranges),
+            "note": options["layer_census_note"]}
 
 
 TECHNIQUE = Technique(
@@ -22,6 +24,7 @@ TECHNIQUE = Technique(
     settings=(Option("layer_census_note", default="demo", flag="layer-census-note", help="a note recorded with it"),),
     describe=lambda options: "layer census",
     ablation_label="layer census",
-    before_layers=count_layers,
+    needs=frozenset({Statistic.ACTIVATION_RANGES}),
+    after_layers=count_layers,
     keeps_float_function=True,
 )

@@ -15,6 +15,7 @@ from edgemobile.quantization import graph, guards
 from edgemobile.quantization.engine import prepare
 from edgemobile.quantization.pipeline import convert_full_integer
 from edgemobile.quantization.techniques import registry
+from edgemobile.quantization.techniques.base import Statistic
 from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, Recipe, ablation_recipes, configure
 from test_quant_graph import images, tiny_model
 
@@ -64,6 +65,8 @@ def test_every_technique_runs_keeps_the_float_function_and_is_recorded(technique
                    for note in report.get("skipped", [])), report.get("skipped")
     if technique.before_layers is not None or technique.after_layers is not None:
         assert technique.name in report  # a model step records what it did
+    if Statistic.ACTIVATION_RANGES in technique.needs and technique.after_layers is not None:
+        assert report[technique.name]["ranges"] > 0  # a step after the layer pass sees the chosen ranges
     if technique.layer_steps:
         assert len(report["layers"]) == len(graph.linear_layers(graph.fold_batchnorm(model)))
     if technique.converter_step is not None:

@@ -131,21 +131,23 @@ def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, sk
     for technique, options in recipe.techniques():
         if technique.before_layers is not None:
             _model_step(technique, options, context, check, report, skipped, technique.before_layers)
-    layer_techniques = [technique for technique, _ in recipe.techniques() if technique.layer_steps]
-    if layer_techniques:
+    layer_techniques = [(technique, options) for technique, options in recipe.techniques() if technique.layer_steps]
+    if layer_techniques or Statistic.ACTIVATION_RANGES in recipe.needs:  # the pass also measures the ranges
         shared = guards.shared_layers(model)
-        labels = " and ".join(technique.describe(options) for technique, options in recipe.techniques()
-                              if technique.layer_steps)
-        either = " or ".join(technique.describe(options) for technique, options in recipe.techniques()
-                             if technique.layer_steps)
-        skipped += [f"{name}: called more than once (a shared layer): no {either} for it" for name in sorted(shared)]
+        either = " or ".join(technique.describe(options) for technique, options in layer_techniques)
+        skipped += [f"{name}: called more than once (a shared layer): no {either} for it"
+                    for name in sorted(shared) if layer_techniques]
         before = snapshot(model)
         try:
-            report["layers"], ranges = layer_pass(model, x, recipe, progress, spec, skip=shared)
+            rows, ranges = layer_pass(model, x, recipe, progress, spec, skip=shared)
+            if layer_techniques:
+                report["layers"] = rows
             context = dataclasses.replace(context, activation_ranges=ranges)
         except Exception as exc:
             restore(model, before)
-            they = "they" if len(layer_techniques) > 1 else "it"
+            named = layer_techniques or [(t, o) for t, o in recipe.techniques() if Statistic.ACTIVATION_RANGES in t.needs]
+            they = "they" if len(named) > 1 else "it"
+            labels = " and ".join(technique.describe(options) for technique, options in named)
             skipped.append(f"{labels}: dropped, {they} failed on this model ({_first_line(exc)})")
     for technique, options in recipe.techniques():
         if technique.after_layers is not None:
