@@ -86,17 +86,10 @@ def calibration_set(calibration=None, num_calibration: int | None = None, seed: 
 
 
 def _techniques(techniques):
-    from edgemobile.quantization.pipeline import DEFAULT, QuantOptions
+    """The Recipe ``techniques=`` asks for (see :func:`edgemobile.quantization.techniques.recipe.recipe_from`)."""
+    from edgemobile.quantization.techniques.recipe import recipe_from
 
-    if techniques is None:
-        return DEFAULT
-    if isinstance(techniques, QuantOptions):
-        return techniques
-    if techniques == "plain":
-        return QuantOptions.plain()
-    if isinstance(techniques, dict):
-        return dataclasses.replace(DEFAULT, **techniques)
-    raise EdgeMobileError(f"techniques: give a QuantOptions, a dict of its fields or 'plain', not {techniques!r}")
+    return recipe_from(techniques)
 
 
 def _prepared(request: ModelRequest, precision: str, calibration, num_calibration, seed):

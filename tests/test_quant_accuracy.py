@@ -43,7 +43,7 @@ def test_default_int8_is_close_to_float(shared, int8_model, capsys, tmp_path):
 
 def test_default_int8_records_its_techniques(int8_model):
     from edgemobile.metadata import read_metadata
-    from edgemobile.quantization.pipeline import DEFAULT
+    from edgemobile.quantization.techniques.recipe import DEFAULT
 
     quantization = read_metadata(int8_model).extra["provenance"]["quantization"]
     assert quantization["options"] == DEFAULT.as_dict()

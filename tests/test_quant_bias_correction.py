@@ -8,10 +8,11 @@ import pytest
 
 pytest.importorskip("keras")
 
-from edgemobile.quantization import graph as G
-from edgemobile.quantization import simulate as S
-from edgemobile.quantization.bias_correction import mean_shift
-from edgemobile.quantization.pipeline import QuantOptions, prepare
+from edgemobile.quantization import graph
+from edgemobile.quantization import simulate
+from edgemobile.quantization.techniques.bias_correction import mean_shift
+from edgemobile.quantization.engine import prepare
+from edgemobile.quantization.techniques.recipe import DEFAULT
 from test_quant_graph import images, tiny_model
 
 
@@ -20,21 +21,21 @@ def shifts(model, x, reference) -> dict[str, float]:
     found = {}
 
     def measure(layer, ref_in, mod_in, ref_out):
-        out = np.asarray(S.nearest_output(layer, mod_in))  # the layer's current (corrected) weights, rounded
+        out = np.asarray(simulate.nearest_output(layer, mod_in))  # the layer's current (corrected) weights, rounded
         found[layer.name] = float(np.mean(np.abs(mean_shift(ref_out, out))))
         return out
 
-    S.simulate(model, x, on_linear=measure, reference=reference)
+    simulate.simulate(model, x, on_linear=measure, reference=reference)
     return found
 
 
 def test_bias_correction_removes_the_mean_shift():
     model = tiny_model(relu6=False)
     x = images(64)
-    folded = G.fold_batchnorm(model)
-    reference = S.snapshot(folded)
+    folded = graph.fold_batchnorm(model)
+    reference = simulate.snapshot(folded)
     before = shifts(folded, x, reference)
-    corrected = prepare(model, x, QuantOptions(ranges="minmax", equalize=False, bias_correction=True, adaround=False),
+    corrected = prepare(model, x, DEFAULT.replace(ranges="minmax", equalize=False, bias_correction=True, adaround=False),
                         progress=False).model
     after = shifts(corrected, x, reference)
     assert set(before) == set(after) == {"conv", "dw", "pw", "fc"}
@@ -46,9 +47,9 @@ def test_bias_correction_removes_the_mean_shift():
 def test_bias_correction_only_touches_biases():
     model = tiny_model()
     x = images(16)
-    folded = G.fold_batchnorm(model)
-    corrected = prepare(model, x, QuantOptions(ranges="minmax", equalize=False, bias_correction=True, adaround=False),
+    folded = graph.fold_batchnorm(model)
+    corrected = prepare(model, x, DEFAULT.replace(ranges="minmax", equalize=False, bias_correction=True, adaround=False),
                         progress=False).model
-    for a, b in zip(G.linear_layers(folded), G.linear_layers(corrected)):
+    for a, b in zip(graph.linear_layers(folded), graph.linear_layers(corrected)):
         np.testing.assert_array_equal(a.kernel, b.kernel)
         assert not np.array_equal(a.bias, b.bias)

@@ -206,7 +206,7 @@ def test_report_records_a_peer_that_refuses_the_model(folders):
     from edgemobile.eval.report import ModelSpec, markdown, run_report
     from edgemobile.networks.request import ModelRequest
     from edgemobile.quantization.convert import CalibrationSet
-    from edgemobile.quantization.pipeline import QuantOptions
+    from edgemobile.quantization.techniques.recipe import PLAIN
 
     calib, val = folders
 
@@ -215,7 +215,7 @@ def test_report_records_a_peer_that_refuses_the_model(folders):
         raise EdgeMobileError("Unsupported symmetry: False | symmetric only")
 
     result = run_report([ModelSpec(ModelRequest("mobilenet_v1", 0.25, 128, "none"), "tiny")], val,
-                        CalibrationSet.from_folder(calib, 8), QuantOptions.plain(), bench_runs=0, progress=False,
+                        CalibrationSet.from_folder(calib, 8), PLAIN, bench_runs=0, progress=False,
                         peers=[("peer", refuse)])
     float_row, int8_row, peer_row = result["rows"]
     assert peer_row["config"] == "peer" and peer_row["error"] == "Unsupported symmetry: False | symmetric only"

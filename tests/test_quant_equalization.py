@@ -9,27 +9,27 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from edgemobile.quantization import equalization as E
-from edgemobile.quantization import graph as G
+from edgemobile.quantization.techniques import equalization
+from edgemobile.quantization import graph
 from test_quant_graph import images, tiny_model
 
 
 def channel_spread(model, layer_name: str, x: np.ndarray) -> float:
     """max / median of the per-channel maxima of a layer's output (1 = equal ranges)."""
-    peaks = E.channel_maxima(model, [E.Pair(G.LinearLayer(model.get_layer(layer_name), "conv"), None, None, None)], x)
+    peaks = equalization.channel_maxima(model, [equalization.Pair(graph.LinearLayer(model.get_layer(layer_name), "conv"), None, None, None)], x)
     alive = peaks[layer_name][peaks[layer_name] > 1e-6]
     return float(alive.max() / np.median(alive))
 
 
 @pytest.mark.parametrize("relu6", [False, True])
 def test_equalization_keeps_the_function_and_narrows_channel_ranges(relu6):
-    model = G.fold_batchnorm(tiny_model(relu6=relu6))
+    model = graph.fold_batchnorm(tiny_model(relu6=relu6))
     x = images(32)
     before = np.asarray(model(x))
-    pairs = E.find_pairs(model)
+    pairs = equalization.find_pairs(model)
     assert [(p.first.name, p.second.name) for p in pairs] == [("conv", "dw"), ("dw", "pw"), ("pw", "fc")]
     spreads = {p.first.name: channel_spread(model, p.first.name, x) for p in pairs}
-    done = E.equalize(model, x)
+    done = equalization.equalize(model, x)
     np.testing.assert_allclose(np.asarray(model(x)), before, atol=1e-5)
     assert any(d.scales.max() > 1.01 for d in done)
     for p in pairs:
@@ -41,9 +41,9 @@ def test_equalization_keeps_the_function_and_narrows_channel_ranges(relu6):
 
 
 def test_relu6_channels_at_the_clip_keep_scale_one():
-    pair = E.Pair(None, None, None, 6.0)
+    pair = equalization.Pair(None, None, None, 6.0)
     peaks = np.array([7.5, 6.0, 3.0, 0.5, 0.0])
-    scales, saturated = E.pair_scales(pair, peaks)
+    scales, saturated = equalization.pair_scales(pair, peaks)
     assert saturated == 2 and scales[0] == 1.0 and scales[1] == 1.0
-    assert 1.0 < scales[2] and scales[2] * 3.0 <= 6.0 / (1 + E.DEFAULT_MARGIN) + 1e-9  # stays below the clip
+    assert 1.0 < scales[2] and scales[2] * 3.0 <= 6.0 / (1 + equalization.DEFAULT_MARGIN) + 1e-9  # stays below the clip
     assert scales[4] == 1.0  # dead channel

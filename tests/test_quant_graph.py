@@ -8,9 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 from edgemobile.quantization import ranges as R
-from edgemobile.quantization import simulate as S
+from edgemobile.quantization import simulate
 from random_weights import randomize_batchnorm
 
 
@@ -47,22 +47,22 @@ def images(n: int = 16, seed: int = 1, size: int = 16) -> np.ndarray:
 
 def test_fold_batchnorm_is_exact_and_splits_activations():
     model = tiny_model()
-    folded = G.fold_batchnorm(model)
+    folded = graph.fold_batchnorm(model)
     x = images()
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), atol=1e-5)
     names = [type(layer).__name__ for layer in folded.layers]
     assert "BatchNormalization" not in names
     assert folded.get_layer("fc").activation is keras.activations.linear  # softmax split off
     assert isinstance(folded.get_layer("fc_act"), keras.layers.Activation)
-    assert all(L.layer.use_bias for L in G.linear_layers(folded))
+    assert all(L.layer.use_bias for L in graph.linear_layers(folded))
     # the original is untouched
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
 
 
 @pytest.mark.parametrize("kind", ["conv", "dw", "fc"])
 def test_rows_round_trip(kind):
-    folded = G.fold_batchnorm(tiny_model())
-    layer = {L.name: L for L in G.linear_layers(folded)}[kind]
+    folded = graph.fold_batchnorm(tiny_model())
+    layer = {L.name: L for L in graph.linear_layers(folded)}[kind]
     rows = layer.rows()
     assert rows.shape[0] == layer.out_channels
     np.testing.assert_array_equal(layer.from_rows(rows), layer.kernel)
@@ -74,15 +74,15 @@ def test_quantize_rows_matches_the_converter_grid():
     from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
-    folded = G.fold_batchnorm(tiny_model())
+    folded = graph.fold_batchnorm(tiny_model())
     x = images(8)
     tflite = convert_keras(folded, "int8", lambda: ([xi[None]] for xi in x))
     interpreter = TFLiteClassifier(tflite).interpreter
     details = interpreter.get_tensor_details()
     int8_filters = [d for d in details if d["dtype"] == np.int8 and len(d["shape"]) in (2, 4)
                     and len(d["quantization_parameters"]["scales"]) > 1]
-    for L in G.linear_layers(folded):
-        expected = G.quantize_rows(L.rows())
+    for L in graph.linear_layers(folded):
+        expected = graph.quantize_rows(L.rows())
         found = False
         for d in int8_filters:
             q = interpreter.get_tensor(d["index"]).astype(np.float64)
@@ -103,11 +103,11 @@ def test_simulation_tracks_the_converted_model():
     from edgemobile.quantization.tflite_converter import convert_keras
     from edgemobile.runtime.interpreter import TFLiteClassifier
 
-    folded = G.fold_batchnorm(tiny_model(relu6=False))
+    folded = graph.fold_batchnorm(tiny_model(relu6=False))
     x = images(24)
     tflite = TFLiteClassifier(convert_keras(folded, "int8", lambda: ([xi[None]] for xi in x)))
     real = np.stack([tflite.run(xi) for xi in x])
-    sim = S.simulate(folded, x)
+    sim = simulate.simulate(folded, x)
     float_out = np.asarray(folded(x))
     # the simulation is far closer to the int8 model than the float model is
     assert np.abs(sim.quantized - real).mean() < 0.5 * np.abs(float_out - real).mean()
@@ -115,9 +115,9 @@ def test_simulation_tracks_the_converted_model():
 
 
 def test_layer_roles():
-    roles = S.layer_roles(G.fold_batchnorm(tiny_model()))
-    assert roles["conv"] == S.FUSED_LINEAR and roles["conv_relu"] == S.OWN
-    assert roles["pad"] == S.PASS and roles["fc"] == S.LINEAR and roles["fc_act"] == S.FIXED
+    roles = simulate.layer_roles(graph.fold_batchnorm(tiny_model()))
+    assert roles["conv"] == simulate.FUSED_LINEAR and roles["conv_relu"] == simulate.OWN
+    assert roles["pad"] == simulate.PASS and roles["fc"] == simulate.LINEAR and roles["fc_act"] == simulate.FIXED
 
 
 def test_simulated_ranges_see_every_channel(monkeypatch):
@@ -129,7 +129,7 @@ def test_simulated_ranges_see_every_channel(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.exponential(0.05, (20, 56, 56, 16)).astype(np.float32)  # 1.0 M values: a 4x subsample
     x[..., 5] = rng.uniform(0.0, 8.0, x.shape[:-1])  # one wide channel
-    lo, hi = S.tensor_range(x, "mse")
+    lo, hi = simulate.tensor_range(x, "mse")
     assert lo == 0.0 and hi > 6.0, hi  # the wide channel's values keep their range
 
 
@@ -151,7 +151,7 @@ def test_output_sum_equals_the_summed_outputs(kind, kernel, strides, dilation, p
         layer = keras.layers.Dense(7)
     x = np.random.default_rng(0).normal(size=(5, *size, 4)).astype(np.float32)
     out = np.asarray(layer(x), np.float64)  # builds the layer: random kernel and a zero bias
-    L = G.LinearLayer(layer, kind)
+    L = graph.LinearLayer(layer, kind)
     expected = out.reshape(-1, out.shape[-1]).sum(axis=0)
     np.testing.assert_allclose(L.output_sum(x.sum(axis=0, dtype=np.float64)), expected, rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())

@@ -148,13 +148,14 @@ def test_calibration_progress_counts_every_image(ranges, capsys):
     # "calibrating 16/16" after the user asked for more: the bar must count the images asked for.
     pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from edgemobile.quantization.pipeline import CALIBRATION_BATCH, QuantOptions, convert_full_integer
+    from edgemobile.quantization.pipeline import CALIBRATION_BATCH, convert_full_integer
+    from edgemobile.quantization.techniques.recipe import PLAIN
 
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu")(inp)
     out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     images = np.random.default_rng(0).normal(0, 1, (CALIBRATION_BATCH + 4, 8, 8, 3)).astype(np.float32)
-    options = QuantOptions(ranges=ranges, equalize=False, bias_correction=False, adaround=False)
+    options = PLAIN.replace(ranges=ranges)
     convert_full_integer(keras.Model(inp, out), "int8", images, options, progress=True)
     calibrating = [line for line in capsys.readouterr().err.splitlines() if line.startswith("calibrating")]
     assert calibrating and all(f"{len(images)}/{len(images)} images" in line for line in calibrating), calibrating

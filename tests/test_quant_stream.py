@@ -14,9 +14,10 @@ import pytest
 
 pytest.importorskip("keras")
 
-from edgemobile.quantization import graph as G
-from edgemobile.quantization import simulate as S
-from edgemobile.quantization.pipeline import QuantOptions, prepare
+from edgemobile.quantization import graph
+from edgemobile.quantization import simulate
+from edgemobile.quantization.engine import prepare
+from edgemobile.quantization.techniques.recipe import DEFAULT
 from test_quant_graph import images, tiny_model
 
 # The Keras-side pass in a child process, on a model whose first activations are 96×96×16
@@ -28,7 +29,8 @@ CHILD = """
 import os, sys
 import numpy as np
 import keras
-from edgemobile.quantization.pipeline import QuantOptions, prepare
+from edgemobile.quantization.engine import prepare
+from edgemobile.quantization.techniques.recipe import DEFAULT
 
 def rss_mb(field):
     for line in open("/proc/self/status"):
@@ -50,7 +52,7 @@ x = keras.layers.ReLU()(x)
 x = keras.layers.GlobalAveragePooling2D()(x)
 model = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(x))
 images = np.random.default_rng(1).uniform(-1, 1, (n, 96, 96, 3)).astype(np.float32)
-options = lambda k: QuantOptions(ranges="mse", technique_images=k, adaround_iterations=20)
+options = lambda k: DEFAULT.replace(ranges="mse", technique_images=k, adaround_iterations=20)
 prepare(model, images[:4], options(4), progress=False)  # warm-up: kernels, tracing
 import tracemalloc
 tracemalloc.start()
@@ -87,20 +89,23 @@ def test_peak_memory_does_not_grow_with_technique_images():
 def test_stream_matches_the_simulation_on_bias_correction():
     """Bias correction alone through the stream gives the biases the all-at-once simulation
     (:func:`simulate` with a bias-correcting hook) gives — 40 images, chunks of 32."""
-    from edgemobile.quantization.bias_correction import correct_bias
+    from edgemobile.quantization.techniques.bias_correction import mean_shift, remove_shift
 
     x = images(40, size=24)
-    options = QuantOptions(ranges="mse", equalize=False, bias_correction=True, adaround=False)
+    options = DEFAULT.replace(ranges="mse", equalize=False, bias_correction=True, adaround=False)
     streamed = prepare(tiny_model(size=24), x, options, progress=False).model
 
-    model = G.fold_batchnorm(tiny_model(size=24))
-    reference = S.snapshot(model)
+    model = graph.fold_batchnorm(tiny_model(size=24))
+    reference = simulate.snapshot(model)
 
-    def on_linear(layer, ref_in, mod_in, ref_out):
-        return correct_bias(layer, ref_out, np.asarray(S.nearest_output(layer, mod_in)))[0]
+    def on_linear(layer, ref_in, mod_in, ref_out):  # the technique's own correction, on the simulation's outputs
+        quantized = np.asarray(simulate.nearest_output(layer, mod_in), np.float32)
+        shift = mean_shift(ref_out, quantized)
+        remove_shift(layer, shift)
+        return quantized - shift.astype(np.float32)
 
-    S.simulate(model, x, range_method="mse", on_linear=on_linear, reference=reference)
-    for a, b in zip(G.linear_layers(streamed), G.linear_layers(model)):
+    simulate.simulate(model, x, range_method="mse", on_linear=on_linear, reference=reference)
+    for a, b in zip(graph.linear_layers(streamed), graph.linear_layers(model)):
         np.testing.assert_allclose(a.bias, b.bias, rtol=1e-4, atol=1e-5 * np.abs(b.bias).max(), err_msg=a.name)
 
 
@@ -112,7 +117,7 @@ def test_device_input_is_raw_pixels_through_the_input_grid():
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
     x = spec.normalize(pixels)
     scale, zero_point = quant_params(-1.0, 1.0)
-    device = S.device_input(x, -1.0, 1.0, spec)
+    device = simulate.device_input(x, -1.0, 1.0, spec)
     codes = pixels.astype(np.float32) - 128  # what Android/MediaPipe feed an int8 input
     np.testing.assert_allclose(device, (codes - zero_point) * scale, atol=1e-7)
     offset = device - x
@@ -122,4 +127,4 @@ def test_device_input_is_raw_pixels_through_the_input_grid():
     imagenet = PreprocessSpec.center_crop(8, mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4))
     y = imagenet.normalize(pixels)
     lo, hi = float(y.min()), float(y.max())
-    np.testing.assert_array_equal(S.device_input(y, lo, hi, imagenet), S.device_input(y, lo, hi))
+    np.testing.assert_array_equal(simulate.device_input(y, lo, hi, imagenet), simulate.device_input(y, lo, hi))

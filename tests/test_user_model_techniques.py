@@ -1,5 +1,5 @@
 """The default int8 techniques on the layer patterns users write (issue 13 item 3): every
-small classifier below converts with ``QuantOptions()``, its int8 output agrees with the float
+small classifier below converts with the default recipe, its int8 output agrees with the float
 Keras model about as well as the converter alone (``--plain``) — a mis-folded BatchNorm or a
 wrongly "corrected" layer is far off — and what the techniques leave alone is named, one line
 each, in the report. Random weights with non-trivial BatchNorm statistics, 32 px, 32 images."""
@@ -250,13 +250,13 @@ def convert(model, options, calibration):
 
 @pytest.mark.parametrize("make", list(MODELS), ids=[m.__name__ for m in MODELS])
 def test_default_techniques_on_user_layer_patterns(make):
-    from edgemobile.quantization.pipeline import QuantOptions
+    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     model = build(make)
     raw = make in RAW_PIXELS
     calibration, test = images(IMAGES, 1, raw), images(48, 2, raw)
-    plain = relative_error(model, convert(model, QuantOptions.plain(), calibration).tflite, test)
-    done = convert(model, QuantOptions(), calibration)
+    plain = relative_error(model, convert(model, PLAIN, calibration).tflite, test)
+    done = convert(model, DEFAULT, calibration)
     default = relative_error(model, done.tflite, test)
     # About as good as the converter alone; a wrong model (a BatchNorm folded into the wrong
     # conv: 0.39 against 0.015) is far outside.
@@ -285,30 +285,31 @@ def linear_layers(model) -> list:
 def test_dense_on_feature_map_with_enough_images_for_adaround():
     """AdaRound of a Dense applied per position (fan-in = channels, samples = positions): it
     used to take whole feature maps as its inputs and failed on the covariance's shape."""
-    from edgemobile.quantization.pipeline import QuantOptions
+    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     model = build(dense_on_feature_map)
-    done = convert(model, QuantOptions(), images(160, 1))
+    done = convert(model, DEFAULT, images(160, 1))
     rows = {row["layer"]: row for row in done.report["layers"]}
     dense = [row for name, row in rows.items() if row["kind"] == "dense" and "adaround" not in row]
     assert dense and all(row["error_adaround"] <= row["error_nearest"] for row in dense)
-    plain = relative_error(model, convert(model, QuantOptions.plain(), images(160, 1)).tflite, images(48, 2))
+    plain = relative_error(model, convert(model, PLAIN, images(160, 1)).tflite, images(48, 2))
     assert relative_error(model, done.tflite, images(48, 2)) <= 1.25 * plain + 0.01
 
 
 def test_a_rewrite_that_changes_the_float_function_is_dropped(monkeypatch):
     """The guard itself: were BatchNorm folding or equalization wrong for some pattern, the
     float check drops it with a message instead of converting a different model."""
-    from edgemobile.quantization import equalization, graph
-    from edgemobile.quantization.pipeline import QuantOptions
+    from edgemobile.quantization import graph
+    from edgemobile.quantization.techniques import equalization
+    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     model = build(residual)
     calibration, test = images(IMAGES, 1), images(48, 2)
-    plain = relative_error(model, convert(model, QuantOptions.plain(), calibration).tflite, test)
+    plain = relative_error(model, convert(model, PLAIN, calibration).tflite, test)
     folded_weights = graph.folded_weights
     monkeypatch.setattr(graph, "folded_weights", lambda linear, bn, factor=1.0: [
         w * 1.5 for w in folded_weights(linear, bn, factor)])  # a mis-fold
-    done = convert(model, QuantOptions(), calibration)
+    done = convert(model, DEFAULT, calibration)
     assert len(done.report["skipped"]) == 1
     assert done.report["skipped"][0].startswith("all Keras-side techniques: BatchNorm folding (and inlining")
     assert relative_error(model, done.tflite, test) <= 1.25 * plain + 0.01
@@ -317,7 +318,7 @@ def test_a_rewrite_that_changes_the_float_function_is_dropped(monkeypatch):
     apply_scales = equalization.apply_scales
     monkeypatch.setattr(equalization, "apply_scales", lambda pair, scales: pair.first.set(
         kernel=pair.first.from_rows(pair.first.rows() * scales[:, None])))  # no compensation in L2
-    done = convert(model, QuantOptions(), calibration)
+    done = convert(model, DEFAULT, calibration)
     assert [n.split(",")[0] for n in done.report["skipped"]] == ["equalization: dropped"]
     assert "equalization" not in done.report
     assert relative_error(model, done.tflite, test) <= 1.25 * plain + 0.01
@@ -346,7 +347,7 @@ def test_skipped_patterns_reach_warnings_and_provenance(tmp_path):
 
 def test_a_sequential_model():
     """A top-level Sequential classifier: rebuilt as a functional model for the techniques."""
-    from edgemobile.quantization.pipeline import QuantOptions
+    from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN
 
     keras = _keras()
     L = keras.layers
@@ -359,8 +360,8 @@ def test_a_sequential_model():
     bn.set_weights([rng.uniform(0.5, 1.5, 12), rng.uniform(-0.3, 0.3, 12), rng.uniform(-0.5, 0.5, 12),
                     rng.uniform(0.5, 2.0, 12)])
     calibration, test = images(IMAGES, 1), images(48, 2)
-    plain = relative_error(model, convert(model, QuantOptions.plain(), calibration).tflite, test)
-    done = convert(model, QuantOptions(), calibration)
+    plain = relative_error(model, convert(model, PLAIN, calibration).tflite, test)
+    done = convert(model, DEFAULT, calibration)
     assert done.report["skipped"] == [] and len(done.report["layers"]) == 3
     assert len(done.report["equalization"]) == 2
     assert relative_error(model, done.tflite, test) <= 1.25 * plain + 0.01

@@ -5,13 +5,13 @@ third-party models, Ray), and turning parsed flags into the API's arguments."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 from edgemobile.eval.cluster import DATA_MODES, DEFAULT_SHARD_SIZE
 from edgemobile.networks.request import ModelRequest
 from edgemobile.networks.user import PREPROCESS_CHOICES
-from edgemobile.quantization.pipeline import DEFAULT, RANGE_CHOICES, QuantOptions
+from edgemobile.quantization.techniques import registry
+from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, TECHNIQUE_IMAGES_FIELD
 
 
 def positive_int(text: str) -> int:
@@ -108,30 +108,41 @@ def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for
 
 
 def add_technique_flags(parser: argparse.ArgumentParser) -> None:
-    """``--ranges``, ``--equalize``, ``--bias-correction``, ``--adaround`` (each with ``--no-``),
-    ``--plain`` and ``--technique-images`` (see :mod:`edgemobile.quantization.pipeline`);
-    defaults are ``pipeline.DEFAULT``."""
+    """One flag per option of every registered technique that has one (``--ranges``,
+    ``--equalize``/``--no-equalize``, ...: see :mod:`edgemobile.quantization.techniques`), then
+    the engine's ``--plain`` and ``--technique-images``; defaults are the default recipe."""
+    defaults = DEFAULT.as_dict()
     group = parser.add_argument_group("int8 quality techniques (defaults: the best combination)")
-    group.add_argument("--ranges", choices=RANGE_CHOICES, default=None,
-                       help="activation ranges: converter min/max, 99.99th percentile, or MSE-optimal clipping "
-                       f"(default {DEFAULT.ranges})")
-    for flag, field, text in (("equalize", "equalize", "cross-layer equalization"),
-                              ("bias-correction", "bias_correction", "empirical bias correction"),
-                              ("adaround", "adaround", "AdaRound: learned weight rounding")):
-        group.add_argument(f"--{flag}", dest=field, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{text} (default {'on' if getattr(DEFAULT, field) else 'off'})")
+    for technique in registry.registered():
+        for option in technique.options:
+            if option.flag is None:
+                continue
+            default = defaults[option.field]
+            if isinstance(option.off, bool):
+                group.add_argument(f"--{option.flag}", dest=option.field, action=argparse.BooleanOptionalAction,
+                                   default=None, help=f"{option.help} (default {'on' if default else 'off'})")
+            else:
+                group.add_argument(f"--{option.flag}", dest=option.field, choices=option.choices,
+                                   type=None if option.choices else type(option.default), default=None,
+                                   help=f"{option.help} (default {default})")
     group.add_argument("--plain", action="store_true",
                        help="the converter alone (min/max ranges, no technique); other technique flags add to it")
     group.add_argument("--technique-images", type=positive_int, default=None,
                        help=f"calibration images the Keras-side techniques use (default {DEFAULT.technique_images})")
 
 
+def technique_flags() -> dict[str, str]:
+    """Destination → flag of every technique flag :func:`add_technique_flags` adds."""
+    flags = {option.field: f"--{option.flag}" for technique in registry.registered()
+             for option in technique.options if option.flag}
+    return {**flags, "plain": "--plain", TECHNIQUE_IMAGES_FIELD: "--technique-images"}
+
+
 def options_from_args(args: argparse.Namespace):
-    """The ``QuantOptions`` the technique flags ask for, starting from ``pipeline.DEFAULT`` (or ``--plain``)."""
-    base = QuantOptions.plain() if getattr(args, "plain", False) else DEFAULT
-    changes = {k: getattr(args, k) for k in ("ranges", "equalize", "bias_correction", "adaround", "technique_images")
-               if getattr(args, k, None) is not None}
-    return dataclasses.replace(base, **changes)
+    """The recipe the technique flags ask for, starting from the default recipe (or ``--plain``)."""
+    base = PLAIN if getattr(args, "plain", False) else DEFAULT
+    fields = [field for field in technique_flags() if field != "plain"]
+    return base.replace(**{k: getattr(args, k) for k in fields if getattr(args, k, None) is not None})
 
 
 def add_cluster_flags(p: argparse.ArgumentParser) -> None:

@@ -8,18 +8,23 @@ import argparse
 from pathlib import Path
 
 from edgemobile import api
-from edgemobile.cli.arguments import add_calibration_flags, add_user_model_flags, model_request, options_from_args
+from edgemobile.cli.arguments import (
+    add_calibration_flags,
+    add_user_model_flags,
+    model_request,
+    options_from_args,
+    technique_flags,
+)
 from edgemobile.cli.console import print_notes
 from edgemobile.deploy.bundle import android_precision
 from edgemobile.errors import EdgeMobileError
 from edgemobile.networks.user import is_model_file
 
-# Flags that only mean something when MODEL is a zoo name (dest → flag).
+# Flags that only mean something when MODEL is a zoo name (dest → flag); the technique flags
+# join them (cli.arguments.technique_flags).
 _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
               "calibration": "--calibration", "num_calibration": "--num-calibration",
-              "precision": "--uint8/--float32", "ranges": "--ranges", "equalize": "--equalize",
-              "bias_correction": "--bias-correction", "adaround": "--adaround", "plain": "--plain",
-              "technique_images": "--technique-images", "preprocess": "--preprocess", "mean": "--mean",
+              "precision": "--uint8/--float32", "preprocess": "--preprocess", "mean": "--mean",
               "std": "--std", "crop_fraction": "--crop-fraction", "labels": "--labels"}
 
 
@@ -53,7 +58,8 @@ def register(sub, prep) -> None:
 def run(args: argparse.Namespace) -> int:
     ref = args.model
     if (ref.lower().endswith(".tflite") or Path(ref).is_file()) and not is_model_file(ref):
-        given = [flag for dest, flag in _ZOO_FLAGS.items() if getattr(args, dest) not in (None, False)]
+        zoo_flags = {**_ZOO_FLAGS, **technique_flags()}
+        given = [flag for dest, flag in zoo_flags.items() if getattr(args, dest) not in (None, False)]
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
         return print_bundle(api.bundle(ref, args.out, force=args.force))

@@ -71,23 +71,12 @@ class ModelSpec:
 
 
 def ablation_configs(default) -> list[tuple[str, Any]]:
-    """(label, QuantOptions) pairs: the plain converter, each technique alone, the model's
-    ``default`` combination, and all techniques together when that is not the default."""
-    from edgemobile.quantization.pipeline import QuantOptions
+    """(label, Recipe) rows: the plain converter, each registered technique alone, the model's
+    ``default`` recipe, and every technique together when that is not the default (see
+    :func:`edgemobile.quantization.techniques.recipe.ablation_recipes`)."""
+    from edgemobile.quantization.techniques.recipe import ablation_recipes
 
-    plain = QuantOptions.plain()
-    configs = [
-        ("plain converter", plain),
-        ("MSE ranges", dataclasses.replace(plain, ranges="mse")),
-        ("equalization", dataclasses.replace(plain, equalize=True)),
-        ("bias correction", dataclasses.replace(plain, bias_correction=True)),
-        ("AdaRound", dataclasses.replace(plain, adaround=True)),
-        (f"default ({default.label()})", default),
-    ]
-    everything = dataclasses.replace(default, ranges="mse", equalize=True, bias_correction=True, adaround=True)
-    if everything != default:
-        configs.append((f"all ({everything.label()})", everything))
-    return configs
+    return ablation_recipes(default)
 
 
 def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
@@ -138,7 +127,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
                cluster=None, conversion_memory_gb: float | None = None, peers=()) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
-    ``options``: the int8 techniques (default ``pipeline.DEFAULT``). ``cluster``: a
+    ``options``: the int8 techniques, a Recipe (default ``recipe.DEFAULT``). ``cluster``: a
     :class:`edgemobile.eval.cluster.RayCluster` — every conversion becomes a Ray task and every
     eval is sharded over the cluster; latency is still timed here, on one machine. ``peers``:
     (label, quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an
@@ -147,7 +136,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine. A peer
     that refuses a model raises EdgeMobileError: its row carries the message (``error``)."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.quantization.pipeline import DEFAULT
+    from edgemobile.quantization.techniques.recipe import DEFAULT
 
     options = options or DEFAULT
     configs = ablation_configs(options) if ablation else [(options.label(), options)]

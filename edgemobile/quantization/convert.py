@@ -63,9 +63,9 @@ def convert_variant(
 ) -> ConversionResult:
     """Build a zoo model, convert it, verify full-integer models, and embed metadata.
 
-    ``techniques``: a :class:`edgemobile.quantization.pipeline.QuantOptions` for full-integer
-    precisions (default: ``pipeline.DEFAULT``, the best combination; ``QuantOptions.plain()``
-    is the converter alone).
+    ``techniques``: a :class:`edgemobile.quantization.techniques.recipe.Recipe` for
+    full-integer precisions (default: ``recipe.DEFAULT``, the best combination;
+    ``recipe.PLAIN`` is the converter alone).
     """
     from edgemobile.quantization.integer_check import require_integer_only
     from edgemobile.runtime.interpreter import TFLiteClassifier
@@ -77,7 +77,8 @@ def convert_variant(
     if precision in FULL_INTEGER:
         if calibration is None:
             raise EdgeMobileError(f"{precision} conversion needs calibration images")
-        from edgemobile.quantization.pipeline import DEFAULT, convert_full_integer, load_images
+        from edgemobile.quantization.pipeline import convert_full_integer, load_images
+        from edgemobile.quantization.techniques.recipe import DEFAULT
 
         images = load_images(calibration.paths, variant.preprocess, progress)
         model, rewrite = int8_model(variant, model, images)

@@ -71,8 +71,13 @@ def consumers(model) -> dict[str, list]:
     return found
 
 
-def _nodes(model) -> list:
-    """The model's non-input nodes in execution order."""
+def execution_order(model) -> list:
+    """The model's non-input nodes in execution order (each node: ``node.operation`` the layer,
+    ``node.input_tensors``/``node.outputs`` its Keras tensors; see :func:`call_node`).
+
+    Args:
+        model: a functional Keras model.
+    """
     order = []
     for depth in sorted(model._nodes_by_depth, reverse=True):
         for node in model._nodes_by_depth[depth]:
@@ -84,8 +89,12 @@ def _nodes(model) -> list:
 Hook = Callable[[Any, list, Any], Any]
 
 
-def _reader_counts(nodes) -> dict[int, int]:
-    """Tensor id → how many of ``nodes`` read it (a tensor is freed when its count reaches 0)."""
+def reader_counts(nodes) -> dict[int, int]:
+    """Tensor id → how many of ``nodes`` read it (a tensor is freed when its count reaches 0).
+
+    Args:
+        nodes: nodes as :func:`execution_order` gives them.
+    """
     counts: dict[int, int] = {}
     for node in nodes:
         for t in node.input_tensors:
@@ -97,13 +106,13 @@ def run_graph(model, x, hook: Hook | None = None):
     """Run ``model`` eagerly on ``x``; ``hook(layer, inputs, output)`` may return a replacement
     output (or None to keep it). Intermediate tensors are freed when no longer needed."""
     tensors: dict[int, Any] = {id(t): v for t, v in zip(model.inputs, [x])}
-    nodes = _nodes(model)
-    remaining = _reader_counts(nodes)
+    nodes = execution_order(model)
+    remaining = reader_counts(nodes)
     outputs = {id(t) for t in model.outputs}
     for node in nodes:
         if any(id(t) not in tensors for t in node.input_tensors):
             continue
-        result = _call(node, tensors)
+        result = call_node(node, tensors)
         if hook is not None:
             inputs = [tensors[id(t)] for t in node.input_tensors]
             replaced = hook(node.operation, inputs, result)
@@ -130,15 +139,15 @@ def run_paired(model, x_ref, x_mod, hook: PairHook):
     computes and what the already-quantized layers before it feed in."""
     ref: dict[int, Any] = {id(model.inputs[0]): x_ref}
     mod: dict[int, Any] = {id(model.inputs[0]): x_mod}
-    nodes = _nodes(model)
-    remaining = _reader_counts(nodes)
+    nodes = execution_order(model)
+    remaining = reader_counts(nodes)
     outputs = {id(t) for t in model.outputs}
     for node in nodes:
         ref_in = [ref[id(t)] for t in node.input_tensors]
         mod_in = [mod[id(t)] for t in node.input_tensors]
-        result = hook(node.operation, ref_in, mod_in, lambda: _call(node, ref), lambda: _call(node, mod))
+        result = hook(node.operation, ref_in, mod_in, lambda: call_node(node, ref), lambda: call_node(node, mod))
         if result is None:
-            result = (_call(node, ref), _call(node, mod))
+            result = (call_node(node, ref), call_node(node, mod))
         for t in node.input_tensors:
             remaining[id(t)] -= 1
             if remaining[id(t)] == 0 and id(t) not in outputs:
@@ -149,7 +158,13 @@ def run_paired(model, x_ref, x_mod, hook: PairHook):
     return ref[id(model.outputs[0])], mod[id(model.outputs[0])]
 
 
-def _call(node, tensors: dict):
+def call_node(node, tensors: dict):
+    """Run one node eagerly, in inference mode.
+
+    Args:
+        node: a node of :func:`execution_order`.
+        tensors: tensor id → value, holding at least the node's inputs.
+    """
     args, kwargs = node.arguments.fill_in(tensors)
     kwargs = {k: v for k, v in kwargs.items() if k != "training"}
     if _takes_training(node.operation):
@@ -495,7 +510,7 @@ class LinearLayer:
 def linear_layers(model) -> list[LinearLayer]:
     """The per-channel-quantized layers of ``model`` in execution order."""
     found, seen = [], set()
-    for node in _nodes(model):
+    for node in execution_order(model):
         kind = linear_kind(node.operation)
         if kind is not None and node.operation.name not in seen:
             seen.add(node.operation.name)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 
 FLOAT_TOLERANCE = 1e-2  # max |Δ output| over the outputs' spread; exact rewrites in float32 stay below 1e-3 (zoo:
 # MobileNetV1 α0.25 3e-4, V3-Small 5e-5, MobileOne-S0 0), a wrong fold is of order 1
@@ -34,7 +34,7 @@ def unmodeled_layers(model) -> list[str]:
     notes = []
     for layer in model.layers:
         kind = type(layer).__name__
-        if not layer.weights or G.linear_kind(layer) is not None or kind in _NOT_WEIGHTS:
+        if not layer.weights or graph.linear_kind(layer) is not None or kind in _NOT_WEIGHTS:
             continue
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             why = f"a {layer.data_format} {kind} layer"
@@ -49,7 +49,7 @@ def unmodeled_layers(model) -> list[str]:
 
 def shared_layers(model) -> set[str]:
     """Conv/dense layers of ``model`` called more than once."""
-    return {L.name for L in G.linear_layers(model) if len(L.layer._inbound_nodes) > 1}
+    return {L.name for L in graph.linear_layers(model) if len(L.layer._inbound_nodes) > 1}
 
 
 def single_io(model) -> str | None:
@@ -69,9 +69,9 @@ class FloatCheck:
         self.scale = spread if spread > 0 else max(float(np.max(np.abs(self.reference))), 1e-12)
 
     def _outputs(self, model) -> np.ndarray:
-        call = G.inference_call(model)
+        call = graph.inference_call(model)
         return np.concatenate([np.asarray(call(chunk), np.float64).reshape(len(chunk), -1)
-                               for chunk in G.iter_batches(self.x, 16)])
+                               for chunk in graph.iter_batches(self.x, 16)])
 
     def error(self, model) -> float:
         """max |outputs(model) − outputs(original)| / spread of the original's outputs."""

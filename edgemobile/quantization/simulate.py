@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 from edgemobile.quantization.ranges import DEFAULT_PERCENTILE, fake_quant, quant_params, tensor_range
 
 # Layer roles in the quantized model.
@@ -68,12 +68,12 @@ def layer_roles(model) -> dict[str, str]:
     """Layer name → its role (see the module docstring)."""
     import keras
 
-    readers = G.consumers(model)
+    readers = graph.consumers(model)
     roles = {}
     for layer in model.operations:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if G.linear_kind(layer) is not None:
+        if graph.linear_kind(layer) is not None:
             reads = readers[layer.name]
             fused = len(reads) == 1 and is_fusable_activation(reads[0])
             roles[layer.name] = FUSED_LINEAR if fused else LINEAR
@@ -99,12 +99,12 @@ def feeds_softmax(model) -> set[str]:
     for layer in model.operations:
         if roles.get(layer.name) == FIXED and (isinstance(layer, keras.layers.Softmax)
                                                or _activation_name(layer) == "softmax"):
-            source = G.producer(layer)
+            source = graph.producer(layer)
             while source is not None:
                 found.add(source.name)
                 if roles.get(source.name) != PASS:
                     break
-                source = G.producer(source)
+                source = graph.producer(source)
     return found
 
 
@@ -114,7 +114,7 @@ def fixed_grid(values: np.ndarray) -> np.ndarray:
     return (q / 256.0).astype(np.float32)
 
 
-LinearHook = Callable[[G.LinearLayer, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+LinearHook = Callable[[graph.LinearLayer, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass
@@ -165,7 +165,7 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
     """
     roles = layer_roles(model)
     logits = feeds_softmax(model)
-    linear = {L.name: L for L in G.linear_layers(model)}
+    linear = {L.name: L for L in graph.linear_layers(model)}
     ranges: dict[str, tuple[float, float]] = {}
 
     def quantize(name: str, ref_out, mod_out):
@@ -186,7 +186,7 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
 
     def hook(layer, ref_in, mod_in, run_ref, run_mod):
         name = layer.name
-        if roles.get(name) == FIXED and G.producer(layer) is not None and G.producer(layer).name in logits:
+        if roles.get(name) == FIXED and graph.producer(layer) is not None and graph.producer(layer).name in logits:
             captured[:] = [np.asarray(ref_in[0]), np.asarray(mod_in[0])]
         if name in linear:
             if reference is not None and name in reference:
@@ -215,7 +215,7 @@ def simulate(model, x: np.ndarray, range_method: str = "minmax", percentile: flo
         x_mod = device_input(x, lo, hi, spec)
     else:
         x_mod = x
-    ref, mod = G.run_paired(model, x, x_mod, hook)
+    ref, mod = graph.run_paired(model, x, x_mod, hook)
     return SimulationResult(np.asarray(ref), np.asarray(mod), ranges, tuple(captured) if captured else None)
 
 
@@ -237,19 +237,19 @@ def device_input(x: np.ndarray, lo: float, hi: float, spec=None) -> np.ndarray:
 
 def snapshot(model) -> dict[str, list[np.ndarray]]:
     """The current weights of every conv/dense layer (a float reference for :func:`simulate`)."""
-    return {L.name: L.layer.get_weights() for L in G.linear_layers(model)}
+    return {L.name: L.layer.get_weights() for L in graph.linear_layers(model)}
 
 
 def restore(model, weights: dict[str, list[np.ndarray]]) -> None:
     """Put back the conv/dense weights a :func:`snapshot` of ``model`` took."""
-    for L in G.linear_layers(model):
+    for L in graph.linear_layers(model):
         L.layer.set_weights(weights[L.name])
 
 
-def nearest_output(layer: G.LinearLayer, x: np.ndarray) -> Any:
+def nearest_output(layer: graph.LinearLayer, x: np.ndarray) -> Any:
     """The layer's output on ``x`` with its kernel rounded to nearest on the int8 grid."""
     kernel = layer.kernel
-    layer.set(kernel=layer.from_rows(G.quantize_rows(layer.rows(kernel))))
+    layer.set(kernel=layer.from_rows(graph.quantize_rows(layer.rows(kernel))))
     try:
         return layer.layer(x)
     finally:

@@ -1,7 +1,8 @@
-"""AdaRound (Nagel et al. 2020, "Up or Down? Adaptive Rounding for Post-Training
-Quantization"): choose, for every weight, whether it rounds down or up on TFLite's int8 grid
+"""The learned-rounding math of AdaRound (Nagel et al. 2020, "Up or Down? Adaptive Rounding
+for Post-Training Quantization"): choose, for every weight, whether it rounds down or up on TFLite's int8 grid
 so that the layer's output on calibration data changes least — instead of rounding each
-weight to its nearest grid point independently.
+weight to its nearest grid point independently. The technique that runs it per layer is
+:mod:`edgemobile.quantization.techniques.adaround`.
 
 The grid is exactly the converter's: per output channel, symmetric, scale = max|w| / 127.
 The weight that sets a channel's scale sits on the grid already and is never moved, so the
@@ -19,9 +20,8 @@ itself runs in two bfloat16 halves where the CPU has bfloat16 matrix units (see
 trace takes 84–99 % of the dimensions on the zoo's real weights.
 
 The paper's "asymmetric" variant fits ``W̃ x_q`` (inputs from the already-quantized layers)
-to ``W x``, so the rounding also compensates upstream quantization noise. It is available
-(``asymmetric=True``) but off: measured here it gained ≤ 0.8 dB of output SQNR, and on
-MobileOne-S0 without equalization — activation ranges up to 244 in stage 3 — it flipped
+to ``W x``, so the rounding also compensates upstream quantization noise. It is not used: measured here it gained ≤ 0.8 dB of output SQNR, and
+on MobileOne-S0 without equalization — activation ranges up to 244 in stage 3 — it flipped
 30–48 % of the weights of deep layers for a ≤ 3 % better fit of the calibration noise and
 wrecked the model (top-1 −16 points), where rounding on float inputs is always safe.
 
@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import numpy as np
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 from edgemobile.runtime.delegation import cpu_flags
 
 ZETA, GAMMA = 1.1, -0.1
 DEFAULT_ITERATIONS = 500
 DEFAULT_REG_WEIGHT = 3.0
-ASYMMETRIC = False  # see the module docstring
 MIN_SAMPLES_PER_INPUT = 8  # fewer patches per fan-in input: round to nearest instead
 MAX_PATCH_VALUES = 1 << 26  # bounds the sampled patch matrix (256 MB of float32)
 MAX_POSITIONS = 1 << 17  # output positions sampled per layer for its covariances
@@ -63,16 +63,9 @@ class Covariance:
     samples: int = 0  # patches the statistics were measured on
 
 
-def position_sample(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0) -> tuple:
-    """Random output positions (image, row, column) at which to take the layer's input patches."""
-    flat, h, w = _flat_positions(layer, images, max_positions, seed)
-    if h is None:
-        return (flat,)
-    return flat // (h * w), (flat // w) % h, flat % w
-
-
-def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed: int = 0):
-    """:func:`position_sample` as sorted flat indices into (images, rows, columns), and the
+def _flat_positions(layer: graph.LinearLayer, images: int, max_positions: int, seed: int = 0):
+    """Random output positions at which to take the layer's input patches, as sorted flat
+    indices into (images, rows, columns), and the
     output's rows and columns (None for dense layers: one position per image)."""
     if layer.kind == "dense":
         per_image = _dense_positions(layer)
@@ -94,12 +87,12 @@ def _flat_positions(layer: G.LinearLayer, images: int, max_positions: int, seed:
     return flat, int(h), int(w)
 
 
-def _dense_positions(layer: G.LinearLayer) -> int:
+def _dense_positions(layer: graph.LinearLayer) -> int:
     """Input vectors per image of a dense layer: 1, or H·W when applied to a feature map."""
     return int(np.prod([int(d) for d in layer.layer.input.shape[1:-1]]))
 
 
-def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
+def _patches(layer: graph.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     """Input patches at ``where``: (M, fan_in) rows in kernel order (kh, kw, cin) — or
     (channels, kh·kw, M) for depthwise layers."""
     x = np.asarray(x, np.float32)
@@ -108,8 +101,8 @@ def _patches(layer: G.LinearLayer, x: np.ndarray, where: tuple) -> np.ndarray:
     k = layer.layer
     (kh, kw), (sh, sw), (dh, dw) = k.kernel_size, k.strides, k.dilation_rate
     n, y, xs = where
-    _, top, _ = G.conv_padding(x.shape[1], kh, sh, dh, k.padding)
-    _, left, _ = G.conv_padding(x.shape[2], kw, sw, dw, k.padding)
+    _, top, _ = graph.conv_padding(x.shape[1], kh, sh, dh, k.padding)
+    _, left, _ = graph.conv_padding(x.shape[2], kw, sw, dw, k.padding)
     _, height, width, channels = x.shape
     rows = x.reshape(-1, channels)
     depthwise = layer.kind == "depthwise"  # (channels, kh·kw, M): only the sampled pixels are transposed
@@ -135,10 +128,10 @@ def _gram(a: np.ndarray, b: np.ndarray, depthwise: bool) -> np.ndarray:
 
 class PatchMoments:
     """Running sums of one layer's input patches at a fixed sample of output positions
-    (:func:`position_sample` over all images), fed a chunk of images at a time — so the
+    (:func:`_flat_positions` over all images), fed a chunk of images at a time — so the
     statistics of any number of images cost a fan_in × fan_in matrix, not the activations."""
 
-    def __init__(self, layer: G.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
+    def __init__(self, layer: graph.LinearLayer, images: int, max_positions: int = MAX_POSITIONS, seed: int = 0):
         self.layer = layer
         self.flat, self.h, self.w = _flat_positions(layer, images, max_positions, seed)
         self.depthwise = layer.kind == "depthwise"
@@ -174,40 +167,6 @@ class PatchMoments:
         return Covariance(qq=c, qf=c, ff=c, group=group, samples=self.n)
 
 
-def covariance(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray, centered: bool = True,
-               max_positions: int = MAX_POSITIONS, seed: int = 0) -> Covariance:
-    """Covariances (float64) of the layer's input patches at up to ``max_positions`` output
-    positions drawn uniformly over all images; ``centered=False``: raw second moments (the
-    objective then also counts the mean shift, for use without bias correction). With
-    ``x_q is x_ref`` (the default, symmetric objective) this is :class:`PatchMoments` on all
-    of ``x_ref`` at once."""
-    if x_q is x_ref:
-        moments = PatchMoments(layer, len(x_ref), max_positions, seed)
-        moments.add(x_ref, 0)
-        return moments.covariance(centered)
-    where = position_sample(layer, len(x_ref), max_positions, seed)
-    depthwise = layer.kind == "depthwise"
-    pf, pq = _patches(layer, x_ref, where), _patches(layer, x_q, where)
-    n = len(where[0])
-    axis = 2 if depthwise else 0
-    mq = pq.sum(axis, dtype=np.float64) / n
-    mf = pf.sum(axis, dtype=np.float64) / n
-    if not depthwise:
-        mq, mf = mq[None], mf[None]
-    if not centered:
-        mq, mf = np.zeros_like(mq), np.zeros_like(mf)
-    group = None
-    if depthwise:
-        group = np.arange(layer.out_channels) // int(layer.layer.kernel.shape[3])
-    return Covariance(
-        qq=_gram(pq, pq, depthwise) / n - mq[:, :, None] * mq[:, None, :],
-        qf=_gram(pq, pf, depthwise) / n - mq[:, :, None] * mf[:, None, :],
-        ff=_gram(pf, pf, depthwise) / n - mf[:, :, None] * mf[:, None, :],
-        group=group,
-        samples=n,
-    )
-
-
 def _apply(cov_stack: np.ndarray, rows: np.ndarray, group: np.ndarray | None) -> np.ndarray:
     """rows @ C for each row with its group's matrix."""
     if group is None:
@@ -241,12 +200,12 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
                   reg_weight: float = DEFAULT_REG_WEIGHT, learning_rate: float = 0.05) -> AdaRoundResult:
     """Learn up/down rounding of ``rows`` (out, fan_in) on TFLite's per-channel int8 grid."""
     rows = np.asarray(rows, np.float32)
-    scales = G.channel_scales(rows)
+    scales = graph.channel_scales(rows)
     grid = rows / scales[:, None]
     floor = np.floor(grid)
     rest = grid - floor
-    fixed = (rest < 1e-6) | (np.abs(grid) >= G.INT8_MAX - 1e-3)  # on the grid already (each channel's max is)
-    nearest = G.quantize_rows(rows, scales)
+    fixed = (rest < 1e-6) | (np.abs(grid) >= graph.INT8_MAX - 1e-3)  # on the grid already (each channel's max is)
+    nearest = graph.quantize_rows(rows, scales)
     e_near = reconstruction_error(nearest, rows, cov)
     variance = max(float(np.sum(output_variance(rows, cov))), 1e-30)
     norm = max(float(np.sum(e_near)), 1e-12 * variance)
@@ -261,7 +220,7 @@ def adaround_rows(rows: np.ndarray, cov: Covariance, iterations: int = DEFAULT_I
         v = _optimize(v, offset, fixed, scales, cov.qq, drift, norm, cov.group, iterations, reg_weight,
                       learning_rate, rows.size)
     up = (1.0 / (1.0 + np.exp(-v))) * (ZETA - GAMMA) + GAMMA >= 0.5
-    q = np.clip(np.where(fixed, np.round(grid), floor + up), -G.INT8_MAX, G.INT8_MAX)
+    q = np.clip(np.where(fixed, np.round(grid), floor + up), -graph.INT8_MAX, graph.INT8_MAX)
     rounded = (q * scales[:, None]).astype(np.float32)
     e_ada = reconstruction_error(rounded, rows, cov)
     if not np.all(np.isfinite(v)) or not np.sum(e_ada) <= np.sum(e_near):
@@ -391,28 +350,16 @@ class LayerResult:
                 "flipped": round(self.flipped, 4), "adaround_seconds": round(self.seconds, 2)}
 
 
-def adaround_layer(layer: G.LinearLayer, x_ref: np.ndarray, x_q: np.ndarray,
-                   iterations: int = DEFAULT_ITERATIONS, centered: bool = True,
-                   reg_weight: float | None = None, asymmetric: bool | None = None) -> LayerResult:
-    """AdaRound one layer in place: its kernel ends on the int8 grid the converter uses.
-    ``asymmetric``: fit the float output from the quantized inputs (else from float inputs)."""
-    asymmetric = ASYMMETRIC if asymmetric is None else asymmetric
-    return adaround_with(layer, covariance(layer, x_ref, x_q if asymmetric else x_ref, centered=centered),
-                         iterations, reg_weight)
-
-
-def adaround_with(layer: G.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
+def adaround_with(layer: graph.LinearLayer, cov: Covariance, iterations: int = DEFAULT_ITERATIONS,
                   reg_weight: float | None = None) -> LayerResult:
     """AdaRound one layer in place given its input statistics ``cov``."""
-    import time
-
     start = time.perf_counter()
     fan_in = layer.rows().shape[1]
     if cov.samples < MIN_SAMPLES_PER_INPUT * fan_in:
         # Too few samples to pin down a fan_in × fan_in covariance (a classifier on pooled
         # features sees one sample per image): learned rounding would fit the calibration
         # images, not the data. Round to nearest.
-        layer.set(kernel=layer.from_rows(G.quantize_rows(layer.rows())))
+        layer.set(kernel=layer.from_rows(graph.quantize_rows(layer.rows())))
         return LayerResult(None, None, 0.0, time.perf_counter() - start,
                            skipped=f"{cov.samples} samples for {fan_in} inputs")
     result = adaround_rows(layer.rows(), cov, iterations, DEFAULT_REG_WEIGHT if reg_weight is None else reg_weight)

@@ -23,6 +23,9 @@ that never reach the clip on the calibration images, up to a scale that keeps th
 (with ``margin`` headroom for unseen images); channels that do saturate keep s = 1. The float
 function is therefore unchanged on the calibration images, and on any image whose
 activations stay within the margin.
+
+As a technique it is a whole-model step before the layer pass, on the BatchNorm-folded model;
+the engine checks it keeps the float function and drops it otherwise.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import dataclasses
 
 import numpy as np
 
-from edgemobile.quantization import graph as G
+from edgemobile.quantization import graph
 from edgemobile.quantization.simulate import is_fusable_activation
+from edgemobile.quantization.techniques.base import ModelContext, Option, Technique
 
 DEFAULT_STRENGTH = 1.0
 DEFAULT_MAX_SCALE = 16.0
@@ -43,8 +47,8 @@ DEFAULT_MARGIN = 0.2  # ReLU6 channels are stretched to at most 6 / (1 + margin)
 class Pair:
     """L1 → activation (→ channel-preserving layers) → L2."""
 
-    first: G.LinearLayer
-    second: G.LinearLayer
+    first: graph.LinearLayer
+    second: graph.LinearLayer
     activation: object  # the ReLU/ReLU6 layer after ``first``
     clip: float | None  # 6.0 for ReLU6, None for ReLU
 
@@ -63,8 +67,8 @@ def find_pairs(model) -> list[Pair]:
     """Every (L1, L2) that can be rescaled without changing the float function."""
     import keras
 
-    readers = G.consumers(model)
-    linear = {L.name: L for L in G.linear_layers(model)}
+    readers = graph.consumers(model)
+    linear = {L.name: L for L in graph.linear_layers(model)}
     channel_preserving = (keras.layers.ZeroPadding2D, keras.layers.GlobalAveragePooling2D,
                           keras.layers.AveragePooling2D, keras.layers.MaxPooling2D, keras.layers.Dropout)
     pairs = []
@@ -107,8 +111,8 @@ def channel_maxima(model, pairs: list[Pair], x: np.ndarray, batch: int = 32) -> 
             maxima[layer.name] = np.maximum(maxima[layer.name], m) if layer.name in maxima else m
         return None
 
-    for chunk in G.iter_batches(np.asarray(x, np.float32), batch):
-        G.run_graph(model, chunk, hook)
+    for chunk in graph.iter_batches(np.asarray(x, np.float32), batch):
+        graph.run_graph(model, chunk, hook)
     return maxima
 
 
@@ -172,3 +176,23 @@ def equalize(model, x: np.ndarray, strength: float = DEFAULT_STRENGTH, max_scale
         apply_scales(pair, scales)
         done.append(PairScaling(pair.first.name, pair.second.name, scales, saturated))
     return done
+
+
+def equalize_step(context: ModelContext, options) -> list[dict]:
+    """The technique's model step: :func:`equalize` on the technique images; what was done, per pair.
+
+    Args:
+        context: the folded model and the technique images.
+        options: this technique's options (only its switch).
+    """
+    return [done.as_dict() for done in equalize(context.model, context.images)]
+
+
+TECHNIQUE = Technique(
+    name="equalization",
+    switch=Option("equalize", default=True, off=False, flag="equalize", help="cross-layer equalization"),
+    describe=lambda options: "equalization",
+    ablation_label="equalization",
+    before_layers=equalize_step,
+    keeps_float_function=True,
+)
