@@ -81,6 +81,15 @@ def read_associated_files(model: ModelSource) -> dict[str, bytes]:
     return _packed_files(data, _metadata(data, _parse(data, source), source), source)
 
 
+def read_model_parts(model: ModelSource) -> tuple[ModelView, ModelMeta | None, dict[str, bytes]]:
+    """(main-subgraph view, raw ModelMetadata record or None, packed files) of ``model``
+    (.tflite bytes or path), each checked as :func:`read_associated_files` checks them."""
+    data, source = load_model_bytes(model)
+    view = _parse(data, source)
+    meta = _metadata(data, view, source)
+    return view, meta, _packed_files(data, meta, source)
+
+
 def read_model_metadata(model: ModelSource) -> ModelMeta | None:
     """The raw decoded ModelMetadata record (all tensors, all file records), or None."""
     data, source = load_model_bytes(model)
