@@ -109,7 +109,7 @@ class Evaluation:
 
         if self.image_comparison is None:
             return format_table(self.result)
-        from edgemobile.eval.outputs import format_comparison
+        from edgemobile.eval.image_outputs import format_comparison
 
         return f"{format_table(self.result)}\n\n{format_comparison(self.image_comparison)}"
 
@@ -368,7 +368,7 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
     ``cluster``: a Ray address (``"local"``, ``"auto"``, ``"ray://HOST:PORT"``) or a
     :class:`~edgemobile.eval.cluster.RayCluster` to shard the images over."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.eval import outputs as image_outputs
+    from edgemobile.eval import image_outputs
     from edgemobile.eval.evaluate import evaluate as run
 
     if outputs is not None:

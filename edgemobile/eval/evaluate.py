@@ -1,7 +1,7 @@
 """Top-1/top-5 of one or more predictors on the same images, and how far apart they are.
 
 Each image is decoded once and prepared by every predictor's own spec; decoding runs in a
-thread pool ahead of inference (see :mod:`edgemobile.data.pipeline`).
+thread pool ahead of inference (see :mod:`edgemobile.data.prefetch`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgemobile.data.pipeline import prefetch_map
+from edgemobile.data.prefetch import prefetch_map
 from edgemobile.data.preprocessing import load_rgb
 from edgemobile.errors import EdgeMobileError
 from edgemobile.eval.intervals import mcnemar, paired_difference, wilson
