@@ -43,3 +43,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none): what a one-line
     error quotes of a library's multi-line exception."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of ``exc``'s message (its type name when it has none): where a wrapped
+    remote traceback (Ray's ``RayTaskError``) states the error itself."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]

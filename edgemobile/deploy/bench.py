@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.metadata._tflite import read_tflite
 from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
@@ -268,7 +268,7 @@ def profile_ops(
             entry["median_ms"] = round(statistics.median(times), 4)
             del interp
         except (_NotProfiled, ValueError, RuntimeError, KeyError) as exc:
-            entry["note"] = f"not measured alone: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+            entry["note"] = f"not measured alone: {first_line(exc)[:120]}"
         results.append(entry)
         if bar:
             bar.update()

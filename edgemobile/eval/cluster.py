@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError, first_line
+from edgemobile.errors import EdgeMobileError, first_line, last_line
 from edgemobile.progress import Progress
 
 DATA_MODES = ("bytes", "paths")
@@ -251,7 +251,7 @@ class RayCluster:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, EdgeMobileError):  # keep the kind (a BadImageError gets its CLI hint)
                 raise type(cause)(str(cause)) from None
-            first = (str(cause or exc).strip().splitlines() or ["?"])[-1]
+            first = last_line(cause or exc)
             raise EdgeMobileError(f"Ray task for {job.what} failed: {first[:300]}") from None
         except ray.exceptions.RayError as exc:
             first = first_line(exc)
