@@ -68,7 +68,7 @@ def eval_shard(specs: list[tuple], ids: list[int], items: list, batch_size: int,
     """One shard: (ids evaluated, probabilities of each model for them, skipped images as
     (id, path, reason)). ``specs`` are (name, overrides, threads) per model, ``models`` the
     model bytes (object-store refs that Ray resolves before the call). Without ``skip_bad`` an
-    undecodable image fails the task with :class:`~edgemobile.eval.evaluate.BadImageError`."""
+    undecodable image fails the task with :class:`~edgemobile.errors.BadImageError`."""
     from edgemobile.eval.evaluate import run_predictors
 
     predictors = [_worker_predictor(name, model, overrides, threads)

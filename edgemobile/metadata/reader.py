@@ -13,7 +13,7 @@ import os
 import zipfile
 
 from edgemobile.data.preprocessing import PreprocessSpec
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import BadModelFileError, EdgeMobileError
 from edgemobile.metadata._flatbuf import FlatBufferError
 from edgemobile.metadata._tflite import ModelView, load_model_bytes, parse_model
 from edgemobile.metadata.info import INFO_FILE, ModelInfo
@@ -102,8 +102,8 @@ def _parse(data: bytes, source: str) -> ModelView:
         return parse_model(data)
     except FlatBufferError as exc:
         if len(data) < 8 or data[4:8] != b"TFL3":
-            raise EdgeMobileError(f"{source}: not a TFLite model (no TFL3 identifier)") from None
-        raise EdgeMobileError(f"{source}: corrupt or truncated TFLite model ({exc})") from None
+            raise BadModelFileError(f"{source}: not a TFLite model (no TFL3 identifier)") from None
+        raise BadModelFileError(f"{source}: corrupt or truncated TFLite model ({exc})") from None
 
 
 def _metadata(data: bytes, view: ModelView, source: str) -> ModelMeta | None:
