@@ -12,7 +12,7 @@ process reset its high-water mark (``echo 5 > /proc/self/clear_refs``), so each 
 measured on its own; where that is not possible, ``resource.getrusage`` gives the process
 peak (then only the first setting's delta is its own).
 
-Per-op profile: LiteRT's Python API (ai-edge-litert 2.3, like tflite_runtime) exposes no op
+Per-op profile: LiteRT's Python API (ai-edge-litert, like tflite_runtime) exposes no op
 profiler — the C++ ``benchmark_model --enable_op_profiling`` has one, but no wheel ships it.
 So ``profile_ops`` measures each op *in isolation*: one full run with
 ``experimental_preserve_all_tensors`` records every intermediate tensor, then every op is
