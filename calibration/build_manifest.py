@@ -15,8 +15,8 @@ some files were downscaled (only files shown to be unmodified get a sha256)::
 
     python calibration/build_manifest.py --regenerate-shipped-from ../shared/imagenet/calib --force
 
-A thin wrapper over :mod:`edgemobile.data.calibration_sets`
-(``python -m edgemobile.data.calibration_sets build …`` does the same as the first form).
+A thin wrapper over :mod:`edgemobile.cli.calibration`
+(``python -m edgemobile.cli.calibration build …`` does the same as the first form).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
-from edgemobile.data import calibration_sets as cs  # noqa: E402
+from edgemobile.cli import calibration as calibration_cli  # noqa: E402
+from edgemobile.data import calibration_download, calibration_manifest  # noqa: E402
 from edgemobile.data.datasets import class_key, find_images  # noqa: E402
 from edgemobile.download import file_hash  # noqa: E402
 from edgemobile.errors import EdgeMobileError  # noqa: E402
@@ -38,8 +39,8 @@ from edgemobile.outputs import check_output, write_atomic  # noqa: E402
 SAMPLE_REPO = "EliSchwartz/imagenet-sample-images"
 SAMPLE_COMMIT = "22d0a5c9c5c76d13532da2d29ea7fa2e9e034387"
 SAMPLE_BASE_URL = f"https://raw.githubusercontent.com/{SAMPLE_REPO}/{SAMPLE_COMMIT}/"
-CANONICAL = HERE.parent / "edgemobile" / "resources" / cs.SHIPPED_MANIFEST
-CHECKOUT_COPY = HERE / cs.SHIPPED_MANIFEST
+CANONICAL = HERE.parent / "edgemobile" / "resources" / calibration_manifest.SHIPPED_MANIFEST
+CHECKOUT_COPY = HERE / calibration_manifest.SHIPPED_MANIFEST
 
 
 def shipped_copies(path: Path) -> list[Path]:
@@ -62,9 +63,9 @@ def fill_mode(argv: list[str]) -> int:
     outputs = [Path(args.output)] if args.output else shipped_copies(source)
     for out in outputs:
         check_output(out, force=args.force or out.resolve() == source.resolve() or out in (CANONICAL, CHECKOUT_COPY))
-    before = cs.load_manifest(source).pinned
-    data = cs.fill_checksums(source, base_url_override=args.base_url)
-    text = cs.dump_manifest(data)
+    before = calibration_manifest.load_manifest(source).pinned
+    data = calibration_download.fill_checksums(source, base_url_override=args.base_url)
+    text = calibration_manifest.dump_manifest(data)
     for out in outputs:
         write_atomic(out, text, force=True)
     pinned = sum(f["sha256"] is not None for f in data["files"])
@@ -124,8 +125,8 @@ def regenerate_mode(argv: list[str]) -> int:
         })
     pinned = sum(f["sha256"] is not None for f in files)
     data = {
-        "format": cs.FORMAT,
-        "version": cs.VERSION,
+        "format": calibration_manifest.FORMAT,
+        "version": calibration_manifest.VERSION,
         "name": "imagenet_sample_1000",
         "description": "1000 ImageNet-1k training images, one per class (the public ImageNet sample "
         f"images); {pinned} entries carry the published file's sha256, the other {len(files) - pinned} "
@@ -135,7 +136,7 @@ def regenerate_mode(argv: list[str]) -> int:
         "base_url": SAMPLE_BASE_URL,
         "files": files,
     }
-    text = cs.dump_manifest(data)
+    text = calibration_manifest.dump_manifest(data)
     for out in (CANONICAL, CHECKOUT_COPY):
         write_atomic(out, text, force=args.force)
     print(f"wrote {CANONICAL} and {CHECKOUT_COPY}: {len(files)} entries, {pinned} pinned")
@@ -149,8 +150,8 @@ def build_mode(argv: list[str]) -> int:
         epilog="Other modes: --fill-checksums-from-url [MANIFEST], --regenerate-shipped-from DIR "
         "(see calibration/README.md).",
     )
-    cs.add_build_arguments(parser)
-    return cs.run_build(parser.parse_args(argv))
+    calibration_cli.add_build_arguments(parser)
+    return calibration_cli.run_build(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cs.cli(main))
+    sys.exit(calibration_cli.run(main))

@@ -185,12 +185,12 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
     Keras model, your Keras model, or an ``outputs`` file of another run, e.g. on the device)
     the agreement and output distance on the same images.
 
-    An undecodable image raises :class:`~edgemobile.eval.evaluate.BadImageError` unless
+    An undecodable image raises :class:`~edgemobile.errors.BadImageError` unless
     ``skip_bad_images``. ``outputs``: also write each image's raw output there (``.npz``).
     ``cluster``: a Ray address (``"local"``, ``"auto"``, ``"ray://HOST:PORT"``) or a
     :class:`~edgemobile.eval.cluster.RayCluster` to shard the images over."""
     from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.eval import outputs as image_outputs
+    from edgemobile.eval import image_outputs
     from edgemobile.eval.evaluate import evaluate as run
 
     if outputs is not None:

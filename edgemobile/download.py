@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import DownloadError
 from edgemobile.progress import Progress
 
 _CHUNK = 1 << 16
@@ -86,11 +86,11 @@ def fetch(
     if _cached(target, checksum, quiet, offline, what, by_path):
         return target
     if offline:
-        raise EdgeMobileError(_offline_message(what, filename, url, target, "EDGEMOBILE_OFFLINE=1", hint))
+        raise DownloadError(_offline_message(what, filename, url, target, "EDGEMOBILE_OFFLINE=1", hint))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeMobileError(f"{target.parent}: cannot create the download cache ({exc.strerror})") from None
+        raise DownloadError(f"{target.parent}: cannot create the download cache ({exc.strerror})") from None
     with _locked(target):
         # Another process may have filled the cache while this one waited for the lock.
         if _cached(target, checksum, quiet=True, offline=False, what=what, by_path=by_path):
@@ -119,10 +119,10 @@ def _cached(target: Path, checksum: str | None, quiet: bool, offline: bool, what
         return True
     if record is None:  # not downloaded here: someone put their own file in the official one's place
         how = f"load your own file by path ({by_path}) or delete" if by_path else "delete"
-        raise EdgeMobileError(f"{target}: not the published {what} (it does not match {kind}); {how} it "
+        raise DownloadError(f"{target}: not the published {what} (it does not match {kind}); {how} it "
                               "to download the official file")
     if offline:
-        raise EdgeMobileError(f"{target}: cached {what} does not match {kind} (changed on disk since it was "
+        raise DownloadError(f"{target}: cached {what} does not match {kind} (changed on disk since it was "
                               "verified) and EDGEMOBILE_OFFLINE=1 forbids downloading it again; delete it or run online")
     if not quiet:
         print(f"edgemobile: {target} does not match {kind}; downloading it again", file=sys.stderr, flush=True)
@@ -143,7 +143,7 @@ def _locked(target: Path):
         try:
             fh = open(lock_path, "a+b")
         except OSError as exc:
-            raise EdgeMobileError(f"{lock_path}: cannot create the download lock ({exc.strerror})") from None
+            raise DownloadError(f"{lock_path}: cannot create the download lock ({exc.strerror})") from None
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             if os.stat(lock_path).st_ino == os.fstat(fh.fileno()).st_ino:
@@ -180,7 +180,7 @@ def _download(url: str, target: Path, checksum: str | None, what: str, hint: str
         if checksum is not None:
             got = (md5 if len(checksum) == 32 else sha256).hexdigest()
             if got != checksum.lower():
-                raise EdgeMobileError(
+                raise DownloadError(
                     f"{url}: downloaded {what} {filename} has checksum {got}, expected {checksum}; "
                     "the file on the server changed or the download was corrupted — nothing was kept"
                 )
@@ -200,7 +200,7 @@ def _download(url: str, target: Path, checksum: str | None, what: str, hint: str
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise EdgeMobileError(_offline_message(what, filename, url, target, str(reason), hint)) from None
+        raise DownloadError(_offline_message(what, filename, url, target, str(reason), hint)) from None
     finally:
         if tmp.exists():
             tmp.unlink()

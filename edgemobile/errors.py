@@ -39,7 +39,30 @@ class MissingInstallError(EdgeMobileError):
                          + (f"; here: {reason}" if reason else ""))
 
 
+class BadImageError(EdgeMobileError):
+    """An image (of an evaluation set, or given to predict) that cannot be decoded; the message
+    names it. The CLI adds a hint (``--skip-bad-images``)."""
+
+
+class BadModelFileError(EdgeMobileError):
+    """A file given as a model that is not a valid one: a .tflite that is not a TFLite
+    flatbuffer (or one the interpreter refuses to load), a .keras/.h5 that Keras cannot load
+    as a model. The message names the file and what is wrong with it."""
+
+
+class DownloadError(EdgeMobileError):
+    """A file edgemobile downloads (weights, calibration images) could not be provided: offline,
+    unreachable, not matching its checksum, or a cache that cannot be written. The message
+    names the file and says how to provide it by hand."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none): what a one-line
     error quotes of a library's multi-line exception."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of ``exc``'s message (its type name when it has none): where a wrapped
+    remote traceback (Ray's ``RayTaskError``) states the error itself."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]

@@ -12,7 +12,7 @@ from typing import Any
 from edgemobile.deploy.bench import format_report
 from edgemobile.deploy.bundle import write_bundle
 from edgemobile.eval.evaluate import format_table
-from edgemobile.eval.outputs import format_comparison
+from edgemobile.eval.image_outputs import format_comparison
 from edgemobile.eval.report import REPORT_FILES, markdown, plot
 from edgemobile.outputs import check_output, check_output_folder, write_atomic
 from edgemobile.quantization.inspect import format_diagnosis
@@ -58,8 +58,8 @@ class Evaluation:
     prints as the CLI's table."""
 
     result: Any  # edgemobile.eval.evaluate.EvalResult
-    image_comparison: Any = None  # edgemobile.eval.outputs.ImageComparison, against an outputs file
-    outputs: Any = None  # edgemobile.eval.outputs.ImageOutputs, each evaluated image's raw output
+    image_comparison: Any = None  # edgemobile.eval.image_outputs.ImageComparison, against an outputs file
+    outputs: Any = None  # edgemobile.eval.image_outputs.ImageOutputs, each evaluated image's raw output
 
     @property
     def top1(self) -> float:

@@ -16,11 +16,11 @@ from PIL import Image
 from edgemobile.cli.main import main
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.deploy.bundle import bundle_from_tflite, bundle_from_variant
+from edgemobile.deploy.mediapipe_compat import mediapipe_issues
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import (
     ModelInfo,
     embed_metadata,
-    mediapipe_issues,
     read_associated_files,
     read_metadata,
 )

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgemobile.data import calibration_sets as cs
+from edgemobile import download
+from edgemobile.data import calibration_builder, calibration_download, calibration_manifest, calibration_sets
 from edgemobile.data.datasets import find_images
 from edgemobile.data.labels import imagenet_classes
 from edgemobile.errors import EdgeMobileError
@@ -118,7 +119,7 @@ def server(calib, online):
 def subset_manifest(calib: Path, n: int = 30, name: str = "subset") -> dict:
     """A manifest built from the shared copies (their real sha256), ``n`` files spread over the
     classes, always including a name that needs URL quoting."""
-    data = cs.build_manifest(calib, per_class=1, name=name, quiet=True)
+    data = calibration_builder.build_manifest(calib, per_class=1, name=name, quiet=True)
     files = data["files"]
     picked = files[:: max(1, len(files) // n)][: n - 1]
     picked += [f for f in files if f["path"] == "n02966687_carpenter's_kit.JPEG" and f not in picked]
@@ -137,27 +138,27 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_downloads_once_then_served_from_cache(calib, server, monkeypatch):
     data = subset_manifest(calib)
-    folder = cs.materialize(data, base_url_override=server.url, quiet=True)
+    folder = calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     names = [f["path"] for f in data["files"]]
     assert sorted(p.name for p in find_images(folder)) == sorted(names)
     assert server.requests == Counter({name: 1 for name in names})
     for entry in data["files"]:
         assert sha256(folder / entry["path"]) == entry["sha256"] == sha256(calib / entry["path"])
     assert leftovers(folder) == []
-    assert cs.materialize(data, base_url_override=server.url, quiet=True) == folder
+    assert calibration_download.materialize(data, base_url_override=server.url, quiet=True) == folder
     assert server.total == len(names)  # second call: no request at all
     monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")  # and a complete cache works offline
-    assert cs.materialize(data, base_url_override=server.url) == folder
+    assert calibration_download.materialize(data, base_url_override=server.url) == folder
     assert server.total == len(names)
 
 
 def test_interrupted_download_resumes(calib, server):
     data = subset_manifest(calib, n=12)
-    folder = cs.materialize(data, base_url_override=server.url, quiet=True)
+    folder = calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     for entry in data["files"][:3]:
         (folder / entry["path"]).unlink()
     before = server.total
-    cs.materialize(data, base_url_override=server.url, quiet=True)
+    calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert server.total - before == 3
 
 
@@ -166,33 +167,33 @@ def test_corrupted_download_is_rejected_and_not_kept(calib, server):
     bad = data["files"][4]["path"]
     server.overrides[bad] = (calib / bad).read_bytes()[:-100] + b"x" * 100
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=server.url, quiet=True)
+        calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     message = one_line(exc)
     assert bad in message and "checksum" in message
-    folder = cs.cache_dir(f"{cs.CACHE_SUBDIR}/subset")
+    folder = download.cache_dir(f"{calibration_download.CACHE_SUBDIR}/subset")
     assert not (folder / bad).exists()
     assert leftovers(folder) == []
 
 
 def test_modified_cached_file_is_downloaded_again_or_reported_offline(calib, server, monkeypatch, capsys):
     data = subset_manifest(calib, n=5)
-    folder = cs.materialize(data, base_url_override=server.url, quiet=True)
+    folder = calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     victim = folder / data["files"][2]["path"]
     victim.write_bytes(b"tampered")
-    cs.materialize(data, base_url_override=server.url, quiet=True)
+    calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert sha256(victim) == data["files"][2]["sha256"]
     assert "downloading it again" in capsys.readouterr().err
     victim.write_bytes(b"tampered")
     monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=server.url, quiet=True)
+        calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert str(victim) in one_line(exc)
 
 
 def test_offline_or_server_down_gives_one_line_error(calib, monkeypatch):
     data = subset_manifest(calib, n=3)
     with pytest.raises(EdgeMobileError) as exc:  # conftest sets EDGEMOBILE_OFFLINE=1
-        cs.materialize(data, base_url_override="http://127.0.0.1:9/", quiet=True)
+        calibration_download.materialize(data, base_url_override="http://127.0.0.1:9/", quiet=True)
     message = one_line(exc)
     assert "EDGEMOBILE_OFFLINE=1" in message and "--calibration DIR" in message
 
@@ -202,21 +203,21 @@ def test_offline_or_server_down_gives_one_line_error(calib, monkeypatch):
     url = down.url
     down.close()
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=url, quiet=True)
+        calibration_download.materialize(data, base_url_override=url, quiet=True)
     message = one_line(exc)
     assert url in message and "put the file at" in message
-    assert leftovers(cs.cache_dir(cs.CACHE_SUBDIR)) == []
+    assert leftovers(download.cache_dir(calibration_download.CACHE_SUBDIR)) == []
 
 
 def test_default_set_offline_says_what_to_download_and_where():
     with pytest.raises(EdgeMobileError) as exc:
-        cs.default_calibration_folder()
+        calibration_sets.default_calibration_folder()
     message = one_line(exc)
     assert f"raw.githubusercontent.com/EliSchwartz/imagenet-sample-images/{PINNED_COMMIT}/" in message
-    assert str(cs.cache_dir(f"{cs.CACHE_SUBDIR}/imagenet_sample_1000")) in message
+    assert str(download.cache_dir(f"{calibration_download.CACHE_SUBDIR}/imagenet_sample_1000")) in message
     assert "--calibration DIR" in message
     with pytest.raises(EdgeMobileError):
-        cs.resolve_calibration(None)
+        calibration_sets.resolve_calibration(None)
 
 
 # --------------------------------------------------------------------------- trust on first use
@@ -226,25 +227,25 @@ def test_null_checksums_are_trusted_on_first_use_then_checked(calib, server, mon
     data = subset_manifest(calib, n=8, name="tofu")
     for entry in data["files"][:5]:
         entry["sha256"] = entry["size"] = None
-    folder = cs.materialize(data, base_url_override=server.url, quiet=True)
+    folder = calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert "accepted 5 of 8 images on first use" in capsys.readouterr().err
-    records = json.loads((folder / cs.TOFU_FILE).read_text())["files"]
+    records = json.loads((folder / calibration_download.TOFU_FILE).read_text())["files"]
     assert sorted(records) == sorted(e["path"] for e in data["files"][:5])
     for path, record in records.items():
         assert record["sha256"] == sha256(calib / path)
 
-    cs.materialize(data, base_url_override=server.url, quiet=True)  # later run: silent, no requests
+    calibration_download.materialize(data, base_url_override=server.url, quiet=True)  # later run: silent, no requests
     assert "first use" not in capsys.readouterr().err and server.total == 8
 
     victim = folder / data["files"][1]["path"]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=server.url, quiet=True)
+        calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     message = one_line(exc)
     assert str(victim) in message and "first use" in message
     monkeypatch.delenv("EDGEMOBILE_OFFLINE")
-    cs.materialize(data, base_url_override=server.url, quiet=True)  # online: fetched again, checked
+    calibration_download.materialize(data, base_url_override=server.url, quiet=True)  # online: fetched again, checked
     assert sha256(victim) == records[victim.name]["sha256"]
 
     # the server now serves other bytes for an accepted file: caught against the record
@@ -252,7 +253,7 @@ def test_null_checksums_are_trusted_on_first_use_then_checked(calib, server, mon
     gone.unlink()
     server.overrides[gone.name] = (calib / data["files"][4]["path"]).read_bytes()
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=server.url, quiet=True)
+        calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert gone.name in one_line(exc) and not gone.exists()
 
 
@@ -260,11 +261,11 @@ def test_files_placed_in_the_cache_by_hand_work_offline(calib, capsys):
     data = subset_manifest(calib, n=6, name="byhand")
     for entry in data["files"][:2]:
         entry["sha256"] = entry["size"] = None
-    folder = cs.cache_dir(f"{cs.CACHE_SUBDIR}/byhand")
+    folder = download.cache_dir(f"{calibration_download.CACHE_SUBDIR}/byhand")
     folder.mkdir(parents=True)
     for entry in data["files"]:
         (folder / entry["path"]).write_bytes((calib / entry["path"]).read_bytes())
-    assert cs.materialize(data, quiet=True) == folder  # EDGEMOBILE_OFFLINE=1: nothing to download
+    assert calibration_download.materialize(data, quiet=True) == folder  # EDGEMOBILE_OFFLINE=1: nothing to download
     assert "accepted 2 of 6 images on first use" in capsys.readouterr().err
 
 
@@ -274,9 +275,9 @@ def test_first_use_rejects_a_file_that_is_not_an_image(calib, server):
     bad["sha256"] = bad["size"] = None
     server.overrides[bad["path"]] = b"<html>rate limited</html>"
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data, base_url_override=server.url, quiet=True)
+        calibration_download.materialize(data, base_url_override=server.url, quiet=True)
     assert bad["path"] in one_line(exc) and "does not decode" in str(exc.value)
-    folder = cs.cache_dir(f"{cs.CACHE_SUBDIR}/notimage")
+    folder = download.cache_dir(f"{calibration_download.CACHE_SUBDIR}/notimage")
     assert not (folder / bad["path"]).exists() and leftovers(folder) == []
 
 
@@ -286,10 +287,10 @@ def test_fill_checksums_from_url(calib, server, tmp_path):
     for entry in data["files"][:4]:
         entry["sha256"] = entry["size"] = None
     manifest = tmp_path / "m.json"
-    manifest.write_text(cs.dump_manifest(data))
+    manifest.write_text(calibration_manifest.dump_manifest(data))
     script = load_script()
     assert script.main(["--fill-checksums-from-url", str(manifest), "--base-url", server.url]) == 0
-    filled = cs.load_manifest(manifest)
+    filled = calibration_manifest.load_manifest(manifest)
     assert filled.pinned == 6
     assert {e.path: (e.sha256, e.size) for e in filled.files} == truth
 
@@ -298,13 +299,13 @@ def test_fill_checksums_from_url(calib, server, tmp_path):
 
 
 def test_shipped_manifest_copies_are_identical():
-    canonical = ROOT / "edgemobile" / "resources" / cs.SHIPPED_MANIFEST
-    assert canonical.read_bytes() == (ROOT / "calibration" / cs.SHIPPED_MANIFEST).read_bytes()
-    assert cs.dump_manifest(cs.load_manifest(canonical)) == canonical.read_text()
+    canonical = ROOT / "edgemobile" / "resources" / calibration_manifest.SHIPPED_MANIFEST
+    assert canonical.read_bytes() == (ROOT / "calibration" / calibration_manifest.SHIPPED_MANIFEST).read_bytes()
+    assert calibration_manifest.dump_manifest(calibration_manifest.load_manifest(canonical)) == canonical.read_text()
 
 
 def test_shipped_manifest_is_valid_and_matches_the_sample(calib):
-    manifest = cs.shipped_manifest()
+    manifest = calibration_manifest.shipped_manifest()
     assert manifest.name == "imagenet_sample_1000"
     assert manifest.base_url == f"https://raw.githubusercontent.com/EliSchwartz/imagenet-sample-images/{PINNED_COMMIT}/"
     assert len(manifest.files) == 1000
@@ -328,22 +329,22 @@ def test_shipped_manifest_regenerates_identically(calib, tmp_path, monkeypatch):
     monkeypatch.setattr(script, "CANONICAL", tmp_path / "a.json")
     monkeypatch.setattr(script, "CHECKOUT_COPY", tmp_path / "b.json")
     assert script.main(["--regenerate-shipped-from", str(calib)]) == 0
-    assert (tmp_path / "a.json").read_bytes() == (ROOT / "calibration" / cs.SHIPPED_MANIFEST).read_bytes()
+    assert (tmp_path / "a.json").read_bytes() == (ROOT / "calibration" / calibration_manifest.SHIPPED_MANIFEST).read_bytes()
     assert (tmp_path / "b.json").read_bytes() == (tmp_path / "a.json").read_bytes()
 
 
 def test_full_default_set_over_http(calib, server, capsys):
     """All 1000 files of the shipped manifest from the loopback copy: the 175 pinned ones are
     verified against their published checksums, the 825 others accepted on first use."""
-    folder = cs.default_calibration_folder(base_url_override=server.url, quiet=True)
+    folder = calibration_sets.default_calibration_folder(base_url_override=server.url, quiet=True)
     assert server.total == 1000 and len(find_images(folder)) == 1000
     assert "accepted 825 of 1000 images on first use" in capsys.readouterr().err
-    assert cs.default_calibration_folder(base_url_override=server.url, quiet=True) == folder
+    assert calibration_sets.default_calibration_folder(base_url_override=server.url, quiet=True) == folder
     assert server.total == 1000
 
 
 def test_shipped_manifest_with_local_root(calib):
-    view = cs.materialize(cs.shipped_manifest(), local_root=calib, quiet=True)
+    view = calibration_download.materialize(calibration_manifest.shipped_manifest(), local_root=calib, quiet=True)
     images = find_images(view)
     assert len(images) == 1000 and all(p.is_symlink() for p in images)
 
@@ -366,9 +367,9 @@ def make_train_folder(root: Path, classes=("n01440764", "n01443537", "n01484850"
 
 def test_builder_is_reproducible_and_seed_dependent(tmp_path):
     train = make_train_folder(tmp_path / "train")
-    a = cs.build_manifest(train, per_class=2, seed=0, quiet=True)
-    b = cs.build_manifest(train, per_class=2, seed=0, quiet=True)
-    c = cs.build_manifest(train, per_class=2, seed=1, quiet=True)
+    a = calibration_builder.build_manifest(train, per_class=2, seed=0, quiet=True)
+    b = calibration_builder.build_manifest(train, per_class=2, seed=0, quiet=True)
+    c = calibration_builder.build_manifest(train, per_class=2, seed=1, quiet=True)
     assert a == b
     assert [f["path"] for f in a["files"]] != [f["path"] for f in c["files"]]
     counts = Counter(f["class"] for f in a["files"])
@@ -379,7 +380,7 @@ def test_builder_is_reproducible_and_seed_dependent(tmp_path):
         path = train / entry["path"]
         assert entry["path"].startswith(entry["class"] + "/")
         assert (entry["sha256"], entry["size"]) == (sha256(path), path.stat().st_size)
-    cs.validate_manifest(a)
+    calibration_manifest.validate_manifest(a)
 
 
 def test_builder_cli_writes_atomically_and_refuses_overwrite(tmp_path):
@@ -390,11 +391,11 @@ def test_builder_cli_writes_atomically_and_refuses_overwrite(tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     first = out.read_text()
-    assert cs.load_manifest(out).to_dict()["selection"]["seed"] == 3
+    assert calibration_manifest.load_manifest(out).to_dict()["selection"]["seed"] == 3
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and "--force" in run.stderr
     assert out.read_text() == first
-    run = subprocess.run([sys.executable, "-m", "edgemobile.data.calibration_sets", "build", *cmd[2:], "--force"],
+    run = subprocess.run([sys.executable, "-m", "edgemobile.cli.calibration", "build", *cmd[2:], "--force"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert out.read_text() == first
@@ -404,9 +405,9 @@ def test_builder_cli_writes_atomically_and_refuses_overwrite(tmp_path):
 def test_local_manifest_is_verified_in_place_and_exposes_only_its_files(tmp_path):
     train = make_train_folder(tmp_path / "train")
     manifest = tmp_path / "m.json"
-    data = cs.build_manifest(train, per_class=2, seed=0, quiet=True)
-    manifest.write_text(cs.dump_manifest(data))
-    view = cs.resolve_calibration(str(manifest))
+    data = calibration_builder.build_manifest(train, per_class=2, seed=0, quiet=True)
+    manifest.write_text(calibration_manifest.dump_manifest(data))
+    view = calibration_sets.resolve_calibration(str(manifest))
     images = find_images(view)
     assert sorted(p.relative_to(view).as_posix() for p in images) == sorted(f["path"] for f in data["files"])
     assert all(p.is_symlink() and p.resolve().is_relative_to(train.resolve()) for p in images)
@@ -415,25 +416,25 @@ def test_local_manifest_is_verified_in_place_and_exposes_only_its_files(tmp_path
     victim = train / data["files"][0]["path"]
     victim.write_bytes(victim.read_bytes() + b"\0")
     with pytest.raises(EdgeMobileError) as exc:
-        cs.resolve_calibration(manifest)
+        calibration_sets.resolve_calibration(manifest)
     assert str(victim) in one_line(exc)
     victim.unlink()
     with pytest.raises(EdgeMobileError) as exc:
-        cs.resolve_calibration(manifest)
+        calibration_sets.resolve_calibration(manifest)
     assert "missing" in one_line(exc)
 
 
 def test_resolve_calibration_arguments(tmp_path):
-    assert cs.resolve_calibration(str(tmp_path)) == tmp_path
+    assert calibration_sets.resolve_calibration(str(tmp_path)) == tmp_path
     with pytest.raises(EdgeMobileError) as exc:
-        cs.resolve_calibration(tmp_path / "nope")
+        calibration_sets.resolve_calibration(tmp_path / "nope")
     assert "no such" in one_line(exc)
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(EdgeMobileError) as exc:
-        cs.resolve_calibration(tmp_path / "notes.txt")
+        calibration_sets.resolve_calibration(tmp_path / "notes.txt")
     assert ".json" in one_line(exc)
     with pytest.raises(EdgeMobileError) as exc:
-        cs.resolve_calibration(tmp_path / "missing.json")
+        calibration_sets.resolve_calibration(tmp_path / "missing.json")
     assert "no such calibration manifest" in one_line(exc)
 
 
@@ -443,7 +444,7 @@ GOOD_SHA = "a" * 64
 
 
 def manifest_with(**changes) -> dict:
-    data = {"format": cs.FORMAT, "version": 1, "name": "t", "description": "", "source": "",
+    data = {"format": calibration_manifest.FORMAT, "version": 1, "name": "t", "description": "", "source": "",
             "base_url": None, "files": [{"path": "a/x.JPEG", "sha256": GOOD_SHA, "size": 3, "class": "n1"}]}
     data.update(changes)
     return data
@@ -475,7 +476,7 @@ def test_bad_manifests_are_rejected_with_one_line_errors(tmp_path, content, expe
     path = tmp_path / "bad.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     with pytest.raises(EdgeMobileError) as exc:
-        cs.load_manifest(path)
+        calibration_manifest.load_manifest(path)
     message = one_line(exc)
     assert message.startswith(f"{path}: ") and expected in message
 
@@ -483,7 +484,7 @@ def test_bad_manifests_are_rejected_with_one_line_errors(tmp_path, content, expe
 def test_materialize_without_a_source_is_an_error(tmp_path):
     data = manifest_with(root=str(tmp_path / "gone"))
     with pytest.raises(EdgeMobileError) as exc:
-        cs.materialize(data)
+        calibration_download.materialize(data)
     assert "does not exist" in one_line(exc)
 
 
@@ -494,18 +495,18 @@ def test_two_processes_filling_the_same_set_at_once(calib, server, tmp_path):
     for entry in data["files"][::2]:
         entry["sha256"] = entry["size"] = None
     manifest = tmp_path / "m.json"
-    manifest.write_text(cs.dump_manifest(data))
+    manifest.write_text(calibration_manifest.dump_manifest(data))
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    argv = [sys.executable, "-m", "edgemobile.data.calibration_sets", "fetch", str(manifest), "--base-url", server.url]
+    argv = [sys.executable, "-m", "edgemobile.cli.calibration", "fetch", str(manifest), "--base-url", server.url]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    folder = cs.cache_dir(f"{cs.CACHE_SUBDIR}/concurrent")
+    folder = download.cache_dir(f"{calibration_download.CACHE_SUBDIR}/concurrent")
     assert {out.strip().splitlines()[-1] for out, _ in outs} == {str(folder)}
     assert server.requests == Counter({f["path"]: 1 for f in data["files"]})
     for entry in data["files"]:
         assert sha256(folder / entry["path"]) == sha256(calib / entry["path"])
-    tofu = json.loads((folder / cs.TOFU_FILE).read_text())["files"]
+    tofu = json.loads((folder / calibration_download.TOFU_FILE).read_text())["files"]
     assert sorted(tofu) == sorted(f["path"] for f in data["files"][::2])
     assert leftovers(folder) == []

@@ -13,7 +13,7 @@ import pytest
 from edgemobile.cli.main import main
 from edgemobile.eval.evaluate import format_p
 from edgemobile.eval.intervals import mcnemar, wilson
-from edgemobile.eval.outputs import read_outputs
+from edgemobile.eval.image_outputs import read_outputs
 
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
 LIMIT = 12

@@ -150,7 +150,7 @@ def test_model_with_a_corrupted_tensor_name_is_one_line(shared, tmp_path, capsys
 
 def test_manifest_path_too_long_for_a_file_system_is_one_line(tmp_path):
     """Found by fuzzing: a 300-character file name ended in OSError (File name too long)."""
-    from edgemobile.data import calibration_sets as cs
+    from edgemobile.data import calibration_manifest as cs
     from edgemobile.errors import EdgeMobileError
 
     data = {"format": cs.FORMAT, "version": cs.VERSION, "name": "long", "root": str(tmp_path),

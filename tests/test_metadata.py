@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from edgemobile.data.preprocessing import PreprocessSpec
+from edgemobile.deploy.mediapipe_compat import mediapipe_issues
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import (
     INFO_FILE,
     LABELS_FILE,
     ModelInfo,
     embed_metadata,
-    mediapipe_issues,
     read_associated_files,
     read_metadata,
     read_model_metadata,

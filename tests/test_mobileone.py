@@ -12,14 +12,14 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.networks import mobileone, zoo
+from edgemobile.networks import mobileone, mobileone_architecture, mobileone_weights, zoo
 from edgemobile.networks.mobileone import (
     MobileOne,
     build_inference_model,
     build_train_model,
     reparameterize,
-    set_state_dict,
 )
+from edgemobile.networks.mobileone_weights import set_state_dict
 from random_weights import randomize_batchnorm
 
 SIZE = 64  # five stride-2 stages: 64 -> 2x2 at the last stage, enough to exercise padding
@@ -40,7 +40,8 @@ def test_reparameterize_is_exact_for_every_variant(variant):
     randomize_batchnorm(train, seed=int(variant[1]))
     fused = reparameterize(train)
     assert fused.name == f"mobileone_{variant}" and train.name == f"mobileone_{variant}_train"
-    assert mobileone.model_form(fused) == "inference" and mobileone.model_variant_key(fused) == variant
+    assert mobileone_architecture.model_form(fused) == "inference"
+    assert mobileone_architecture.model_variant_key(fused) == variant
     x = np.random.default_rng(1).standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
     expected = train(x, training=False).numpy()
     got = fused(x).numpy()
@@ -66,8 +67,8 @@ def test_variant_table_matches_published_sizes():
             # SE in the last 5 blocks of stage 3 and the block of stage 4 (dw + pw each), ratio 1/16
             assert [layer.name for layer in reduce][:2] == ["stage3_10_se_reduce", "stage3_11_se_reduce"]
             assert len(reduce) == 12 and reduce[0].filters == 896 // 16 and reduce[-1].filters == 2048 // 16
-    specs = mobileone.block_specs("s0")
-    assert mobileone.VARIANTS["s0"].stage_channels == (48, 128, 256, 1024) and specs[0].out_channels == 48
+    specs = mobileone_architecture.block_specs("s0")
+    assert mobileone_architecture.VARIANTS["s0"].stage_channels == (48, 128, 256, 1024) and specs[0].out_channels == 48
     assert [b.stride for b in specs if b.depthwise and b.prefix.endswith(".0")] == [2, 2, 2, 2]
     assert specs[0].num_conv_branches == 1 and specs[1].num_conv_branches == 4  # stem has one branch
 
@@ -97,7 +98,7 @@ def test_keras_save_reload_and_weights_files(tmp_path):
     train.save_weights(tmp_path / "train.weights.h5")
     for name in ("fused.weights.h5", "train.weights.h5"):  # train-time weights get reparameterized
         model = build_inference_model("s1", tmp_path / name, input_shape=(SIZE, SIZE, 3))
-        assert mobileone.model_form(model) == "inference"
+        assert mobileone_architecture.model_form(model) == "inference"
         np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-5, atol=1e-7)
     with pytest.raises(EdgeMobileError, match="not mobileone_s2 weights"):
         build_inference_model("s2", tmp_path / "fused.weights.h5", input_shape=(SIZE, SIZE, 3))
@@ -120,7 +121,7 @@ def test_tflite_conversion_gives_plain_conv_ops():
 
 def test_state_dict_errors_list_missing_unexpected_and_shapes(tmp_path):
     fused = MobileOne("s0", input_shape=(SIZE, SIZE, 3))
-    state = mobileone.export_state_dict(fused)
+    state = mobileone_weights.export_state_dict(fused)
     state["stage9.0.reparam_conv.weight"] = np.zeros(3, np.float32)
     del state["stage1.1.reparam_conv.bias"]
     state["linear.weight"] = np.zeros((10, 1024), np.float32)
@@ -175,7 +176,7 @@ def test_zoo_registration_and_offline_download_error():
     with pytest.raises(EdgeMobileError, match="cannot download .*mobileone_s0.pth.tar"):
         zoo.resolve("mobileone_s0").build("imagenet")  # conftest sets EDGEMOBILE_OFFLINE=1
     model = zoo.resolve("mobileone-s1").build("none")
-    assert model.input_shape == (None, 224, 224, 3) and mobileone.model_form(model) == "inference"
+    assert model.input_shape == (None, 224, 224, 3) and mobileone_architecture.model_form(model) == "inference"
 
 
 def test_shared_apple_s0_checkpoint_classifies_imagenet(shared):
@@ -196,4 +197,4 @@ def test_shared_apple_s0_checkpoint_classifies_imagenet(shared):
     assert top1 >= 0.70, top1
     # the same checkpoint refuses to go into the train-time form
     with pytest.raises(EdgeMobileError, match="cannot be un-fused"):
-        mobileone.load_weights(build_train_model("s0", input_shape=(SIZE, SIZE, 3)), path)
+        mobileone_weights.load_weights(build_train_model("s0", input_shape=(SIZE, SIZE, 3)), path)

@@ -381,12 +381,12 @@ def _apple_to_timm(key: str) -> str:
 @pytest.mark.convert
 def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
     """Train-time model with random BN -> Apple-style unfused zip (wrapped, module.) -> fused model."""
-    from edgemobile.networks import mobileone
+    from edgemobile.networks import mobileone, mobileone_architecture, mobileone_weights
 
     size = 64
     train = mobileone.build_train_model("s0", input_shape=(size, size, 3), classifier_activation=None)
     randomize_batchnorm(train, seed=7)
-    state = _with_batch_counters(mobileone.export_state_dict(train))
+    state = _with_batch_counters(mobileone_weights.export_state_dict(train))
     assert "stage1.0.rbr_conv.3.bn.running_var" in state and "stage1.0.rbr_skip.weight" not in state
     assert state["stage1.0.rbr_conv.0.conv.weight"].shape == (48, 1, 3, 3)  # depthwise, PyTorch layout
     assert state["stage1.1.rbr_conv.0.conv.weight"].shape == (48, 48, 1, 1)
@@ -399,15 +399,15 @@ def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
     reloaded = mobileone.build_train_model("s0", path, input_shape=(size, size, 3), classifier_activation=None)
     np.testing.assert_array_equal(reloaded(x, training=False).numpy(), expected)
     fused = mobileone.build_inference_model("s0", path, input_shape=(size, size, 3), classifier_activation=None)
-    assert mobileone.model_form(fused) == "inference"
+    assert mobileone_architecture.model_form(fused) == "inference"
     got = fused(x).numpy()
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
     assert "torch" not in sys.modules
 
     # a fused checkpoint cannot go into the train-time model; a wrong variant names the problems
-    fused_path = write_torch_zip(tmp_path / "mobileone_s0.pth.tar", mobileone.export_state_dict(fused))
+    fused_path = write_torch_zip(tmp_path / "mobileone_s0.pth.tar", mobileone_weights.export_state_dict(fused))
     with pytest.raises(EdgeMobileError, match="cannot be un-fused"):
-        mobileone.load_weights(reloaded, fused_path)
+        mobileone_weights.load_weights(reloaded, fused_path)
     with pytest.raises(EdgeMobileError, match=r"does not fit mobileone_s1 .*87 shape mismatches.*\(48, 3, 3, 3\) vs \(64, 3, 3, 3\)"):
         mobileone.build_inference_model("s1", fused_path, input_shape=(size, size, 3))
 
@@ -415,12 +415,12 @@ def test_mobileone_unfused_torch_checkpoint_round_trip(tmp_path):
 @pytest.mark.convert
 def test_mobileone_timm_safetensors_round_trip(tmp_path):
     """timm's key names (stem/stages/conv_kxk/conv_scale/identity/attn/head.fc), with S4's SE."""
-    from edgemobile.networks import mobileone
+    from edgemobile.networks import mobileone, mobileone_weights
 
     size = 64
     train = mobileone.build_train_model("s4", input_shape=(size, size, 3), classifier_activation=None)
     randomize_batchnorm(train, seed=11)
-    state = _with_batch_counters(mobileone.export_state_dict(train))
+    state = _with_batch_counters(mobileone_weights.export_state_dict(train))
     timm_state = {_apple_to_timm(k): v for k, v in state.items()}
     assert "stages.2.19.attn.fc1.weight" in timm_state and "stem.conv_kxk.0.conv.weight" in timm_state
     assert "stages.0.1.identity.weight" not in timm_state and "stages.0.3.identity.weight" in timm_state

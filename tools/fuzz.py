@@ -14,7 +14,7 @@ Kinds (each a seed file, mutated ``--cases`` times, fed to one CLI command):
 - ``jpeg``, ``png``: an ImageNet image → ``predict`` / ``eval --skip-bad-images``
 - ``labels``: a 1001-line label file → ``predict --labels``
 - ``ground_truth``: a caffe-style ``name index`` file → ``eval --ground-truth``
-- ``manifest``: a local calibration manifest → ``python -m edgemobile.data.calibration_sets fetch``
+- ``manifest``: a local calibration manifest → ``python -m edgemobile.cli.calibration fetch``
 - ``tofu``: the trust-on-first-use record a hosted calibration set reads back on every run
 
 A parent process imports edgemobile once and forks children that run the CLI's own
@@ -208,7 +208,7 @@ class Kind:
     filename: str
     seed: bytes
     argv: Callable[[Path, Path, int], list[str]]  # (mutated file, output folder, case) → argv
-    entry: str = "cli"  # "cli" (edgemobile main) or "calibration" (calibration_sets' own CLI)
+    entry: str = "cli"  # "cli" (edgemobile main) or "calibration" (edgemobile.cli.calibration)
     json: bool = False
     hot: list[tuple[int, int]] | None = None
     prepare: Callable[[Path, bytes], None] | None = None  # places the mutated bytes (default: write the file)
@@ -233,7 +233,8 @@ def build_kinds(work: Path, shared: Path | None) -> dict[str, Kind]:
     """The fuzz targets, their seed files written under ``work``; model/image kinds need ``shared``."""
     from PIL import Image
 
-    from edgemobile.data.calibration_sets import build_manifest, dump_manifest
+    from edgemobile.data.calibration_builder import build_manifest
+    from edgemobile.data.calibration_manifest import dump_manifest
 
     kinds: dict[str, Kind] = {}
     images = work / "images"
@@ -350,9 +351,10 @@ def build_kinds(work: Path, shared: Path | None) -> dict[str, Kind]:
 
 def _entry(name: str) -> Callable[[list[str]], int]:
     if name == "calibration":
-        from edgemobile.data.calibration_sets import _main, cli
+        from edgemobile.cli.calibration import main as calibration_main
+        from edgemobile.cli.calibration import run
 
-        return lambda argv: cli(_main, argv)
+        return lambda argv: run(calibration_main, argv)
     from edgemobile.cli.main import main
 
     return main

@@ -8,8 +8,7 @@ import argparse
 from edgemobile import api
 from edgemobile.cli.arguments import add_cluster_flags, cluster_kwargs, positive_int, preprocessing_overrides
 from edgemobile.cli.console import add_json_flags, check_json, write_json
-from edgemobile.errors import EdgeMobileError
-from edgemobile.eval.evaluate import BadImageError
+from edgemobile.errors import BadImageError, EdgeMobileError
 
 
 def register(sub, prep) -> None:

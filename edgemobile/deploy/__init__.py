@@ -1,3 +1,4 @@
 """Shipping models: Android asset bundles (:mod:`edgemobile.deploy.bundle`, needs the
-converter install only when it converts) and the device benchmark
+converter install only when it converts), what MediaPipe's ImageClassifier accepts
+(:mod:`edgemobile.deploy.mediapipe_compat`) and the device benchmark
 (:mod:`edgemobile.deploy.bench`, runtime install: numpy + a TFLite interpreter)."""

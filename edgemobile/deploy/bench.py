@@ -12,7 +12,7 @@ process reset its high-water mark (``echo 5 > /proc/self/clear_refs``), so each 
 measured on its own; where that is not possible, ``resource.getrusage`` gives the process
 peak (then only the first setting's delta is its own).
 
-Per-op profile: LiteRT's Python API (ai-edge-litert 2.3, like tflite_runtime) exposes no op
+Per-op profile: LiteRT's Python API (ai-edge-litert, like tflite_runtime) exposes no op
 profiler — the C++ ``benchmark_model --enable_op_profiling`` has one, but no wheel ships it.
 So ``profile_ops`` measures each op *in isolation*: one full run with
 ``experimental_preserve_all_tensors`` records every intermediate tensor, then every op is
@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.metadata._tflite import read_tflite
 from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
@@ -268,7 +268,7 @@ def profile_ops(
             entry["median_ms"] = round(statistics.median(times), 4)
             del interp
         except (_NotProfiled, ValueError, RuntimeError, KeyError) as exc:
-            entry["note"] = f"not measured alone: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__}"
+            entry["note"] = f"not measured alone: {first_line(exc)[:120]}"
         results.append(entry)
         if bar:
             bar.update()

@@ -22,13 +22,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgemobile.deploy.mediapipe_compat import mediapipe_issues
 from edgemobile.errors import EdgeMobileError
 from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.metadata import (
     LABELS_FILE,
     ModelInfo,
     embed_metadata,
-    mediapipe_issues,
     read_metadata,
 )
 

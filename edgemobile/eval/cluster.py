@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError, first_line
+from edgemobile.errors import EdgeMobileError, first_line, last_line
 from edgemobile.progress import Progress
 
 DATA_MODES = ("bytes", "paths")
@@ -68,7 +68,7 @@ def eval_shard(specs: list[tuple], ids: list[int], items: list, batch_size: int,
     """One shard: (ids evaluated, probabilities of each model for them, skipped images as
     (id, path, reason)). ``specs`` are (name, overrides, threads) per model, ``models`` the
     model bytes (object-store refs that Ray resolves before the call). Without ``skip_bad`` an
-    undecodable image fails the task with :class:`~edgemobile.eval.evaluate.BadImageError`."""
+    undecodable image fails the task with :class:`~edgemobile.errors.BadImageError`."""
     from edgemobile.eval.evaluate import run_predictors
 
     predictors = [_worker_predictor(name, model, overrides, threads)
@@ -251,7 +251,7 @@ class RayCluster:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, EdgeMobileError):  # keep the kind (a BadImageError gets its CLI hint)
                 raise type(cause)(str(cause)) from None
-            first = (str(cause or exc).strip().splitlines() or ["?"])[-1]
+            first = last_line(cause or exc)
             raise EdgeMobileError(f"Ray task for {job.what} failed: {first[:300]}") from None
         except ray.exceptions.RayError as exc:
             first = first_line(exc)

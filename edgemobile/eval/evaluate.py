@@ -1,7 +1,7 @@
 """Top-1/top-5 of one or more predictors on the same images, and how far apart they are.
 
 Each image is decoded once and prepared by every predictor's own spec; decoding runs in a
-thread pool ahead of inference (see :mod:`edgemobile.data.pipeline`).
+thread pool ahead of inference (see :mod:`edgemobile.data.prefetch`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from edgemobile.data.pipeline import prefetch_map
+from edgemobile.data.prefetch import prefetch_map
 from edgemobile.data.preprocessing import load_rgb
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import BadImageError, EdgeMobileError
 from edgemobile.eval.intervals import mcnemar, paired_difference, wilson
 from edgemobile.progress import Progress
 
@@ -101,10 +101,6 @@ def _check_classes(predictors: Sequence) -> None:
                 f"{p.name} has {len(p.classes)} classes but {predictors[0].name} has {len(first)}; "
                 "they cannot be compared on the same labels"
             )
-
-
-class BadImageError(EdgeMobileError):
-    """An image of the evaluation set that cannot be decoded (the message names it)."""
 
 
 def decode_or_skip(item, skipped: list | None, index: int):

@@ -11,13 +11,14 @@ Public API::
     embed_metadata(model: bytes | path, info: ModelInfo) -> bytes
     read_metadata(model: bytes | path) -> ModelInfo | None
     read_associated_files(model: bytes | path) -> dict[str, bytes]
-    mediapipe_issues(model: bytes | path) -> list[str]
+
+Whether MediaPipe's ImageClassifier accepts a model is Android/MediaPipe policy, checked in
+:mod:`edgemobile.deploy.mediapipe_compat`.
 
 Dependencies: reading needs only the standard library; writing needs ``flatbuffers``,
 ``numpy`` and the TFLite schema code of ``ai-edge-litert`` (imported when writing).
 """
 
-from edgemobile.metadata.compat import mediapipe_issues
 from edgemobile.metadata.info import INFO_FILE, LABELS_FILE, ModelInfo
 from edgemobile.metadata.reader import read_associated_files, read_metadata, read_model_metadata
 from edgemobile.metadata.writer import embed_metadata
@@ -27,7 +28,6 @@ __all__ = [
     "LABELS_FILE",
     "ModelInfo",
     "embed_metadata",
-    "mediapipe_issues",
     "read_associated_files",
     "read_metadata",
     "read_model_metadata",

@@ -24,7 +24,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import BadModelFileError
 from edgemobile.inputs import reading
 from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
 
@@ -220,7 +220,7 @@ def read_tflite(path: str | os.PathLike) -> bytes:
     with reading(path, "model file"):
         data = path.read_bytes()
     if len(data) < 8 or data[4:8] != TFLITE_FILE_IDENTIFIER:
-        raise EdgeMobileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+        raise BadModelFileError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     return data
 
 
@@ -233,4 +233,4 @@ def check_flatbuffer(data: bytes, source: str) -> None:
         check_strings(data)
         check_constants(data)
     except FlatBufferError as exc:
-        raise EdgeMobileError(f"{source}: not a valid TFLite model ({exc})") from None
+        raise BadModelFileError(f"{source}: not a valid TFLite model ({exc})") from None

@@ -13,7 +13,7 @@ import os
 import zipfile
 
 from edgemobile.data.preprocessing import PreprocessSpec
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import BadModelFileError, EdgeMobileError
 from edgemobile.metadata._flatbuf import FlatBufferError
 from edgemobile.metadata._tflite import ModelView, load_model_bytes, parse_model
 from edgemobile.metadata.info import INFO_FILE, ModelInfo
@@ -81,6 +81,15 @@ def read_associated_files(model: ModelSource) -> dict[str, bytes]:
     return _packed_files(data, _metadata(data, _parse(data, source), source), source)
 
 
+def read_model_parts(model: ModelSource) -> tuple[ModelView, ModelMeta | None, dict[str, bytes]]:
+    """(main-subgraph view, raw ModelMetadata record or None, packed files) of ``model``
+    (.tflite bytes or path), each checked as :func:`read_associated_files` checks them."""
+    data, source = load_model_bytes(model)
+    view = _parse(data, source)
+    meta = _metadata(data, view, source)
+    return view, meta, _packed_files(data, meta, source)
+
+
 def read_model_metadata(model: ModelSource) -> ModelMeta | None:
     """The raw decoded ModelMetadata record (all tensors, all file records), or None."""
     data, source = load_model_bytes(model)
@@ -93,8 +102,8 @@ def _parse(data: bytes, source: str) -> ModelView:
         return parse_model(data)
     except FlatBufferError as exc:
         if len(data) < 8 or data[4:8] != b"TFL3":
-            raise EdgeMobileError(f"{source}: not a TFLite model (no TFL3 identifier)") from None
-        raise EdgeMobileError(f"{source}: corrupt or truncated TFLite model ({exc})") from None
+            raise BadModelFileError(f"{source}: not a TFLite model (no TFL3 identifier)") from None
+        raise BadModelFileError(f"{source}: corrupt or truncated TFLite model ({exc})") from None
 
 
 def _metadata(data: bytes, view: ModelView, source: str) -> ModelMeta | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgemobile.data.preprocessing import PreprocessSpec
-from edgemobile.errors import EdgeMobileError
+from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.networks.zoo import Family, ModelVariant, Weights
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
@@ -50,8 +50,7 @@ def load_keras_weights(model, path: Path, model_name: str) -> None:
     try:
         model.load_weights(str(path))
     except Exception as exc:  # h5py, Keras and TF raise a zoo of types for a wrong file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeMobileError(f"{path}: not {model_name} weights ({first_line[:200]})") from None
+        raise EdgeMobileError(f"{path}: not {model_name} weights ({first_line(exc)[:200]})") from None
 
 
 def make_variant(alpha: float | None, resolution: int) -> ModelVariant:

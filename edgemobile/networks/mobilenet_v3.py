@@ -13,8 +13,8 @@ Why this module does not just return the Keras application
 ----------------------------------------------------------
 Converted as-is, the int8 model is *slower* than float on x86/ARM CPUs with LiteRT: XNNPACK
 takes float HARD_SWISH but not int8 HARD_SWISH (its delegate checks for a float tensor), so
-every int8 hard-swish runs in TFLite's builtin fixed-point kernel (~3.6 ns/element on x86,
-two-thirds of V3-Large's int8 time) and splits the XNNPACK graph into ~20 partitions.
+every int8 hard-swish runs in TFLite's builtin fixed-point kernel and splits the XNNPACK
+graph into many partitions (the measurements are in docs/latency.md).
 
 :func:`build` therefore returns the same function, same layers, same weights, with each
 hard-swish written so the converter does not fuse it back into HARD_SWISH and every op is
@@ -39,9 +39,9 @@ application first and copied by name, so every Keras weights file loads exactly 
 loads it. :func:`build_stock` gives the unmodified application (the reference in tests and
 benchmarks). Users' own models built on the application get the same backbone
 (:func:`int8_friendly_backbone`) through :mod:`edgemobile.networks.rewrite`.
-Measured with LiteRT 2.3, XNNPACK, 1 thread on x86 (tools/bench_latency.py):
-as int8 the Keras graph runs 2.7× (Large) / 3.2× (Small) slower than :func:`build`'s; as
-float it is 5-9 % faster (float HARD_SWISH is one XNNPACK op, its decomposition two).
+``python tools/bench_latency.py --stock`` times both graphs, float and int8 (figures in
+docs/latency.md): as float the Keras graph is the faster one (float HARD_SWISH is one
+XNNPACK op, its decomposition two), as int8 :func:`build`'s.
 
 Calibration: TFLite's calibrator corrupts the range of ``relu6(x + 3)`` in this graph (an
 in-place buffer-reuse bug); :mod:`edgemobile.quantization.exact_ranges` recomputes exact

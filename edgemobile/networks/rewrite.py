@@ -221,7 +221,7 @@ def _recognise(m):
         span = Function(m.inputs, [out])
         head = Function([out], m.outputs)
     except ValueError as exc:  # "Graph disconnected": the head reads inside the backbone
-        raise NotRecognised(f"layers after the backbone read its inner tensors ({str(exc).splitlines()[0][:120]})")
+        raise NotRecognised(f"layers after the backbone read its inner tensors ({first_line(exc)[:120]})")
     ours = collections.Counter(_signature(op) for op in span.operations if type(op).__name__ != "InputLayer")
     keras_app = collections.Counter(_signature(op) for op in stock.operations if type(op).__name__ != "InputLayer")
     if ours != keras_app:
@@ -290,7 +290,7 @@ class _Tracer:
                 try:
                     layer.set_weights(m.get_layer(layer.name).get_weights())
                 except ValueError as exc:
-                    raise NotRecognised(f"layer {layer.name}: {str(exc).splitlines()[0][:120]}") from None
+                    raise NotRecognised(f"layer {layer.name}: {first_line(exc)[:120]}") from None
         self.described.append(_describe(p))
         self.scales[id(x)] = scale
         return head._run_through_graph([x], operation_fn=self._operation)
@@ -364,7 +364,7 @@ def _copy(op, kernel_scale: float = 1.0):
     try:
         layer = type(op).from_config(op.get_config())
     except Exception as exc:
-        raise NotRecognised(f"cannot copy layer {op.name} ({kind}): {str(exc).splitlines()[0][:100]}") from None
+        raise NotRecognised(f"cannot copy layer {op.name} ({kind}): {first_line(exc)[:100]}") from None
 
     def call(*args, **kwargs):
         out = layer(*args, **kwargs)

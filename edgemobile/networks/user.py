@@ -27,7 +27,7 @@ from typing import Any
 
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
-from edgemobile.errors import EdgeMobileError, first_line
+from edgemobile.errors import BadModelFileError, EdgeMobileError, first_line
 from edgemobile.networks.zoo import MODEL_SUFFIXES, ModelVariant, get_family
 
 # --preprocess NAME → the zoo family whose spec it is.
@@ -55,9 +55,9 @@ def load_keras_model(path: str | os.PathLike):
         first = first_line(exc)
         hint = " (a weights-only .h5 has no model: save the whole model with model.save)" \
             if path.suffix.lower() == ".h5" else ""
-        raise EdgeMobileError(f"{path}: not a loadable Keras model{hint}: {first[:200]}") from None
+        raise BadModelFileError(f"{path}: not a loadable Keras model{hint}: {first[:200]}") from None
     if not isinstance(model, keras.Model):
-        raise EdgeMobileError(f"{path}: holds a {type(model).__name__}, not a Keras model")
+        raise BadModelFileError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     return model
 
 

@@ -20,7 +20,7 @@ CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pas
 
 def load_images(paths, spec, progress: bool = True, desc: str = "loading calibration images") -> np.ndarray:
     """Calibration images prepared by ``spec``, decoded once into one (N, H, W, 3) array."""
-    from edgemobile.data.pipeline import prefetch_map
+    from edgemobile.data.prefetch import prefetch_map
     from edgemobile.progress import Progress
 
     paths = list(paths)

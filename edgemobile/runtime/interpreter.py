@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from edgemobile.errors import EdgeMobileError, first_line
+from edgemobile.errors import BadModelFileError, EdgeMobileError, first_line
 from edgemobile.metadata._tflite import check_flatbuffer, read_tflite
 from edgemobile.native_stderr import native_stderr_filtered
 
@@ -73,7 +73,7 @@ def open_interpreter(model: bytes, source: str, num_threads: int | None = 1,
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = first_line(exc)
-        raise EdgeMobileError(f"{source}: cannot be loaded as a TFLite model ({first[:200]})") from None
+        raise BadModelFileError(f"{source}: cannot be loaded as a TFLite model ({first[:200]})") from None
     return backend, interpreter
 
 

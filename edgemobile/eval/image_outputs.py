@@ -2,10 +2,10 @@
 by ``eval --reference FILE``: the same model evaluated on a device and on the host.
 
 The file is a NumPy ``.npz`` archive (``np.savez_compressed``, no pickles), because the device
-install already has NumPy and nothing else is needed to read or write it — NumPy 1.x on 32-bit
-Raspberry Pi OS reads what NumPy 2 writes. It holds, per image, the output tensor exactly as
-the interpreter returned it (int8/uint8 for integer models: one byte a class, so 1000 ImageNet
-images take well under 1 MB compressed), the image id (its path relative to the ``--data``
+install already has NumPy and nothing else is needed to read or write it, whichever NumPy
+major version each side has (docs/raspberry-pi.md). It holds, per image, the output tensor
+exactly as the interpreter returned it (int8/uint8 for integer models: one byte a class), the
+image id (its path relative to the ``--data``
 folder, so copies of the folder on two machines match) and the label; and once, as JSON, what
 turns raw values into probabilities (output scale, zero point, softmax, background column) plus
 where the outputs came from (model file SHA-256, runtime, machine, NumPy).

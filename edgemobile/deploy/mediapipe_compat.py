@@ -10,8 +10,8 @@ export time.
 
 from __future__ import annotations
 
-from edgemobile.metadata._tflite import ModelView, load_model_bytes
-from edgemobile.metadata.reader import ModelSource, _metadata, _packed_files, _parse
+from edgemobile.metadata._tflite import ModelView
+from edgemobile.metadata.reader import ModelSource, read_model_parts
 from edgemobile.metadata.schema import FILE_TENSOR_AXIS_LABELS, ModelMeta
 
 # uint8 input: |zero_point - mean| and |scale * std - 1| tolerated (half a level of rounding
@@ -23,11 +23,7 @@ _SCALE_TOLERANCE = 0.01
 def mediapipe_issues(model: ModelSource) -> list[str]:
     """Reasons MediaPipe's ImageClassifier would refuse ``model`` or feed it the wrong
     pixels; an empty list means none were found."""
-    data, source = load_model_bytes(model)
-    view = _parse(data, source)
-    meta = _metadata(data, view, source)
-    files = _packed_files(data, meta, source)
-    return _issues(view, meta, files)
+    return _issues(*read_model_parts(model))
 
 
 def _issues(view: ModelView, meta: ModelMeta | None, files: dict[str, bytes]) -> list[str]:
