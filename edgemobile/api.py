@@ -28,8 +28,32 @@ from pathlib import Path
 from typing import Sequence
 
 from edgemobile.converter_install import quiet_keras, quiet_tensorflow, require_converter
+from edgemobile.data.calibration_sets import resolve_calibration
+from edgemobile.data.datasets import labeled_images, limit_pairs
+from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, load_rgb
+from edgemobile.deploy.bench import benchmark
+from edgemobile.deploy.bundle import android_precision, bundle_from_tflite, bundle_from_variant, check_bundle_folder
 from edgemobile.errors import EdgeMobileError, warn
+from edgemobile.eval import image_outputs
+from edgemobile.eval.cluster import DEFAULT_SHARD_SIZE, RayCluster
+from edgemobile.eval.evaluate import evaluate as run
+from edgemobile.eval.evaluate import top_k_indices
+from edgemobile.eval.predictors import PreprocessOverrides, TFLitePredictor, load_predictor
+from edgemobile.eval.report import ModelSpec, common_classes, run_report
+from edgemobile.networks.listing import zoo_listing
 from edgemobile.networks.request import ModelRequest
+from edgemobile.networks.user import is_model_file, safe_name
+from edgemobile.networks.zoo import resolve
+from edgemobile.outputs import check_output
+from edgemobile.quantization.convert import (
+    DEFAULT_NUM_CALIBRATION,
+    CalibrationSet,
+    convert_variant,
+    default_output_name,
+)
+from edgemobile.quantization.inspect import diagnose
+from edgemobile.quantization.techniques.recipe import recipe_from
+from edgemobile.quantization.tflite_converter import FULL_INTEGER
 from edgemobile.results import (
     BenchResult,
     BundleResult,
@@ -41,6 +65,7 @@ from edgemobile.results import (
     check_report_folder,
     skipped_techniques,
 )
+from edgemobile.runtime.info import tflite_info
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "InspectResult", "BenchResult", "ReportResult",
            "ModelRequest", "convert", "evaluate", "predict", "bundle", "bench", "inspect", "report", "info", "models"]
@@ -66,17 +91,12 @@ def calibration_set(calibration=None, num_calibration: int | None = None, seed: 
                     precision: str = "int8"):
     """The CalibrationSet a folder/manifest (default: the published ImageNet sample) gives,
     ``num_calibration`` images drawn stratified by class with ``seed``; None unless full-integer."""
-    from edgemobile.quantization.convert import DEFAULT_NUM_CALIBRATION, CalibrationSet
-    from edgemobile.quantization.tflite_converter import FULL_INTEGER
-
     if isinstance(calibration, CalibrationSet):
         return calibration
     if precision not in FULL_INTEGER:
         if calibration or num_calibration:
             raise EdgeMobileError("--calibration/--num-calibration only apply to --int8 or --uint8")
         return None
-    from edgemobile.data.calibration_sets import resolve_calibration
-
     calibration = str(calibration) if calibration else None
     folder = resolve_calibration(calibration)
     # A manifest is an explicit selection: use all of it unless told otherwise.
@@ -87,8 +107,6 @@ def calibration_set(calibration=None, num_calibration: int | None = None, seed: 
 
 def _techniques(techniques):
     """The Recipe ``techniques=`` asks for (see :func:`edgemobile.quantization.techniques.recipe.recipe_from`)."""
-    from edgemobile.quantization.techniques.recipe import recipe_from
-
     return recipe_from(techniques)
 
 
@@ -97,9 +115,6 @@ def _prepared(request: ModelRequest, precision: str, calibration, num_calibratio
     folders; calibration images of classes the model does not have are used, with a warning."""
     # Before the quantization modules, the model and any download: the runtime install stops here.
     require_converter(request.name)
-    from edgemobile.quantization.convert import CalibrationSet
-    from edgemobile.quantization.tflite_converter import FULL_INTEGER
-
     folder = None
     if isinstance(calibration, CalibrationSet):
         folder = calibration.root
@@ -135,9 +150,6 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     one per line) or the calibration folder's class-name folders. With ``output`` the .tflite
     is also written there (checked before converting; missing folders made; replaced only
     with ``force``)."""
-    from edgemobile.outputs import check_output
-    from edgemobile.quantization.convert import convert_variant
-
     if output is not None:
         check_output(output, force)
     request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
@@ -163,13 +175,8 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
 
 def default_output(model, precision: str, alpha: float | None = None, resolution: int | None = None) -> str:
     """``mobilenet_v1_1.0_224_int8.tflite``; ``flowers_int8.tflite`` for ``flowers.keras``."""
-    from edgemobile.networks.user import is_model_file, safe_name
-
     if is_model_file(model):
         return f"{safe_name(Path(model).stem)}_{precision}.tflite"
-    from edgemobile.networks.zoo import resolve
-    from edgemobile.quantization.convert import default_output_name
-
     return default_output_name(resolve(model, alpha, resolution), precision)
 
 
@@ -189,10 +196,6 @@ def evaluate(model, data, reference=None, *, ground_truth=None, limit: int | Non
     ``skip_bad_images``. ``outputs``: also write each image's raw output there (``.npz``).
     ``cluster``: a Ray address (``"local"``, ``"auto"``, ``"ray://HOST:PORT"``) or a
     :class:`~edgemobile.eval.cluster.RayCluster` to shard the images over."""
-    from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.eval import image_outputs
-    from edgemobile.eval.evaluate import evaluate as run
-
     if outputs is not None:
         image_outputs.check_outputs_name(outputs, force)
     reference_file = None
@@ -235,8 +238,6 @@ def cluster_session(cluster, data: str = "bytes", shard_size: int | None = None,
     if cluster is None or not isinstance(cluster, (str, os.PathLike)):
         yield cluster  # None, or a RayCluster the caller owns
         return
-    from edgemobile.eval.cluster import DEFAULT_SHARD_SIZE, RayCluster
-
     ray_cluster = RayCluster(str(cluster), data=data, shard_size=shard_size or DEFAULT_SHARD_SIZE,
                              runtime_env=runtime_env)
     try:
@@ -249,9 +250,6 @@ def predict(model, images: str | os.PathLike | Sequence, top_k: int = 5, *, mean
             crop_fraction: float | None = None, labels=None, background_class: bool | None = None,
             threads: int | None = None) -> Predictions:
     """Softmax + the ``top_k`` classes (names from the model's labels) for each image."""
-    from edgemobile.data.preprocessing import load_rgb
-    from edgemobile.eval.evaluate import top_k_indices
-
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     predictor = load(model, _overrides(mean, std, crop_fraction, labels, background_class), threads=threads)
@@ -272,13 +270,6 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
     """An Android asset bundle (uint8 unless ``precision="float32"``), MediaPipe-checked;
     written to ``out`` (atomically, replaced only with ``force``) when given. ``model`` is a
     .tflite made by edgemobile (re-embedded and validated) or anything :func:`convert` takes."""
-    from edgemobile.deploy.bundle import (
-        android_precision,
-        bundle_from_tflite,
-        bundle_from_variant,
-        check_bundle_folder,
-    )
-
     tflite = _tflite_source(model)
     if tflite is not None:
         folder = check_bundle_folder(out, force) if out is not None else None
@@ -305,8 +296,6 @@ def info(model):
     """What a .tflite (path, bytes or :class:`Converted`) carries: precision, tensors and their
     quantization, preprocessing, labels, provenance, ops and XNNPACK coverage — a
     :class:`~edgemobile.runtime.info.TFLiteInfo` that prints as a report. No TensorFlow."""
-    from edgemobile.runtime.info import tflite_info
-
     return tflite_info(model.tflite if isinstance(model, Converted) else
                        bytes(model) if isinstance(model, (bytes, bytearray)) else model)
 
@@ -315,8 +304,6 @@ def models():
     """The zoo (``edgemobile models``): per family its alphas and resolutions (defaults marked),
     preprocessing and the weights files ``weights="imagenet"`` downloads — a
     :class:`~edgemobile.networks.listing.ZooListing` that prints as a table."""
-    from edgemobile.networks.listing import zoo_listing
-
     return zoo_listing()
 
 
@@ -332,8 +319,6 @@ def inspect(model, *, alpha: float | None = None, resolution: int | None = None,
     request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
                             mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
     variant, weights, cal, warnings = _prepared(request, "int8", calibration, num_calibration, seed)
-    from edgemobile.quantization.inspect import diagnose
-
     with quiet_keras():
         diagnosis = diagnose(variant, weights, cal, _techniques(techniques), images=images,
                              sensitivity_images=sensitivity_images if sensitivity else 0, progress=progress)
@@ -350,8 +335,6 @@ def bench(model, *, threads: Sequence[int] = (1,), xnnpack: Sequence[bool] = (Tr
     ``profile``: each op of the first setting timed alone; ``reference`` (e.g. the float
     model an int8 one was made from): timed too, right after ``model`` in each setting. No
     TensorFlow."""
-    from edgemobile.deploy.bench import benchmark
-
     return BenchResult(benchmark(model, threads=list(threads), xnnpack=list(xnnpack), runs=runs, warmup=warmup,
                                  profile=profile, progress=progress, reference=reference))
 
@@ -371,9 +354,6 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
     invokes per model (0: no latency, no plot). ``cluster``: as for :func:`evaluate`, and each
     conversion becomes a Ray task declaring ``conversion_memory_gb``. Written to ``out``
     (report.md, report.json, report.png) when given, checked before any work."""
-    from edgemobile.eval.report import ModelSpec, common_classes, run_report
-    from edgemobile.networks.user import is_model_file
-
     if bench_runs < 0:
         raise EdgeMobileError(f"bench runs must be 0 or more, got {bench_runs}")
     if conversion_memory_gb is not None and conversion_memory_gb <= 0:
@@ -410,8 +390,6 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
          weights_arg: str | None = "--weights FILE"):
     """A predictor for anything the API takes as ``model`` (see module docstring);
     ``weights_arg`` names how the command takes a zoo model's weights file, in errors."""
-    from edgemobile.eval.predictors import TFLitePredictor, load_predictor
-
     tflite = _tflite_source(model)
     if tflite is not None:
         name = f"{model.name}_{model.precision}.tflite (in memory)" if isinstance(model, Converted) else None
@@ -446,9 +424,6 @@ def _bundle_name(model) -> str:
 
 
 def _overrides(mean, std, crop_fraction, labels, background_class):
-    from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION
-    from edgemobile.eval.predictors import PreprocessOverrides
-
     crop_fraction = DEFAULT_CROP_FRACTION if crop_fraction is None else crop_fraction
     if not 0 < crop_fraction <= 1:
         raise EdgeMobileError(f"--crop-fraction must be in (0, 1], got {crop_fraction}")

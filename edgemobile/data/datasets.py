@@ -26,7 +26,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from edgemobile.data.labels import ClassList
+from edgemobile.data.labels import ClassList, label_key
 from edgemobile.errors import EdgeMobileError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"})
@@ -174,8 +174,6 @@ def calibration_warning(root: str | os.PathLike, paths, classes: ClassList) -> s
 
 
 def _clashes(names: list[str]) -> list[str]:
-    from edgemobile.data.labels import label_key
-
     seen: dict[str, list[str]] = defaultdict(list)
     for name in names:
         seen[label_key(name)].append(name)

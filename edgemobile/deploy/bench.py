@@ -32,18 +32,22 @@ import os
 import platform
 import statistics
 import time
+from importlib import metadata
 
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.metadata._tflite import read_tflite
+from edgemobile.metadata.writer import _AlignedBuffer, _schema_module
 from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note, xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
+    _builtin_ref_resolver,
     interpreter_backend,
     random_input,
+    tensor_inspector,
 )
 
 _MB = 1024 * 1024
@@ -226,9 +230,6 @@ def profile_ops(
     progress: bool = True,
 ) -> list[dict]:
     """Median time of every op of the main subgraph, each run alone (see module doc)."""
-    from edgemobile.metadata.writer import _schema_module
-    from edgemobile.runtime.interpreter import _builtin_ref_resolver
-
     backend, interpreter_cls = interpreter_backend()
     try:
         schema = _schema_module()
@@ -285,8 +286,6 @@ class _NotProfiled(Exception):
 
 
 def _all_tensor_values(data, input_index, sample) -> dict[int, np.ndarray]:
-    from edgemobile.runtime.interpreter import tensor_inspector
-
     interp = tensor_inspector(data, num_threads=1)
     interp.set_tensor(input_index, sample)
     interp.invoke()
@@ -304,8 +303,6 @@ def _all_tensor_values(data, input_index, sample) -> dict[int, np.ndarray]:
 def _single_op_model(schema, model, graph, op) -> tuple[bytes, list[int]]:
     """``op`` alone as a model: its constant inputs kept, the other inputs made model inputs."""
     import flatbuffers
-
-    from edgemobile.metadata.writer import _AlignedBuffer
 
     if op.builtinOptions is not None and any(
         hasattr(op.builtinOptions, attr) for attr in ("condSubgraphIndex", "thenSubgraphIndex", "initSubgraphIndex")
@@ -371,8 +368,6 @@ def _by_type(ops: list[dict]) -> list[dict]:
 
 
 def _runtime_version(backend: str) -> str | None:
-    from importlib import metadata
-
     dist = {"ai-edge-litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
             "tensorflow.lite": "tensorflow"}.get(backend)
     try:

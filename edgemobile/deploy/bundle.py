@@ -24,13 +24,17 @@ from pathlib import Path
 
 from edgemobile.deploy.mediapipe_compat import mediapipe_issues
 from edgemobile.errors import EdgeMobileError
-from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.metadata import (
     LABELS_FILE,
     ModelInfo,
     embed_metadata,
     read_metadata,
 )
+from edgemobile.metadata._tflite import load_model_bytes
+from edgemobile.networks.zoo import with_raw_pixel_input
+from edgemobile.outputs import check_output_folder, make_parent
+from edgemobile.quantization.convert import convert_variant
+from edgemobile.runtime.interpreter import TFLiteClassifier
 
 ANDROID_PRECISIONS = ("uint8", "float32")
 DEFAULT_ANDROID_PRECISION = "uint8"
@@ -74,8 +78,6 @@ def mediapipe_expressible(spec) -> bool:
 def android_variant(variant):
     """The zoo variant to bundle: unchanged, or with its per-channel normalization folded
     into the model (raw-pixel input, spec mean 0 / std 1) when MediaPipe cannot express it."""
-    from edgemobile.networks.zoo import with_raw_pixel_input
-
     return variant if mediapipe_expressible(variant.preprocess) else with_raw_pixel_input(variant)
 
 
@@ -92,8 +94,6 @@ def android_precision(precision: str | None) -> str:
 def bundle_from_variant(variant, precision: str, weights, calibration, name: str, progress: bool = True,
                         techniques=None) -> Bundle:
     """Convert a zoo model for Android (uint8 in/out by default) and prepare its bundle."""
-    from edgemobile.quantization.convert import convert_variant
-
     precision = android_precision(precision)
     result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
                              techniques=techniques)
@@ -109,9 +109,6 @@ def bundle_from_variant(variant, precision: str, weights, calibration, name: str
 def bundle_from_tflite(model: bytes | str | os.PathLike, name: str, source: str | None = None) -> Bundle:
     """Validate an edgemobile-made .tflite for Android, re-embed its metadata, and refuse
     what MediaPipe's ImageClassifier would reject."""
-    from edgemobile.metadata._tflite import load_model_bytes
-    from edgemobile.runtime.interpreter import TFLiteClassifier
-
     data, default_source = load_model_bytes(model)
     source = source or default_source
     classifier = TFLiteClassifier(data, source=source)  # a loadable one-input classifier

@@ -26,13 +26,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from edgemobile.data.labels import imagenet_classes
 from edgemobile.errors import EdgeMobileError, first_line, last_line
+from edgemobile.eval.evaluate import run_predictors
+from edgemobile.eval.predictors import TFLitePredictor
 from edgemobile.progress import Progress
 
 DATA_MODES = ("bytes", "paths")
@@ -52,8 +56,6 @@ _MODEL_DIR: list[str] = []
 
 def _worker_predictor(name: str, model: bytes, overrides, threads):
     """A TFLitePredictor for ``model`` in this worker process, built once per model."""
-    from edgemobile.eval.predictors import TFLitePredictor
-
     key = (name, hashlib.sha256(model).hexdigest(), overrides, threads)
     if key not in _PREDICTORS:
         if not _MODEL_DIR:
@@ -69,8 +71,6 @@ def eval_shard(specs: list[tuple], ids: list[int], items: list, batch_size: int,
     (id, path, reason)). ``specs`` are (name, overrides, threads) per model, ``models`` the
     model bytes (object-store refs that Ray resolves before the call). Without ``skip_bad`` an
     undecodable image fails the task with :class:`~edgemobile.errors.BadImageError`."""
-    from edgemobile.eval.evaluate import run_predictors
-
     predictors = [_worker_predictor(name, model, overrides, threads)
                   for (name, overrides, threads), model in zip(specs, models)]
     skipped: list | None = [] if skip_bad else None
@@ -88,8 +88,6 @@ def _whole_batches(shard_size: int, batch_size: int) -> int:
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """A GCS ``HOST:PORT`` that nothing listens on fails here at once (Ray itself retries for
     minutes); ``auto`` and ``ray://`` addresses fail fast in Ray already."""
-    import socket
-
     host, sep, port = address.rpartition(":")
     if address == "auto" or "://" in address or not sep or not port.isdigit():
         return
@@ -298,8 +296,6 @@ def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: l
     ((spec index, label, config or None for float32)): each conversion ``convert(spec,
     calibration, config)`` is a Ray task declaring its CPU and memory; as soon as one finishes,
     its model goes into the object store and its eval is sharded like ``eval --cluster``."""
-    from edgemobile.data.labels import imagenet_classes
-
     task = cluster.conversion_task(convert, memory_gb)
     shards = -(-len(paths) // _whole_batches(cluster.shard_size, batch_size))
     results: dict = {}

@@ -20,18 +20,18 @@ import json
 import os
 import platform
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from edgemobile.version import __version__
 from edgemobile.errors import EdgeMobileError
-from edgemobile.eval.evaluate import (Accuracy, EvalResult, compare, format_interval, percent_interval,
-                                      top_k_indices)
+from edgemobile.eval.evaluate import Accuracy, EvalResult, compare, format_interval, percent_interval, top_k_indices
 from edgemobile.eval.predictors import scores_to_probabilities
 from edgemobile.inputs import reading
-from edgemobile.outputs import write_atomic
+from edgemobile.outputs import check_output, write_atomic
+from edgemobile.version import __version__
 
 FORMAT = "edgemobile-eval-outputs"
 VERSION = 1
@@ -76,8 +76,6 @@ class ImageOutputs:
 
 def check_outputs_name(path: str | os.PathLike, force: bool = False) -> None:
     """Fail before any work if ``--outputs`` cannot be written or is not a ``.npz`` name."""
-    from edgemobile.outputs import check_output
-
     if not is_outputs_file(path):
         raise EdgeMobileError(f"{path}: an outputs file is a NumPy archive; give it a {SUFFIX} name")
     check_output(path, force)
@@ -170,8 +168,6 @@ def _meta(predictor) -> dict:
 
 
 def _runtime_version(backend: str) -> str | None:
-    from importlib import metadata
-
     dist = {"ai-edge-litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow.lite": "tensorflow"}
     try:
         return metadata.version(dist.get(backend, backend))

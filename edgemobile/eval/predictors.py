@@ -18,6 +18,10 @@ from edgemobile.converter_install import require_converter
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
 from edgemobile.errors import EdgeMobileError
+from edgemobile.metadata import read_metadata
+from edgemobile.networks.user import is_model_file, user_variant
+from edgemobile.networks.zoo import resolve
+from edgemobile.quantization.graph import inference_call
 from edgemobile.runtime.interpreter import TFLiteClassifier, to_probabilities
 
 
@@ -39,8 +43,6 @@ class TFLitePredictor:
                  name: str | None = None):
         """``path``: a .tflite file or its bytes; ``name`` labels it in results (default: the
         file name; for bytes, the name in its metadata)."""
-        from edgemobile.metadata import read_metadata
-
         overrides = overrides or PreprocessOverrides()
         self.overrides, self.num_threads = overrides, num_threads  # to rebuild it elsewhere (cluster workers)
         in_memory = isinstance(path, (bytes, bytearray))
@@ -158,8 +160,6 @@ class KerasPredictor:
         self.variant = variant
         self.weights = weights
         self.name = f"{variant.name} (Keras float)"
-        from edgemobile.quantization.graph import inference_call
-
         self.model = variant.build(weights, weights_arg)
         self.call = inference_call(self.model)
         self.spec = variant.preprocess
@@ -196,15 +196,11 @@ def load_predictor(
     file, see :meth:`~edgemobile.networks.zoo.ModelVariant.weights_path`). A Keras model file
     takes its spec and labels from ``overrides``, else from ``like`` (the converted model it
     is the reference of), else from its own input normalization (:mod:`edgemobile.networks.user`)."""
-    from edgemobile.networks.user import is_model_file
-
     if is_model_file(ref):
         _require_tensorflow(ref)
         return KerasPredictor(*user_reference(ref, overrides, like))
     if ref.lower().endswith(".tflite") or Path(ref).is_file():
         return TFLitePredictor(ref, overrides, num_threads=num_threads)
-    from edgemobile.networks.zoo import resolve
-
     variant = resolve(ref, alpha, resolution)
     _require_tensorflow(ref)
     return KerasPredictor(variant, weights, weights_arg)
@@ -212,8 +208,6 @@ def load_predictor(
 
 def user_reference(path: str, overrides: PreprocessOverrides | None, like=None):
     """(variant, model file) of a user's Keras model used as a float reference."""
-    from edgemobile.networks.user import user_variant
-
     o = overrides or PreprocessOverrides()
     mean, std, labels = o.mean, o.std, o.labels
     label_names = None

@@ -22,9 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from edgemobile.data.datasets import labeled_images, limit_pairs
+from edgemobile.deploy.bench import benchmark
 from edgemobile.errors import EdgeMobileError
 from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
+from edgemobile.eval.predictors import PreprocessOverrides, TFLitePredictor
+from edgemobile.metadata import read_metadata
 from edgemobile.networks.request import ModelRequest
+from edgemobile.quantization.convert import convert_variant
+from edgemobile.quantization.techniques.recipe import DEFAULT, ablation_recipes
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note
 
 REPORT_FILES = ("report.md", "report.json", "report.png")
@@ -74,14 +80,10 @@ def ablation_configs(default) -> list[tuple[str, Any]]:
     """(label, Recipe) rows: the plain converter, each registered technique alone, the model's
     ``default`` recipe, and every technique together when that is not the default (see
     :func:`edgemobile.quantization.techniques.recipe.ablation_recipes`)."""
-    from edgemobile.quantization.techniques.recipe import ablation_recipes
-
     return ablation_recipes(default)
 
 
 def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, overrides=None) -> np.ndarray:
-    from edgemobile.eval.predictors import TFLitePredictor
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".tflite")  # labels hold "/" ("min/max")
         path.write_bytes(model)
@@ -91,8 +93,6 @@ def _predict(model: bytes, name: str, pairs, progress: bool, threads: int = 1, o
 
 def _overrides(variant):
     """The variant's preprocessing as flags, for a model made elsewhere (no edgemobile metadata)."""
-    from edgemobile.eval.predictors import PreprocessOverrides
-
     p = variant.preprocess
     return PreprocessOverrides(mean=p.mean, std=p.std, crop_fraction=p.size / p.resize_shorter)
 
@@ -100,8 +100,6 @@ def _overrides(variant):
 def _latency(model: bytes, runs: int) -> float | None:
     if runs <= 0:
         return None
-    from edgemobile.deploy.bench import benchmark
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(model)
@@ -112,8 +110,6 @@ def _latency(model: bytes, runs: int) -> float | None:
 def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool = False) -> tuple[bytes, float]:
     """(.tflite bytes, conversion seconds) of ``spec`` as float32 (``config`` None) or int8 with
     the techniques ``config`` — in this process or in a Ray task (``--cluster``)."""
-    from edgemobile.quantization.convert import convert_variant
-
     start = time.perf_counter()
     variant, weights = spec.resolved()
     if config is None:
@@ -135,9 +131,6 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     (normalized), evaluated like edgemobile's own rows with the variant's preprocessing (e.g.
     ``tools/accuracy_table.py``'s litert-quantizer rows); they run on this machine. A peer
     that refuses a model raises EdgeMobileError: its row carries the message (``error``)."""
-    from edgemobile.data.datasets import labeled_images, limit_pairs
-    from edgemobile.quantization.techniques.recipe import DEFAULT
-
     options = options or DEFAULT
     configs = ablation_configs(options) if ablation else [(options.label(), options)]
     pairs = labeled_images(data, common_classes(specs))
@@ -239,8 +232,6 @@ def _int8_row(tflite: bytes, probs, float_probs, labels, seconds: float, bench_r
 
 def _skipped(tflite: bytes) -> list[str]:
     """What the int8 techniques left alone in this model (its provenance), one line each."""
-    from edgemobile.metadata import read_metadata
-
     info = read_metadata(tflite)
     provenance = (info.extra or {}).get("provenance") or {} if info is not None else {}
     return list((provenance.get("quantization") or {}).get("skipped", []))

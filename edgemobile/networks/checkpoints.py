@@ -36,6 +36,7 @@ import math
 import os
 import pickle
 import struct
+import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -126,8 +127,6 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def _is_tar(path: Path) -> bool:
-    import tarfile
-
     try:
         return tarfile.is_tarfile(path)
     except OSError:

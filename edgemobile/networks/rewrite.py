@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgemobile.errors import first_line
+from edgemobile.networks.mobilenet_v3 import _ARCH, _make_divisible, int8_friendly_backbone, unfused_hard_swish, unscale
 
 TOLERANCE = 1e-4  # max |rewritten - original| output on the calibration images
 CHECK_BATCH = 32
@@ -143,8 +144,6 @@ def _graph(model):
 def _parameters(m) -> dict:
     """Small/Large, alpha, minimalistic, include_preprocessing and input size of the backbone
     in functional model ``m``, read off its layers."""
-    from edgemobile.networks.mobilenet_v3 import _ARCH, _make_divisible
-
     names = _names(m)
     blocks = 1 + max((int(n.split("_")[2]) for n in names
                       if n.startswith("expanded_conv_") and n.split("_")[2].isdigit()), default=0)
@@ -240,8 +239,6 @@ def rewrite_mobilenet_v3(model):
     model is not changed (every layer of the result is a copy)."""
     import keras
 
-    from edgemobile.networks.mobilenet_v3 import unscale
-
     target = _find_backbone(model)
     if target is None:
         raise NotRecognised("no MobileNetV3 backbone layers")
@@ -278,8 +275,6 @@ class _Tracer:
     def _backbone(self, m, inputs):
         import keras
 
-        from edgemobile.networks.mobilenet_v3 import int8_friendly_backbone
-
         p, _, head = _recognise(m)
         if len(inputs) != 1:
             raise NotRecognised(f"the backbone model has {len(inputs)} inputs")
@@ -297,8 +292,6 @@ class _Tracer:
 
     def _operation(self, op):
         """The callable that applies ``op`` to new tensors, carrying their scale."""
-        from edgemobile.networks.mobilenet_v3 import unscale
-
         if _graph(op) is not None and (op is self.target or _find_backbone(op) is self.target):
             return lambda *args, **kwargs: self.run(op, [a for a in _flat(args, kwargs) if hasattr(a, "shape")])
         kind = type(op).__name__
@@ -344,8 +337,6 @@ def _copy(op, kernel_scale: float = 1.0):
     operations (``x + 3`` and the like) are reused as they are."""
     import keras
     from keras import ops
-
-    from edgemobile.networks.mobilenet_v3 import unfused_hard_swish
 
     if not isinstance(op, keras.layers.Layer):
         return op

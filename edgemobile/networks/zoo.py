@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from edgemobile.data.labels import ClassList, imagenet_classes
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import EdgeMobileError
 
@@ -67,8 +68,6 @@ class ModelVariant:
     @property
     def classes(self):
         """The :class:`~edgemobile.data.labels.ClassList` of the model's outputs."""
-        from edgemobile.data.labels import ClassList, imagenet_classes
-
         return ClassList.from_names(self.labels) if self.labels is not None else imagenet_classes()
 
     @property

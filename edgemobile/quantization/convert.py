@@ -13,12 +13,16 @@ import os
 import time
 from pathlib import Path
 
-from edgemobile.version import __version__
 from edgemobile.data.datasets import find_images, stratified_sample
+from edgemobile.download import file_hash
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
+from edgemobile.networks.rewrite import int8_rewrite
 from edgemobile.peak_memory import peak_rss_kb
+from edgemobile.quantization.integer_check import require_integer_only
 from edgemobile.quantization.tflite_converter import FULL_INTEGER, convert_keras
+from edgemobile.runtime.interpreter import TFLiteClassifier
+from edgemobile.version import __version__
 
 DEFAULT_NUM_CALIBRATION = 500
 DEFAULT_SEED = 0
@@ -67,9 +71,6 @@ def convert_variant(
     full-integer precisions (default: ``recipe.DEFAULT``, the best combination;
     ``recipe.PLAIN`` is the converter alone).
     """
-    from edgemobile.quantization.integer_check import require_integer_only
-    from edgemobile.runtime.interpreter import TFLiteClassifier
-
     start = time.perf_counter()
     weights_path = variant.weights_path(weights)
     model = variant.builder(variant, weights_path)
@@ -117,8 +118,6 @@ def int8_model(variant, model, images):
     graph (:func:`edgemobile.networks.rewrite.int8_rewrite`; zoo models are built that way)."""
     if not variant.option("user_model"):
         return model, None
-    from edgemobile.networks.rewrite import int8_rewrite
-
     return int8_rewrite(model, images)
 
 
@@ -153,8 +152,6 @@ def model_info(variant, provenance: dict) -> ModelInfo:
 def _describe_weights(path: Path | None) -> dict:
     if path is None:
         return {"source": "random initialization"}
-    from edgemobile.download import file_hash
-
     return {"file": path.name, "sha256": file_hash(path)}
 
 

@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgemobile.runtime.interpreter import tensor_inspector
+
 
 def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) -> Callable[[bytes], bytes]:
     """A ``calibrated_hook`` for :func:`edgemobile.quantization.convert.convert_keras` that
@@ -29,8 +31,6 @@ def exact_minmax_hook(representative: Callable[[], Iterable[list[np.ndarray]]]) 
 
     def hook(calibrated: bytes) -> bytes:
         from ai_edge_litert.tools import flatbuffer_utils
-
-        from edgemobile.runtime.interpreter import tensor_inspector
 
         interpreter = tensor_inspector(calibrated, num_threads=1)
         model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))

@@ -34,7 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from edgemobile.progress import Progress
+from edgemobile.quantization import graph, simulate
+from edgemobile.quantization.convert import int8_model
+from edgemobile.quantization.pipeline import convert_full_integer, load_images
 from edgemobile.quantization.ranges import logit_tensors
+from edgemobile.runtime.interpreter import TFLiteClassifier, model_ops, tensor_inspector
 
 LINEAR_OPS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → output-channel axis of its filter
 
@@ -104,8 +109,6 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
     ``images`` are normalized by ``spec``: the int8 model is fed what a device feeds
     (:meth:`~edgemobile.runtime.interpreter.TFLiteClassifier.encode_as_device`; without
     ``spec``, the images quantized) and the float model the values that input stands for."""
-    from edgemobile.runtime.interpreter import model_ops, tensor_inspector
-
     fi, qi = tensor_inspector(float_model), tensor_inspector(int8_model)
     f_ops, q_ops = model_ops(fi), model_ops(qi)
     if [o["op_name"] for o in f_ops] != [o["op_name"] for o in q_ops]:
@@ -113,8 +116,6 @@ def compare_tflite(float_model: bytes, int8_model: bytes, images: np.ndarray, pr
     q_det = {d["index"]: d for d in qi.get_tensor_details()}
     q_in = qi.get_input_details()[0]
     f_in = fi.get_input_details()[0]
-    from edgemobile.runtime.interpreter import TFLiteClassifier
-
     encoder = TFLiteClassifier(int8_model)
     pairs = [(int(fo["outputs"][0]), int(qo["outputs"][0]), qo) for fo, qo in zip(f_ops, q_ops)]
     logits = logit_tensors(q_ops)
@@ -169,24 +170,22 @@ def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progres
     """Logit SQNR of the simulated int8 model with everything, only weights, only
     activations, and each layer's weights / each activation tensor alone quantized.
     ``model`` is a BatchNorm-folded Keras model (:func:`.graph.fold_batchnorm`)."""
-    from edgemobile.quantization import graph as G
-    from edgemobile.quantization import simulate as S
-
     def run(**kwargs) -> float:
-        value = S.simulate(model, images, range_method=range_method, spec=spec, **kwargs).logit_sqnr()
+        value = simulate.simulate(model, images, range_method=range_method, spec=spec, **kwargs).logit_sqnr()
         if progress is not None:
             progress.update()
         return _finite(value) if value is not None else None
 
-    roles = S.layer_roles(model)
-    tensors = ["input"] + [layer.name for layer in model.operations if roles.get(layer.name) in (S.OWN, S.LINEAR)]
+    roles = simulate.layer_roles(model)
+    ranged = (simulate.OWN, simulate.LINEAR)
+    tensors = ["input"] + [layer.name for layer in model.operations if roles.get(layer.name) in ranged]
     result: dict[str, Any] = {
         "all": run(),
         "weights_only": run(quantize_activations=False),
         "activations_only": run(quantize_weights=False),
         "layers": [],
     }
-    for layer in G.linear_layers(model):
+    for layer in graph.linear_layers(model):
         result["layers"].append({"layer": layer.name, "what": "weights",
                                  "logit_sqnr": run(quantize_activations=False, only={layer.name})})
     for name in tensors:
@@ -197,11 +196,9 @@ def sensitivity(model, images: np.ndarray, range_method: str = "minmax", progres
 
 def sensitivity_steps(model) -> int:
     """How many simulations :func:`sensitivity` runs (for a progress bar)."""
-    from edgemobile.quantization import graph as G
-    from edgemobile.quantization import simulate as S
-
-    roles = S.layer_roles(model)
-    return 3 + len(G.linear_layers(model)) + 1 + sum(1 for r in roles.values() if r in (S.OWN, S.LINEAR))
+    roles = simulate.layer_roles(model)
+    ranged = sum(1 for r in roles.values() if r in (simulate.OWN, simulate.LINEAR))
+    return 3 + len(graph.linear_layers(model)) + 1 + ranged
 
 
 def dominant(sens: dict, top: int = 5) -> list[dict]:
@@ -271,11 +268,6 @@ def _table(rows: list[tuple]) -> str:
 def diagnose(variant, weights, calibration, options, images: int = 32, sensitivity_images: int = 0,
              progress: bool = True) -> dict:
     """Convert ``variant`` to int8 with ``options`` and diagnose it (see the module docstring)."""
-    from edgemobile.progress import Progress
-    from edgemobile.quantization import graph as G
-    from edgemobile.quantization.convert import int8_model
-    from edgemobile.quantization.pipeline import convert_full_integer, load_images
-
     x = load_images(calibration.paths, variant.preprocess, progress)
     model, rewrite = int8_model(variant, variant.build(weights), x)
     done = convert_full_integer(model, "int8", x, options, progress, variant.preprocess)
@@ -283,7 +275,8 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
     # int8 model's (equalization rescales them), its weights those before AdaRound/bias correction.
     float_model = done.float_tflite()
     reference_model = done.float_reference()
-    rewrites = (["the MobileNetV3 rewrite"] if rewrite is not None and rewrite.applied else []) + done.report["rewrites"]
+    rewrites = ["the MobileNetV3 rewrite"] if rewrite is not None and rewrite.applied else []
+    rewrites += done.report["rewrites"]
     sample = x[: max(1, images)]
     bar = Progress(len(sample), "comparing float and int8") if progress else None
     try:
@@ -308,7 +301,7 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         "sensitivity": None,
     }
     if sensitivity_images:  # on the same float model (folded: the simulation needs it)
-        folded = G.fold_batchnorm(reference_model)
+        folded = graph.fold_batchnorm(reference_model)
         xs = x[:sensitivity_images]
         bar = Progress(sensitivity_steps(folded), "sensitivity", unit="sim") if progress else None
         sens = sensitivity(folded, xs, options.ranges, bar, variant.preprocess)
@@ -321,8 +314,6 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
 
 
 def _input_feeding(int8_model: bytes, spec) -> str:
-    from edgemobile.runtime.interpreter import TFLiteClassifier
-
     fed_raw = TFLiteClassifier(int8_model).raw_pixel_offset(spec) is not None
     return "raw pixels" if fed_raw else "quantized normalized input"
 

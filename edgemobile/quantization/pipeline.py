@@ -11,18 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from edgemobile.data.prefetch import prefetch_map
 from edgemobile.errors import EdgeMobileError
+from edgemobile.progress import Progress
 from edgemobile.quantization.engine import prepare, replay
+from edgemobile.quantization.exact_ranges import exact_minmax_hook
 from edgemobile.quantization.techniques.recipe import DEFAULT, Recipe
+from edgemobile.quantization.tflite_converter import convert_keras
 
 CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pass
 
 
 def load_images(paths, spec, progress: bool = True, desc: str = "loading calibration images") -> np.ndarray:
     """Calibration images prepared by ``spec``, decoded once into one (N, H, W, 3) array."""
-    from edgemobile.data.prefetch import prefetch_map
-    from edgemobile.progress import Progress
-
     paths = list(paths)
     bar = Progress(len(paths), desc) if progress else None
     out = None
@@ -65,8 +66,6 @@ class FullInteger:
         float conversion."""
         if self.float_weights is None:
             return self.calibrated
-        from edgemobile.quantization.tflite_converter import convert_keras
-
         return convert_keras(self.float_reference(), "float32")
 
 
@@ -82,10 +81,6 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Rec
         progress: show progress bars.
         spec: the model's PreprocessSpec (see :func:`edgemobile.quantization.engine.prepare`).
     """
-    from edgemobile.progress import Progress
-    from edgemobile.quantization.tflite_converter import convert_keras
-    from edgemobile.quantization.exact_ranges import exact_minmax_hook
-
     start = time.perf_counter()
     replayed = replay(images)
     prepared = prepare(model, images, options, replayed, progress, spec)

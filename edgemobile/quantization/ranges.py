@@ -39,6 +39,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.metadata._flatbuf import root
+from edgemobile.quantization.exact_ranges import Extremes, exact_minmax_hook, replay
+from edgemobile.runtime.interpreter import model_ops, tensor_inspector
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 LOGIT_SPAN = 8.0  # e^-8 ≈ 1/3000: below half a step of the int8 softmax output
@@ -430,8 +433,6 @@ class TensorRange:
 
 def _stat_slots(buf: bytearray) -> dict[int, tuple[str, int, int]]:
     """Tensor index → (name, byte offset of its recorded min, of its recorded max)."""
-    from edgemobile.metadata._flatbuf import root
-
     model = root(bytes(buf))
     subgraph = model.tables(2)[0]
     slots = {}
@@ -456,8 +457,6 @@ def logit_tensors(ops: list[dict]) -> set[int]:
 
 
 def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
-    from edgemobile.runtime.interpreter import model_ops
-
     ops = model_ops(interpreter)
     producers = {int(t): op["op_name"] for op in ops for t in op["outputs"]}
     return ops, producers
@@ -477,9 +476,6 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     min/max and a :class:`GrowingHistogram` of its values, rebinned over that exact range for
     the choice. The calibrator's own statistics are not used, so its pass can be short;
     ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
-    from edgemobile.quantization.exact_ranges import Extremes, exact_minmax_hook, replay
-    from edgemobile.runtime.interpreter import tensor_inspector
-
     if method == "minmax":
         buf = bytearray(exact_minmax_hook(inputs)(calibrated))
         slots = _stat_slots(buf)

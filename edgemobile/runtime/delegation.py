@@ -16,9 +16,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import platform
+import time
 from typing import Sequence
 
 import numpy as np
+
+from edgemobile.runtime.interpreter import interpreter_backend, random_input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +157,6 @@ def _worst_scale_ratio(details: dict, inputs: list[int], output: int) -> float |
 
 def model_delegation(model: bytes, num_threads: int = 1) -> Delegation | None:
     """:func:`xnnpack_delegation` of ``model`` loaded with the default delegates (XNNPACK)."""
-    from edgemobile.runtime.interpreter import interpreter_backend
-
     _, cls = interpreter_backend()
     interpreter = cls(model_content=bytes(model), num_threads=num_threads)
     interpreter.allocate_tensors()
@@ -179,10 +180,6 @@ def measure_against_float(model: bytes, float_model: bytes, budget_s: float = 1.
     """Time ``model`` and ``float_model`` alternately (so load on the machine hits both alike)
     for about ``budget_s`` seconds after one warm-up invoke each: the cost of the fallback ops,
     measured where the conversion runs."""
-    import time
-
-    from edgemobile.runtime.interpreter import interpreter_backend, random_input
-
     _, cls = interpreter_backend()
     invokes = []
     for data in (model, float_model):

@@ -35,7 +35,7 @@ import dataclasses
 import numpy as np
 
 from edgemobile.quantization import graph
-from edgemobile.quantization.simulate import is_fusable_activation
+from edgemobile.quantization.simulate import _activation_name, is_fusable_activation
 from edgemobile.quantization.techniques.base import ModelContext, Option, Technique
 
 DEFAULT_STRENGTH = 1.0
@@ -58,8 +58,6 @@ def _relu_clip(layer) -> float | None:
 
     if isinstance(layer, keras.layers.ReLU):
         return None if layer.max_value is None else float(layer.max_value)
-    from edgemobile.quantization.simulate import _activation_name
-
     return 6.0 if _activation_name(layer) == "relu6" else None
 
 
