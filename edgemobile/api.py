@@ -29,7 +29,7 @@ from typing import Sequence
 
 from edgemobile.converter_install import quiet_keras, quiet_tensorflow, require_converter
 from edgemobile.data.calibration_sets import resolve_calibration
-from edgemobile.data.datasets import labeled_images, limit_pairs
+from edgemobile.data.datasets import calibration_warning, labeled_images, limit_pairs
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, load_rgb
 from edgemobile.deploy.bench import benchmark
 from edgemobile.deploy.bundle import android_precision, bundle_from_tflite, bundle_from_variant, check_bundle_folder
@@ -38,7 +38,13 @@ from edgemobile.eval import image_outputs
 from edgemobile.eval.cluster import DEFAULT_SHARD_SIZE, RayCluster
 from edgemobile.eval.evaluate import evaluate as run
 from edgemobile.eval.evaluate import top_k_indices
-from edgemobile.eval.predictors import PreprocessOverrides, TFLitePredictor, load_predictor
+from edgemobile.eval.predictors import (
+    KerasPredictor,
+    PreprocessOverrides,
+    TFLitePredictor,
+    load_predictor,
+    user_reference,
+)
 from edgemobile.eval.report import ModelSpec, common_classes, run_report
 from edgemobile.networks.listing import zoo_listing
 from edgemobile.networks.request import ModelRequest
@@ -65,6 +71,7 @@ from edgemobile.results import (
     check_report_folder,
     skipped_techniques,
 )
+from edgemobile.runtime.delegation import speed_report
 from edgemobile.runtime.info import tflite_info
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "InspectResult", "BenchResult", "ReportResult",
@@ -126,8 +133,6 @@ def _prepared(request: ModelRequest, precision: str, calibration, num_calibratio
     cal = calibration_set(calibration, num_calibration, seed, precision)
     warnings = []
     if cal is not None and variant.labels is not None:
-        from edgemobile.data.datasets import calibration_warning
-
         warnings += filter(None, [calibration_warning(cal.root, cal.paths, variant.classes)])
     return variant, weights, cal, warnings
 
@@ -162,8 +167,6 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
                           result.quantization, warnings=warnings, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: ops XNNPACK leaves to the builtin kernels, or int8 slower than float here
-        from edgemobile.runtime.delegation import speed_report
-
         slow_ops, speed_notes = speed_report(result.tflite, str(output or variant.name), result.float_tflite)
         converted.warnings += slow_ops
         converted.notes += speed_notes
@@ -395,8 +398,6 @@ def load(model, overrides=None, alpha=None, resolution=None, weights="imagenet",
         name = f"{model.name}_{model.precision}.tflite (in memory)" if isinstance(model, Converted) else None
         return TFLitePredictor(tflite, overrides, num_threads=threads or 1, name=name)
     if not isinstance(model, (str, os.PathLike)):  # a keras.Model object
-        from edgemobile.eval.predictors import KerasPredictor, user_reference
-
         quiet_tensorflow()
         return KerasPredictor(*user_reference(model, overrides, like))
     quiet_tensorflow()  # a zoo name or a Keras model file: a Keras model runs in TensorFlow
@@ -412,8 +413,6 @@ def _tflite_source(model):
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
     if isinstance(model, (str, os.PathLike)):
-        from edgemobile.networks.user import is_model_file
-
         if str(model).lower().endswith(".tflite") or (Path(model).exists() and not is_model_file(model)):
             return str(model)
     return None

@@ -34,6 +34,7 @@ from edgemobile.metadata._tflite import load_model_bytes
 from edgemobile.networks.zoo import with_raw_pixel_input
 from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.quantization.convert import convert_variant
+from edgemobile.runtime.delegation import speed_report
 from edgemobile.runtime.interpreter import TFLiteClassifier
 
 ANDROID_PRECISIONS = ("uint8", "float32")
@@ -100,8 +101,6 @@ def bundle_from_variant(variant, precision: str, weights, calibration, name: str
     made = bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
     warnings, notes = [], []
     if precision != "float32":
-        from edgemobile.runtime.delegation import speed_report
-
         warnings, notes = speed_report(made.tflite, made.model_file, result.float_tflite)
     return dataclasses.replace(made, notes=tuple(result.notes) + tuple(notes), warnings=tuple(warnings))
 

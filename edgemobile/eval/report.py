@@ -25,11 +25,13 @@ import numpy as np
 from edgemobile.data.datasets import labeled_images, limit_pairs
 from edgemobile.deploy.bench import benchmark
 from edgemobile.errors import EdgeMobileError
+from edgemobile.eval.cluster import DEFAULT_CONVERSION_MEMORY_GB, run_report_jobs
 from edgemobile.eval.evaluate import accuracy_figures, compare, format_interval, format_p, run_predictors
 from edgemobile.eval.predictors import PreprocessOverrides, TFLitePredictor
 from edgemobile.metadata import read_metadata
 from edgemobile.networks.request import ModelRequest
 from edgemobile.quantization.convert import convert_variant
+from edgemobile.quantization.pipeline import load_images
 from edgemobile.quantization.techniques.recipe import DEFAULT, ablation_recipes
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note
 
@@ -138,8 +140,6 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     labels = np.array([label for _, label in pairs])
     jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
     if cluster is not None:
-        from edgemobile.eval.cluster import DEFAULT_CONVERSION_MEMORY_GB, run_report_jobs
-
         done = run_report_jobs(cluster, convert_model, specs, jobs, calibration, [p for p, _ in pairs],
                                conversion_memory_gb or DEFAULT_CONVERSION_MEMORY_GB, progress)
         outcome = done.__getitem__
@@ -170,8 +170,6 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         images = None
         for peer_label, quantize in peers:
             if images is None:
-                from edgemobile.quantization.pipeline import load_images
-
                 images = load_images(calibration.paths, variant.preprocess, progress)
             start = time.perf_counter()
             try:

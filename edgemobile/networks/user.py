@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgemobile.data.datasets import folder_classes
 from edgemobile.data.labels import ClassList, imagenet_classes, read_label_file
 from edgemobile.data.preprocessing import DEFAULT_CROP_FRACTION, PreprocessSpec
 from edgemobile.errors import BadModelFileError, EdgeMobileError, first_line
@@ -171,8 +172,6 @@ def user_classes(count: int, source: str, labels: str | os.PathLike | None = Non
     if labels:
         return read_label_file(labels, expected=count)
     if folder is not None and Path(folder).is_dir():
-        from edgemobile.data.datasets import folder_classes
-
         classes = folder_classes(folder)
         if classes is not None:
             if len(classes) != count:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from edgemobile.data.labels import ClassList, imagenet_classes
 from edgemobile.data.preprocessing import PreprocessSpec
+from edgemobile.download import fetch
 from edgemobile.errors import EdgeMobileError
 
 MODEL_SUFFIXES = (".keras", ".h5")  # saved Keras model files (full-model .h5)
@@ -91,8 +92,6 @@ class ModelVariant:
             if self.weights is None:
                 raise EdgeMobileError(f"{self.name}: no published ImageNet weights; "
                                       + (f"pass {weights_arg} or none" if weights_arg else "use a model that has them"))
-            from edgemobile.download import fetch
-
             return fetch(
                 self.weights.url,
                 self.weights.filename,

@@ -20,6 +20,8 @@ from edgemobile.metadata import ModelInfo, embed_metadata
 from edgemobile.networks.rewrite import int8_rewrite
 from edgemobile.peak_memory import peak_rss_kb
 from edgemobile.quantization.integer_check import require_integer_only
+from edgemobile.quantization.pipeline import convert_full_integer, load_images
+from edgemobile.quantization.techniques.recipe import DEFAULT
 from edgemobile.quantization.tflite_converter import FULL_INTEGER, convert_keras
 from edgemobile.runtime.interpreter import TFLiteClassifier
 from edgemobile.version import __version__
@@ -78,9 +80,6 @@ def convert_variant(
     if precision in FULL_INTEGER:
         if calibration is None:
             raise EdgeMobileError(f"{precision} conversion needs calibration images")
-        from edgemobile.quantization.pipeline import convert_full_integer, load_images
-        from edgemobile.quantization.techniques.recipe import DEFAULT
-
         images = load_images(calibration.paths, variant.preprocess, progress)
         model, rewrite = int8_model(variant, model, images)
         done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)

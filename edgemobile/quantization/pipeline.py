@@ -16,6 +16,7 @@ from edgemobile.errors import EdgeMobileError
 from edgemobile.progress import Progress
 from edgemobile.quantization.engine import prepare, replay
 from edgemobile.quantization.exact_ranges import exact_minmax_hook
+from edgemobile.quantization.simulate import restore
 from edgemobile.quantization.techniques.recipe import DEFAULT, Recipe
 from edgemobile.quantization.tflite_converter import convert_keras
 
@@ -54,8 +55,6 @@ class FullInteger:
         the int8 model's tensors one to one — the converted model with its conv/dense weights
         from before bias correction and AdaRound put back (so call it after conversion)."""
         if self.float_weights is not None:
-            from edgemobile.quantization.simulate import restore
-
             restore(self.model, self.float_weights)
             self.float_weights = None
         return self.model
