@@ -27,7 +27,7 @@ def test_bad_image(tmp_path):
 
 
 def test_bad_tflite_file(tmp_path):
-    from edgemobile.metadata._tflite import check_flatbuffer, read_tflite
+    from edgemobile.tflite.model import check_flatbuffer, read_tflite
     from edgemobile.metadata.reader import read_metadata
 
     junk = tmp_path / "junk.tflite"

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,9 +162,9 @@ def _edited_model(shared, edit) -> bytes:
     """Google's uint8 MobileNetV1 0.25/128 with ``edit(schema, model)`` applied, repacked."""
     import flatbuffers
 
-    from edgemobile.metadata.writer import _schema_module
+    from edgemobile.tflite.object_api import schema_module
 
-    schema = _schema_module()
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf((shared / "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite")
                                             .read_bytes(), 0)
     edit(schema, model)

@@ -12,7 +12,7 @@ import pytest
 import edgemobile as em
 from edgemobile.cli.main import main
 from edgemobile.download import file_hash
-from edgemobile.runtime.interpreter import _builtin_ref_resolver, interpreter_backend, model_ops
+from edgemobile.runtime.interpreter import builtin_ref_resolver, interpreter_backend, model_ops
 
 from conftest import MOBILENET_UINT8_WEIGHTS as WEIGHTS
 
@@ -29,7 +29,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def ops_of(path):
     """(the model's op types, its interpreter), listed by an interpreter of its own (no XNNPACK)."""
     backend, cls = interpreter_backend()
-    interpreter = cls(model_content=path.read_bytes(), experimental_op_resolver_type=_builtin_ref_resolver(backend))
+    interpreter = cls(model_content=path.read_bytes(), experimental_op_resolver_type=builtin_ref_resolver(backend))
     interpreter.allocate_tensors()
     return [op["op_name"] for op in model_ops(interpreter)], interpreter
 

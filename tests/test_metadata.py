@@ -26,7 +26,7 @@ from edgemobile.metadata import (
     read_metadata,
     read_model_metadata,
 )
-from edgemobile.metadata._tflite import parse_model
+from edgemobile.tflite.model import parse_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32

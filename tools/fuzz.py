@@ -216,7 +216,7 @@ class Kind:
 
 def _model_hot_spans(data: bytes) -> list[tuple[int, int]]:
     """Regions of a .tflite outside its large buffers: the flatbuffer tables, names, metadata."""
-    from edgemobile.metadata._tflite import parse_model
+    from edgemobile.tflite.model import parse_model
 
     big = sorted((s, s + n) for s, n in parse_model(data).buffer_spans if n > 256)
     spans, at = [], 0

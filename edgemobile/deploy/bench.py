@@ -37,18 +37,18 @@ from importlib import metadata
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError, first_line
-from edgemobile.metadata._tflite import read_tflite
-from edgemobile.metadata.writer import _AlignedBuffer, _schema_module
 from edgemobile.peak_memory import peak_rss_kb, reset_peak_rss, status_kb
 from edgemobile.progress import Progress
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note, xnnpack_delegation
 from edgemobile.runtime.interpreter import (
     TFLiteClassifier,
-    _builtin_ref_resolver,
+    builtin_ref_resolver,
     interpreter_backend,
     random_input,
     tensor_inspector,
 )
+from edgemobile.tflite.model import read_tflite
+from edgemobile.tflite.object_api import AlignedBuffer, schema_module
 
 _MB = 1024 * 1024
 
@@ -232,7 +232,7 @@ def profile_ops(
     """Median time of every op of the main subgraph, each run alone (see module doc)."""
     backend, interpreter_cls = interpreter_backend()
     try:
-        schema = _schema_module()
+        schema = schema_module()
     except EdgeMobileError:
         raise EdgeMobileError(
             f"--profile cuts ops out with the TFLite schema code of ai-edge-litert, which {backend} "
@@ -245,7 +245,7 @@ def profile_ops(
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
-    resolver = {} if xnnpack else {"experimental_op_resolver_type": _builtin_ref_resolver(backend)}
+    resolver = {} if xnnpack else {"experimental_op_resolver_type": builtin_ref_resolver(backend)}
     bar = Progress(len(graph.operators or []), "profiling ops", unit="op") if progress else None
     results = []
     for index, op in enumerate(graph.operators or []):
@@ -347,7 +347,7 @@ def _single_op_model(schema, model, graph, op) -> tuple[bytes, list[int]]:
     out.version = model.version
     out.operatorCodes = [model.operatorCodes[op.opcodeIndex]]
     out.subgraphs = [sub]
-    out.buffers = [_AlignedBuffer(schema, b) for b in buffers]
+    out.buffers = [AlignedBuffer(schema, b) for b in buffers]
     builder = flatbuffers.Builder(1024)
     builder.Finish(out.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), feeds

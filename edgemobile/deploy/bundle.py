@@ -30,7 +30,7 @@ from edgemobile.metadata import (
     embed_metadata,
     read_metadata,
 )
-from edgemobile.metadata._tflite import load_model_bytes
+from edgemobile.tflite.model import load_model_bytes
 from edgemobile.networks.zoo import with_raw_pixel_input
 from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.quantization.convert import convert_variant

@@ -10,7 +10,7 @@ export time.
 
 from __future__ import annotations
 
-from edgemobile.metadata._tflite import ModelView
+from edgemobile.tflite.model import ModelView
 from edgemobile.metadata.reader import ModelSource, read_model_parts
 from edgemobile.metadata.schema import FILE_TENSOR_AXIS_LABELS, ModelMeta
 

@@ -1,7 +1,7 @@
 """Read TFLite Model Metadata and packed files back from a .tflite.
 
 Needs only the standard library (the flatbuffers are read by the hand-written reader in
-:mod:`edgemobile.metadata._flatbuf`), so it works on a runtime install with
+:mod:`edgemobile.tflite.flatbuf`), so it works on a runtime install with
 ``tflite_runtime`` or ``ai-edge-litert`` alone.
 """
 
@@ -14,8 +14,8 @@ import zipfile
 
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import BadModelFileError, EdgeMobileError
-from edgemobile.metadata._flatbuf import FlatBufferError
-from edgemobile.metadata._tflite import ModelView, load_model_bytes, parse_model
+from edgemobile.tflite.flatbuf import FlatBufferError
+from edgemobile.tflite.model import ModelView, load_model_bytes, parse_model
 from edgemobile.metadata.info import INFO_FILE, ModelInfo
 from edgemobile.metadata.schema import (
     FILE_TENSOR_AXIS_LABELS,

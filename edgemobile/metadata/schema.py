@@ -35,7 +35,7 @@ with vtable slot numbers (a union field ``x`` takes two slots: ``x_type`` then `
         SCANN_INDEX_FILE=6 }
 
 Writing uses the ``flatbuffers`` package's ``Builder`` (imported lazily); reading uses the
-standard-library reader in :mod:`edgemobile.metadata._flatbuf`.
+standard-library reader in :mod:`edgemobile.tflite.flatbuf`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import dataclasses
 import struct
 from collections.abc import Sequence
 
-from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
+from edgemobile.tflite.flatbuf import FlatBufferError, Table, root
 
 METADATA_FILE_IDENTIFIER = b"M001"
 # Name of the Model.metadata entry whose buffer holds the ModelMetadata flatbuffer.

@@ -27,16 +27,7 @@ import os
 import zipfile
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.metadata._flatbuf import FlatBufferError
-from edgemobile.metadata._tflite import (
-    TFLITE_FILE_IDENTIFIER,
-    ModelView,
-    TensorInfo,
-    load_model_bytes,
-    parse_model,
-)
 from edgemobile.metadata.info import INFO_FILE, INFO_FORMAT, LABELS_FILE, ModelInfo
-from edgemobile.version import __version__
 from edgemobile.metadata.schema import (
     FILE_TENSOR_AXIS_LABELS,
     FILE_UNKNOWN,
@@ -46,13 +37,21 @@ from edgemobile.metadata.schema import (
     TensorMeta,
     build_model_metadata,
 )
+from edgemobile.tflite.flatbuf import FlatBufferError
+from edgemobile.tflite.model import (
+    TFLITE_FILE_IDENTIFIER,
+    ModelView,
+    TensorInfo,
+    load_model_bytes,
+    parse_model,
+)
+from edgemobile.tflite.object_api import AlignedBuffer, schema_module
+from edgemobile.version import __version__
 
 INPUT_TENSOR_NAME = "image"
 OUTPUT_TENSOR_NAME = "probability"
 # Zip entries get a fixed timestamp so that the same inputs give byte-identical models.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-# TFLite aligns buffer data to 16 bytes; the rebuild keeps it so.
-_BUFFER_ALIGNMENT = 16
 
 
 def embed_metadata(model: bytes | str | os.PathLike, info: ModelInfo) -> bytes:
@@ -228,27 +227,11 @@ def _info_document(info: ModelInfo, source: str) -> bytes:
 
 
 # -- model surgery -------------------------------------------------------------------------
-def _schema_module():
-    """The TFLite schema object API: ai_edge_litert's, else TensorFlow's (imported only
-    here, never at module import time)."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        try:
-            from tensorflow.lite.python import schema_py_generated as schema
-        except ImportError:
-            raise EdgeMobileError(
-                "writing metadata needs the TFLite schema code of ai-edge-litert: "
-                "pip install ai-edge-litert"
-            ) from None
-    return schema
-
-
 def _rebuild_with_metadata(data: bytes, metadata: bytes) -> bytes:
     import flatbuffers
     import numpy as np
 
-    schema = _schema_module()
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     buffers = list(model.buffers or [])
     entries = list(model.metadata or [])
@@ -272,7 +255,7 @@ def _rebuild_with_metadata(data: bytes, metadata: bytes) -> bytes:
         entry.buffer = len(buffers) - 1
         entries.append(entry)
     model.metadata = entries
-    model.buffers = [_AlignedBuffer(schema, b) for b in buffers]
+    model.buffers = [AlignedBuffer(schema, b) for b in buffers]
 
     builder = flatbuffers.Builder(len(data) + len(metadata) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
@@ -284,32 +267,6 @@ def _referenced_buffers(model, entries) -> set[int]:
     for subgraph in model.subgraphs or []:
         used.update(t.buffer for t in subgraph.tensors or [])
     return used
-
-
-class _AlignedBuffer:
-    """Packs a ``BufferT`` with its data aligned to 16 bytes, as the TFLite converter
-    writes it (the generated ``BufferT.Pack`` aligns to 1 only)."""
-
-    def __init__(self, schema, buffer) -> None:
-        self._schema, self._buffer = schema, buffer
-
-    def Pack(self, builder):  # noqa: N802 - the object API's method name
-        import numpy as np
-
-        schema, buf = self._schema, self._buffer
-        data = None
-        if buf.data is not None and len(buf.data):
-            array = np.ascontiguousarray(buf.data, dtype=np.uint8)
-            builder.Prep(_BUFFER_ALIGNMENT, array.size)
-            data = builder.CreateNumpyVector(array)
-        schema.BufferStart(builder)
-        if data is not None:
-            schema.BufferAddData(builder, data)
-        if buf.offset:
-            schema.BufferAddOffset(builder, buf.offset)
-        if buf.size:
-            schema.BufferAddSize(builder, buf.size)
-        return schema.BufferEnd(builder)
 
 
 def _append_zip(flatbuffer: bytes, files: dict[str, bytes]) -> bytes:

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import struct
 from typing import Callable, Iterable
 
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.metadata._flatbuf import root
 from edgemobile.quantization.exact_ranges import Extremes, exact_minmax_hook, replay
 from edgemobile.runtime.interpreter import model_ops, tensor_inspector
+from edgemobile.tflite.statistics import recorded_statistics, statistic_slots, write_statistics
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 LOGIT_SPAN = 8.0  # e^-8 ≈ 1/3000: below half a step of the int8 softmax output
@@ -431,21 +430,6 @@ class TensorRange:
                 "chosen": list(self.chosen)}
 
 
-def _stat_slots(buf: bytearray) -> dict[int, tuple[str, int, int]]:
-    """Tensor index → (name, byte offset of its recorded min, of its recorded max)."""
-    model = root(bytes(buf))
-    subgraph = model.tables(2)[0]
-    slots = {}
-    for index, tensor in enumerate(subgraph.tables(0)):
-        q = tensor.table(4)
-        if q is None:
-            continue
-        mins, maxs = q._vector(0, 4), q._vector(1, 4)
-        if mins and maxs and mins[1] == 1 and maxs[1] == 1:
-            slots[index] = (tensor.string(3) or str(index), mins[0], maxs[0])
-    return slots
-
-
 def logit_tensors(ops: list[dict]) -> set[int]:
     """The tensors of a TFLite graph (its ops, in order) that carry a softmax's input: the
     logits, whose range the logits rule floors (module docstring)."""
@@ -478,12 +462,12 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     ``minmax`` is the exact min/max alone. ``progress`` counts the images replayed."""
     if method == "minmax":
         buf = bytearray(exact_minmax_hook(inputs)(calibrated))
-        slots = _stat_slots(buf)
-        recorded = _recorded(buf, slots)
+        slots = statistic_slots(buf)
+        recorded = recorded_statistics(buf, slots)
         return bytes(buf), [TensorRange(i, slots[i][0], "", recorded[i], recorded[i]) for i in sorted(slots)]
     buf = bytearray(calibrated)
-    slots = _stat_slots(buf)
-    calibrator = _recorded(buf, slots)
+    slots = statistic_slots(buf)
+    calibrator = recorded_statistics(buf, slots)
     interpreter = tensor_inspector(bytes(buf))
     ops, producers = _graph(interpreter)
     softmax_inputs = logit_tensors(ops)
@@ -518,13 +502,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     report = []
     for i in sorted(chosen):
         name, lo_at, hi_at = slots[i]
-        struct.pack_into("<f", buf, lo_at, chosen[i][0])
-        struct.pack_into("<f", buf, hi_at, chosen[i][1])
+        write_statistics(buf, lo_at, hi_at, *chosen[i])
         if i in tracked:
             report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], chosen[i]))
     return bytes(buf), report
-
-
-def _recorded(buf: bytearray, slots: dict) -> dict[int, tuple[float, float]]:
-    return {i: (struct.unpack_from("<f", buf, lo)[0], struct.unpack_from("<f", buf, hi)[0])
-            for i, (_, lo, hi) in slots.items()}

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from edgemobile.metadata._tflite import TensorInfo
+from edgemobile.tflite.model import TensorInfo
 from edgemobile.metadata.reader import read_model
 from edgemobile.runtime.delegation import xnnpack_delegation
 from edgemobile.runtime.interpreter import open_interpreter

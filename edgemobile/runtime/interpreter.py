@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from edgemobile.errors import BadModelFileError, EdgeMobileError, first_line
-from edgemobile.metadata._tflite import check_flatbuffer, read_tflite
+from edgemobile.tflite.model import check_flatbuffer, read_tflite
 from edgemobile.native_stderr import native_stderr_filtered
 
 @functools.lru_cache(maxsize=1)
@@ -67,7 +67,7 @@ def open_interpreter(model: bytes, source: str, num_threads: int | None = 1,
     backend, interpreter_cls = interpreter_backend()
     kwargs: dict = {"model_content": model, "num_threads": num_threads}
     if not use_xnnpack:
-        kwargs["experimental_op_resolver_type"] = _builtin_ref_resolver(backend)
+        kwargs["experimental_op_resolver_type"] = builtin_ref_resolver(backend)
     try:
         interpreter = interpreter_cls(**kwargs)
         interpreter.allocate_tensors()
@@ -256,12 +256,12 @@ def tensor_inspector(model: bytes, num_threads: int = 2):
     and share buffers)."""
     backend, cls = interpreter_backend()
     interpreter = cls(model_content=bytes(model), num_threads=num_threads, experimental_preserve_all_tensors=True,
-                      experimental_op_resolver_type=_builtin_ref_resolver(backend))
+                      experimental_op_resolver_type=builtin_ref_resolver(backend))
     interpreter.allocate_tensors()
     return interpreter
 
 
-def _builtin_ref_resolver(backend: str):
+def builtin_ref_resolver(backend: str):
     """The op resolver without default delegates (XNNPACK off), per backend module."""
     if backend == "ai-edge-litert":
         from ai_edge_litert.interpreter import OpResolverType

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgemobile.errors import BadModelFileError
 from edgemobile.inputs import reading
-from edgemobile.metadata._flatbuf import FlatBufferError, Table, root
+from edgemobile.tflite.flatbuf import FlatBufferError, Table, root
 
 TFLITE_FILE_IDENTIFIER = b"TFL3"
 
