@@ -57,7 +57,7 @@ from edgemobile.quantization.convert import (
     convert_variant,
     default_output_name,
 )
-from edgemobile.quantization.inspect import diagnose
+from edgemobile.quantization.diagnosis import diagnose
 from edgemobile.quantization.techniques.recipe import recipe_from
 from edgemobile.quantization.tflite_converter import FULL_INTEGER
 from edgemobile.results import (
@@ -72,7 +72,7 @@ from edgemobile.results import (
     skipped_techniques,
 )
 from edgemobile.runtime.delegation import speed_report
-from edgemobile.runtime.info import tflite_info
+from edgemobile.runtime.tflite_info import tflite_info
 
 __all__ = ["Converted", "Evaluation", "Predictions", "BundleResult", "InspectResult", "BenchResult", "ReportResult",
            "ModelRequest", "convert", "evaluate", "predict", "bundle", "bench", "inspect", "report", "info", "models"]
@@ -298,7 +298,7 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
 def info(model):
     """What a .tflite (path, bytes or :class:`Converted`) carries: precision, tensors and their
     quantization, preprocessing, labels, provenance, ops and XNNPACK coverage — a
-    :class:`~edgemobile.runtime.info.TFLiteInfo` that prints as a report. No TensorFlow."""
+    :class:`~edgemobile.runtime.tflite_info.TFLiteInfo` that prints as a report. No TensorFlow."""
     return tflite_info(model.tflite if isinstance(model, Converted) else
                        bytes(model) if isinstance(model, (bytes, bytearray)) else model)
 

@@ -15,7 +15,7 @@ from edgemobile.eval.evaluate import format_table
 from edgemobile.eval.image_outputs import format_comparison
 from edgemobile.eval.report import REPORT_FILES, markdown, plot
 from edgemobile.outputs import check_output, check_output_folder, write_atomic
-from edgemobile.quantization.inspect import format_diagnosis
+from edgemobile.quantization.diagnosis import format_diagnosis
 
 
 @dataclasses.dataclass

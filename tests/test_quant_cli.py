@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edgemobile.cli.main import main
-from edgemobile.quantization.inspect import format_diagnosis
+from edgemobile.quantization.diagnosis import format_diagnosis
 from cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")

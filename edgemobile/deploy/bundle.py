@@ -30,12 +30,12 @@ from edgemobile.metadata import (
     embed_metadata,
     read_metadata,
 )
-from edgemobile.tflite.model import load_model_bytes
 from edgemobile.networks.zoo import with_raw_pixel_input
 from edgemobile.outputs import check_output_folder, make_parent
 from edgemobile.quantization.convert import convert_variant
 from edgemobile.runtime.delegation import speed_report
 from edgemobile.runtime.interpreter import TFLiteClassifier
+from edgemobile.tflite.model import load_model_bytes
 
 ANDROID_PRECISIONS = ("uint8", "float32")
 DEFAULT_ANDROID_PRECISION = "uint8"

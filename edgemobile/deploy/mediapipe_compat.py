@@ -10,9 +10,9 @@ export time.
 
 from __future__ import annotations
 
-from edgemobile.tflite.model import ModelView
 from edgemobile.metadata.reader import ModelSource, read_model_parts
 from edgemobile.metadata.schema import FILE_TENSOR_AXIS_LABELS, ModelMeta
+from edgemobile.tflite.model import ModelView
 
 # uint8 input: |zero_point - mean| and |scale * std - 1| tolerated (half a level of rounding
 # in the zero point, 1 % in the scale).

@@ -14,8 +14,6 @@ import zipfile
 
 from edgemobile.data.preprocessing import PreprocessSpec
 from edgemobile.errors import BadModelFileError, EdgeMobileError
-from edgemobile.tflite.flatbuf import FlatBufferError
-from edgemobile.tflite.model import ModelView, load_model_bytes, parse_model
 from edgemobile.metadata.info import INFO_FILE, ModelInfo
 from edgemobile.metadata.schema import (
     FILE_TENSOR_AXIS_LABELS,
@@ -23,6 +21,8 @@ from edgemobile.metadata.schema import (
     ModelMeta,
     parse_model_metadata,
 )
+from edgemobile.tflite.flatbuf import FlatBufferError
+from edgemobile.tflite.model import ModelView, load_model_bytes, parse_model
 
 ModelSource = bytes | bytearray | memoryview | str | os.PathLike
 

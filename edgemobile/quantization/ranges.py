@@ -40,7 +40,7 @@ import numpy as np
 from edgemobile.errors import EdgeMobileError
 from edgemobile.quantization.exact_ranges import Extremes, exact_minmax_hook, replay
 from edgemobile.runtime.interpreter import model_ops, tensor_inspector
-from edgemobile.tflite.statistics import recorded_statistics, statistic_slots, write_statistics
+from edgemobile.tflite.calibration_statistics import recorded_statistics, statistic_slots, write_statistics
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 LOGIT_SPAN = 8.0  # e^-8 ≈ 1/3000: below half a step of the int8 softmax output

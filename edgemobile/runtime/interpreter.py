@@ -14,8 +14,9 @@ import os
 import numpy as np
 
 from edgemobile.errors import BadModelFileError, EdgeMobileError, first_line
-from edgemobile.tflite.model import check_flatbuffer, read_tflite
 from edgemobile.native_stderr import native_stderr_filtered
+from edgemobile.tflite.model import check_flatbuffer, read_tflite
+
 
 @functools.lru_cache(maxsize=1)
 def interpreter_backend() -> tuple[str, type]:

@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from edgemobile.tflite.model import TensorInfo
 from edgemobile.metadata.reader import read_model
 from edgemobile.runtime.delegation import xnnpack_delegation
 from edgemobile.runtime.interpreter import open_interpreter
+from edgemobile.tflite.model import TensorInfo
 
 SHOWN_LABELS = 5  # labels printed (and written to --json) besides their count
 _INTEGER = ("int8", "uint8", "int16")
