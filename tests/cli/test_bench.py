@@ -9,7 +9,7 @@ import pytest
 
 from edgemobile.cli.main import main
 from edgemobile.runtime.interpreter import TFLiteClassifier
-from cli_run import run
+from support.cli_run import run
 
 # Google's QAT uint8 MobileNetV1 0.25/128: a small third-party model with no edgemobile metadata.
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"

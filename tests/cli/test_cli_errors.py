@@ -13,7 +13,7 @@ from PIL import Image
 
 from edgemobile.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 
 
 def fails(capsys, *argv, words: str, names: Path | str | None = None) -> str:

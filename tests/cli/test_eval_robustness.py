@@ -17,7 +17,7 @@ import pytest
 
 from edgemobile.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
 
 

@@ -14,7 +14,7 @@ from edgemobile.cli.main import main
 from edgemobile.download import file_hash
 from edgemobile.runtime.interpreter import _builtin_ref_resolver, interpreter_backend, model_ops
 
-from conftest import MOBILENET_UINT8_WEIGHTS as WEIGHTS
+from support.paths import MOBILENET_UINT8_WEIGHTS as WEIGHTS
 
 QAT_V1 = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"  # TFLite metadata, no edgemobile metadata
 QAT_V3 = "weights/mobilenet_v3/v3-small_224_1.0_uint8.tflite"  # no metadata at all

@@ -12,7 +12,7 @@ from PIL import Image
 
 from edgemobile.cli.main import main
 from edgemobile.quantization.inspect import format_diagnosis
-from cli_run import run_ok as run
+from support.cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 BLOCKED = ("tensorflow", "keras", "tf_keras")
 HEAVY = BLOCKED + ("tensorboard", "jax", "torch", "mediapipe", "h5py")
 

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from cli_run import run, run_ok
-from test_user_model import write_images
+from support.cli_run import run, run_ok
+from support.images import write_images
 
 R = 32
 CLASSES = ["cat", "dog", "fox"]
@@ -74,7 +74,7 @@ def test_report_of_user_models_with_their_classes(capsys, world, tmp_path):
 
 def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
     """A user's 1000-class ImageNet model compared with a zoo model on synset-labelled images."""
-    from test_user_model import write_images as images
+    from support.images import write_images as images
 
     val = images(tmp_path / "val", ["n01440764", "n01443537"], per_class=2, size=40)
     model = tiny_model(tmp_path / "mine.keras", 1000)

@@ -24,7 +24,7 @@ os.environ.setdefault(LOOPBACK_ONLY, "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgemobile[cluster]')")
 pytest.importorskip("tensorflow")
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"
 REFERENCE = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
 TIMING = ("seconds", "images_per_second")

@@ -10,7 +10,7 @@ from edgemobile.cli.main import main
 from edgemobile.metadata import read_metadata
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.interpreter import TFLiteClassifier
-from cli_run import run_ok as run
+from support.cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
 

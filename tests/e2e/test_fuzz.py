@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_path
+from support.paths import shared_path
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 TOOL = ROOT / "tools" / "fuzz.py"
 # Cases per kind: a few hundred, sized so that all kinds together stay under two minutes on two
 # shared cores (cases run in batches in forked children: ~10 ms of CPU each).

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 TOOL = ROOT / "tools" / "pi_emulation.py"
 WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 IMAGES = 50

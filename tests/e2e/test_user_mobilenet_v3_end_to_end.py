@@ -11,14 +11,14 @@ import json
 
 import pytest
 
-from cli_run import run_ok as run
+from support.cli_run import run_ok as run
 from edgemobile.cli.main import main
 from edgemobile.metadata import read_metadata
 from edgemobile.networks.rewrite import TOLERANCE
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.delegation import model_delegation
 from edgemobile.runtime.interpreter import TFLiteClassifier
-from user_models import LABELS, class_folders, mediapipe_names_right, mobilenet_v3_small_user_model
+from support.user_models import LABELS, class_folders, mediapipe_names_right, mobilenet_v3_small_user_model
 
 pytest.importorskip("tensorflow")
 
@@ -87,7 +87,7 @@ def test_bundle_gives_mediapipe_the_users_class_names(user, capsys):
 def test_inspect_measures_the_rewritten_model(user, capsys, tmp_path):
     """inspect converts your MobileNetV3 as convert does (backbone rewritten) and compares it
     with the rewritten float model."""
-    from cli_run import run as run_cli
+    from support.cli_run import run as run_cli
 
     code, _, err = run_cli(capsys, "inspect", user["model"], "--calibration", user["train"], "--plain", "--images", 2,
                            "--json", tmp_path / "d.json", "--quiet")

@@ -16,8 +16,8 @@ from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import read_metadata
 from edgemobile.quantization.integer_check import float_tensor_uses
 from edgemobile.runtime.interpreter import TFLiteClassifier
-from user_models import LABELS, class_folders, mediapipe_names_right, mobilenet_v1_user_model
-from cli_run import run_ok as run
+from support.user_models import LABELS, class_folders, mediapipe_names_right, mobilenet_v1_user_model
+from support.cli_run import run_ok as run
 
 pytest.importorskip("tensorflow")
 
@@ -101,7 +101,7 @@ def test_readme_python_example_runs_as_written(user, tmp_path, monkeypatch, caps
     import re
     import shutil
 
-    from conftest import ROOT
+    from support.paths import ROOT
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Python API"):]

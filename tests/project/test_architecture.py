@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 sys.path.insert(0, str(ROOT / "tools"))
 import import_cycles  # noqa: E402
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support.paths import ROOT
 from edgemobile.cli.main import build_parser
 
 README = ROOT / "README.md"

@@ -109,7 +109,7 @@ def test_weights_none_and_local_file(tmp_path):
 
 
 # -- concurrency and faults -------------------------------------------------------------------
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
 

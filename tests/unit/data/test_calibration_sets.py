@@ -23,7 +23,7 @@ from edgemobile.data.datasets import find_images
 from edgemobile.data.labels import imagenet_classes
 from edgemobile.errors import EdgeMobileError
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 PINNED_COMMIT = "22d0a5c9c5c76d13532da2d29ea7fa2e9e034387"
 
 

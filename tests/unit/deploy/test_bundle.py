@@ -29,7 +29,7 @@ from edgemobile.quantization.convert import CalibrationSet
 from edgemobile.quantization.integer_check import float_tensor_uses, op_histogram
 from edgemobile.runtime.delegation import fallback_warning, model_delegation
 from edgemobile.runtime.interpreter import TFLiteClassifier
-from cli_run import run
+from support.cli_run import run
 
 pytest.importorskip("tensorflow")
 

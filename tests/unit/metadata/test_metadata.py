@@ -28,7 +28,7 @@ from edgemobile.metadata import (
 )
 from edgemobile.metadata._tflite import parse_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 SIZE = 32
 NUM_CLASSES = 10
 LABELS = [f"class {i} ü" for i in range(NUM_CLASSES)]  # non-ASCII on purpose

@@ -20,7 +20,7 @@ from edgemobile.networks.mobileone import (
     reparameterize,
     set_state_dict,
 )
-from random_weights import randomize_batchnorm
+from support.random_weights import randomize_batchnorm
 
 SIZE = 64  # five stride-2 stages: 64 -> 2x2 at the last stage, enough to exercise padding
 PLAIN_FUSED_LAYERS = {

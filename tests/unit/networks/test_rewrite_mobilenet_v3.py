@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from random_weights import randomize_batchnorm
+from support.random_weights import randomize_batchnorm
 
 pytest.importorskip("tensorflow")
 

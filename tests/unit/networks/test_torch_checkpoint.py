@@ -29,7 +29,7 @@ from edgemobile.networks.checkpoints import (
     read_safetensors,
     read_state_dict,
 )
-from random_weights import randomize_batchnorm
+from support.random_weights import randomize_batchnorm
 
 # -- writers ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from edgemobile.data.datasets import calibration_warning, folder_classes, labele
 from edgemobile.data.labels import ClassList
 from edgemobile.errors import EdgeMobileError, EdgeMobileWarning
 from edgemobile.metadata import read_metadata
+from support.images import write_images
 
 
 def fails(capsys, *argv, words):
@@ -27,18 +28,6 @@ def fails(capsys, *argv, words):
     assert len(lines) == 1 and lines[0].startswith("edgemobile: error: "), err
     assert words in lines[0], lines[0]
     return lines[0]
-
-
-def write_images(folder, names, per_class=2, size=40):
-    rng = np.random.default_rng(0)
-    for name in names:
-        (folder / name).mkdir(parents=True)
-        for k in range(per_class):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            c = size // 2  # black and white patches inside the center crop: the full range, as photos have
-            pixels[c - 8:c + 8, c - 8:c], pixels[c - 8:c + 8, c:c + 8] = 0, 255
-            Image.fromarray(pixels).save(folder / name / f"photo{k}.png")
-    return folder
 
 
 # -- class-name folders (no TensorFlow) ------------------------------------------------------

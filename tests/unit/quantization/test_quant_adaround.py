@@ -11,7 +11,7 @@ pytest.importorskip("keras")
 
 from edgemobile.quantization import adaround as A
 from edgemobile.quantization import graph as G
-from test_quant_graph import images, tiny_model
+from support.quant_models import images, tiny_model
 
 
 def correlated_problem(out: int = 16, fan_in: int = 24, seed: int = 0):

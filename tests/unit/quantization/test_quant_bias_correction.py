@@ -12,7 +12,7 @@ from edgemobile.quantization import graph as G
 from edgemobile.quantization import simulate as S
 from edgemobile.quantization.bias_correction import mean_shift
 from edgemobile.quantization.pipeline import QuantOptions, prepare
-from test_quant_graph import images, tiny_model
+from support.quant_models import images, tiny_model
 
 
 def shifts(model, x, reference) -> dict[str, float]:

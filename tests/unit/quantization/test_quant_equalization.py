@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 
 from edgemobile.quantization import equalization as E
 from edgemobile.quantization import graph as G
-from test_quant_graph import images, tiny_model
+from support.quant_models import images, tiny_model
 
 
 def channel_spread(model, layer_name: str, x: np.ndarray) -> float:

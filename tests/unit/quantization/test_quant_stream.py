@@ -17,7 +17,8 @@ pytest.importorskip("keras")
 from edgemobile.quantization import graph as G
 from edgemobile.quantization import simulate as S
 from edgemobile.quantization.pipeline import QuantOptions, prepare
-from test_quant_graph import images, tiny_model
+from support.paths import ROOT
+from support.quant_models import images, tiny_model
 
 # The Keras-side pass in a child process, on a model whose first activations are 96×96×16
 # float32 — 150 MB per tensor for 256 images: the peak of its traced allocations (numpy's
@@ -64,7 +65,7 @@ print(tracemalloc.get_traced_memory()[1] / 2**20, rss_mb("VmHWM") - base)
 
 def peak_increase_mb(n: int) -> tuple[float, float]:
     """(traced peak, resident peak above the baseline) in MB of the pass on ``n`` images."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
                TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-c", CHILD, str(n)], capture_output=True, text=True, env=env, timeout=300)

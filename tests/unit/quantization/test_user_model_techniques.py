@@ -329,7 +329,7 @@ def test_skipped_patterns_reach_warnings_and_provenance(tmp_path):
     warning of the result and recorded in the model's provenance."""
     import edgemobile as em
     from edgemobile.metadata import read_metadata
-    from test_user_model import write_images
+    from support.images import write_images
 
     model = build(grouped)
     model.save(tmp_path / "grouped.keras")
