@@ -18,12 +18,10 @@ WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 
 
 @pytest.fixture(scope="module")
-def int8_model(shared, tmp_path_factory):
-    path = tmp_path_factory.mktemp("quant") / "mobilenet_0.25_int8.tflite"
-    assert main(["convert", "--model", "mobilenet", "--alpha", "0.25", "--int8", "--weights", str(shared / WEIGHTS),
-                 "--calibration", str(shared / "imagenet/calib"), "--num-calibration", "200",
-                 "-o", str(path), "--quiet"]) == 0
-    return path
+def int8_model(mobilenet_int8):
+    """The session's default ``--int8`` MobileNetV1 α0.25/224, 200 calibration images
+    (tests/e2e/conftest.py; test_end_to_end.py reads the same file)."""
+    return mobilenet_int8
 
 
 def test_default_int8_is_close_to_float(shared, int8_model, capsys, tmp_path):
