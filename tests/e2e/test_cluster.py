@@ -18,13 +18,13 @@ import pytest
 
 from edgemobile.cli.main import main
 from edgemobile.eval.cluster import LOOPBACK_ONLY
+from support.paths import ROOT
 
 # The test cluster's nodes (all on this machine) talk over loopback only; set before Ray is imported.
 os.environ.setdefault(LOOPBACK_ONLY, "0")
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'edgemobile[cluster]')")
 pytest.importorskip("tensorflow")
 
-from support.paths import ROOT
 WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_128_tf.h5"
 REFERENCE = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"
 TIMING = ("seconds", "images_per_second")

@@ -16,6 +16,7 @@ from edgemobile.download import cache_dir, fetch
 from edgemobile.errors import EdgeMobileError
 from edgemobile.networks import mobilenet_v1
 from edgemobile.networks.zoo import resolve
+from support.paths import ROOT
 
 PAYLOAD = b"pretend these are weights\n" * 1000
 
@@ -109,7 +110,6 @@ def test_weights_none_and_local_file(tmp_path):
 
 
 # -- concurrency and faults -------------------------------------------------------------------
-from support.paths import ROOT
 BIG = bytes(range(256)) * 4096  # 1 MiB
 
 
