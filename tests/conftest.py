@@ -1,24 +1,26 @@
-"""Shared fixtures. Tests that need ../shared (real ImageNet images and weights) skip with a
-clear reason when it is absent; EDGEMOBILE_SHARED points elsewhere.
+"""Fixtures and markers for the whole suite (plain helpers are in ``tests/support``; fixtures
+used by one folder only are in that folder's conftest.py). Tests that need ../shared (real
+ImageNet images and weights) skip with a clear reason when it is absent; EDGEMOBILE_SHARED
+points elsewhere.
 
 Tests that build Keras models or convert need the converter install: mark them
 ``@pytest.mark.convert`` (or a module with ``pytestmark = pytest.mark.convert``) and they skip
 with the reason under the runtime-only install (``pip install edgemobile[runtime]``, e.g. on a
-Raspberry Pi), where the rest of the suite must pass."""
+Raspberry Pi), where the rest of the suite must pass.
+
+Every test under ``tests/e2e/`` is marked ``e2e`` (slow, end to end on ../shared): the default
+``python -m pytest`` runs them; ``python -m pytest -m "not e2e"`` is the quick loop."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import MOBILENET_UINT8_WEIGHTS, ROOT, shared_path
 
-
-def shared_path() -> Path:
-    return Path(os.environ.get("EDGEMOBILE_SHARED", ROOT.parent / "shared"))
+E2E = ROOT / "tests" / "e2e"
 
 
 CONVERTER_MODULES = ("tensorflow", "keras")
@@ -31,9 +33,15 @@ def missing_converter_modules() -> list[str]:
 def pytest_configure(config):
     config.addinivalue_line("markers", "convert: needs the converter install (TensorFlow + Keras); "
                             "skipped with the reason under the runtime-only install")
+    config.addinivalue_line("markers", "e2e: slow end-to-end test on ../shared (every test under tests/e2e/); "
+                            "-m 'not e2e' leaves them out for a quick loop")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
     missing = missing_converter_modules()
     if not missing:
         return
@@ -57,9 +65,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.keras or the network from tests."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.getbasetemp() / "keras_home"))
     monkeypatch.setenv("EDGEMOBILE_OFFLINE", "1")
-
-
-MOBILENET_UINT8_WEIGHTS = "weights/mobilenet_v1/mobilenet_2_5_224_tf.h5"
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ a crash in the C++ interpreter, or a hang past ``timeout`` — is seen by ``wait
 and a new child resumes after it.
 Mutations are seeded: ``(--seed, kind, case)`` reproduces one exactly. The models and images
 come from ``../shared`` (or ``EDGEMOBILE_SHARED``); kinds needing them are skipped without it.
-tests/test_fuzz.py runs a few hundred cases per kind of the same.
+tests/e2e/test_fuzz.py runs a few hundred cases per kind of the same.
 """
 
 from __future__ import annotations

@@ -1,0 +1,113 @@
+"""``inspect`` and ``report`` take your own Keras model file (``--model FILE.keras``) with the
+same preprocessing/label flags as ``convert``; a file spec works next to a zoo spec in one
+report. Tiny real models (32 px), generated images, no ../shared."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from support.cli_run import run, run_ok
+from support.images import write_images
+
+R = 32
+CLASSES = ["cat", "dog", "fox"]
+
+
+def tiny_model(path, classes: int, grouped: bool = False, seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    L = keras.layers
+    i = keras.Input((R, R, 3))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, strides=2, padding="same")(i)))
+    if grouped:
+        x = L.Conv2D(8, 3, padding="same", activation="relu", groups=2)(x)
+    x = L.Dense(classes, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(i, x, name=path.stem)
+    rng = np.random.default_rng(seed)
+    bn = next(layer for layer in model.layers if isinstance(layer, L.BatchNormalization))
+    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.uniform(-0.3, 0.3, 8), rng.uniform(-0.5, 0.5, 8),
+                    rng.uniform(0.5, 2.0, 8)])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user_world")
+    return {"train": write_images(root / "train", CLASSES, per_class=3, size=40),
+            "val": write_images(root / "val", [c.upper() for c in CLASSES], per_class=2, size=40),
+            "model": tiny_model(root / "pets.keras", len(CLASSES), grouped=True),
+            "other": tiny_model(root / "pets_b.keras", len(CLASSES), seed=1), "root": root}
+
+
+def test_inspect_a_user_model(capsys, world, tmp_path):
+    code, out, err = run(capsys, "inspect", world["model"], "--calibration", world["train"], "--preprocess",
+                         "mobilenet", "--images", 4, "--technique-images", 8, "--json", tmp_path / "d.json",
+                         "--quiet")
+    assert code == 0, err
+    diagnosis = json.loads((tmp_path / "d.json").read_text())
+    assert diagnosis["model"] == "pets_32" and diagnosis["compared_on_images"] == 4
+    assert any(row["op"] == "CONV_2D" for row in diagnosis["tensors"])
+    assert "pets_32 int8" in out
+    # the grouped conv is left to the converter, and the user is told so
+    warnings = [line for line in err.splitlines() if line.startswith("edgemobile: warning:")]
+    assert len(warnings) == 1 and "grouped convolution" in warnings[0], err
+
+
+def test_report_of_user_models_with_their_classes(capsys, world, tmp_path):
+    out = run_ok(capsys, "report", "--model", world["model"], "--model", f"{world['other']}:label=second model",
+                 "--data", world["val"], "--calibration", world["train"], "--preprocess", "mobilenet", "--plain",
+                 "--equalize", "--bench-runs", 0, "--out", tmp_path / "r", "--quiet")
+    result = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert result["images"] == 6
+    assert [(r["model"], r["precision"]) for r in result["rows"]] == [
+        ("pets_32", "float32"), ("pets_32", "int8"), ("second model", "float32"), ("second model", "int8")]
+    assert result["rows"][0]["weights"] == str(world["model"])
+    assert "| pets_32 |" in out and "| second model |" in out
+    # pets has a grouped conv: named in its int8 row and under the table
+    assert [len(r.get("skipped", [])) for r in result["rows"]] == [0, 1, 0, 0]
+    assert "- int8 techniques skipped pets_32: conv2d" in out and "grouped convolution" in out
+
+
+def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
+    """A user's 1000-class ImageNet model compared with a zoo model on synset-labelled images."""
+    from support.images import write_images as images
+
+    val = images(tmp_path / "val", ["n01440764", "n01443537"], per_class=2, size=40)
+    model = tiny_model(tmp_path / "mine.keras", 1000)
+    run_ok(capsys, "report", "--model", f"{model}:preprocess=mobilenet",
+           "--model", "mobilenet:alpha=0.25,resolution=128,weights=none", "--data", val, "--calibration", val,
+           "--plain", "--bench-runs", 0, "--out", tmp_path / "r", "--quiet")
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["mine_32", "mine_32", "mobilenet_v1_0.25_128", "mobilenet_v1_0.25_128"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["inspect", "{missing}", "--preprocess", "mobilenet"], "no such Keras model file"),
+    (["inspect", "{bad}", "--preprocess", "mobilenet"], "not a loadable Keras model"),
+    (["inspect", "{model}", "--calibration", "{train}"], "say how its inputs are normalized"),
+    (["inspect", "{model}", "--calibration", "{train}", "--preprocess", "mobilenet", "--alpha", "0.5"],
+     "alpha: only for zoo models"),
+    (["inspect", "mobilenet", "--preprocess", "mobilenet"], "only for your own Keras models"),
+    (["report", "--model", "{model}", "--model", "mobilenet", "--data", "{val}", "--calibration", "{train}",
+      "--preprocess", "mobilenet", "--out", "{out}"], "report compares models on the same images"),
+    (["report", "--model", "{model}:alpha=0.5", "--data", "{val}", "--preprocess", "mobilenet", "--out", "{out}"],
+     "alpha: only for zoo models"),
+    (["report", "--model", "mobilenet", "--data", "{val}", "--labels", "{train}", "--out", "{out}"],
+     "labels: only for your own Keras model files"),
+    (["report", "--model", "{model}", "--data", "{val}", "--calibration", "{train}", "--preprocess", "mobilenet",
+      "--labels", "{labels}", "--out", "{out}"], "2 labels"),
+])
+def test_bad_user_model_flags_fail_in_one_line(capsys, world, tmp_path, argv, words):
+    (tmp_path / "bad.keras").write_text("not a model")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    names = {"missing": tmp_path / "nope.keras", "bad": tmp_path / "bad.keras", "model": world["model"],
+             "train": world["train"], "val": world["val"], "out": tmp_path / "out", "labels": tmp_path / "labels.txt"}
+    code, out, err = run(capsys, *[a.format(**{k: str(v) for k, v in names.items()}) for a in argv])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("edgemobile: error: "), err
+    assert words in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
