@@ -17,6 +17,8 @@ import sys
 import flatbuffers
 import numpy as np
 
+from edgemobile.tflite.object_api import schema_module
+
 
 def computation_digest(data: bytes) -> str:
     """sha256 (hex) of the model in ``data`` with its metadata removed.
@@ -24,12 +26,7 @@ def computation_digest(data: bytes) -> str:
     Args:
         data: the .tflite file's bytes.
     """
-    # Deferred: the schema code ships with TensorFlow / ai-edge-litert.
-    try:
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - depends on the install
-        from ai_edge_litert import schema_py_generated as schema
-
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     for entry in model.metadata or []:
         # Keep the buffer list's indices (tensors point into it); empty the metadata's data.
