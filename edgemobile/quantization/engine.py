@@ -140,17 +140,17 @@ def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, sk
     for technique, options in recipe.techniques():
         if technique.before_layers is not None:
             _model_step(technique, options, context, check, report, skipped, technique.before_layers)
-    float_weights = None
-    moving = [t for t, _ in recipe.techniques() if t.layer_steps or t.after_layers is not None]
-    if moving:
-        float_weights = snapshot(model)
+    # The weights the later steps move towards the int8 grid: the float reference, and what a
+    # failed layer pass restores.
+    moves_weights = any(t.layer_steps or t.after_layers is not None for t, _ in recipe.techniques())
+    float_weights = snapshot(model) if moves_weights else None
     layer_techniques = [(technique, options) for technique, options in recipe.techniques() if technique.layer_steps]
     if layer_techniques or Statistic.ACTIVATION_RANGES in recipe.needs:  # the pass also measures the ranges
         shared = guards.shared_layers(model)
         either = " or ".join(technique.describe(options) for technique, options in layer_techniques)
         skipped += [f"{name}: called more than once (a shared layer): no {either} for it"
                     for name in sorted(shared) if layer_techniques]
-        before = snapshot(model)
+        before = float_weights if float_weights is not None else snapshot(model)
         try:
             rows, ranges = layer_pass(model, x, recipe, progress, spec, skip=shared)
             if layer_techniques:
@@ -158,7 +158,8 @@ def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, sk
             context = dataclasses.replace(context, activation_ranges=ranges)
         except Exception as exc:
             restore(model, before)
-            named = layer_techniques or [(t, o) for t, o in recipe.techniques() if Statistic.ACTIVATION_RANGES in t.needs]
+            named = layer_techniques or [(t, o) for t, o in recipe.techniques()
+                                         if Statistic.ACTIVATION_RANGES in t.needs]
             they = "they" if len(named) > 1 else "it"
             labels = " and ".join(technique.describe(options) for technique, options in named)
             skipped.append(f"{labels}: dropped, {they} failed on this model ({_first_line(exc)})")
