@@ -52,8 +52,15 @@ class Converted:
         return f"<Converted {self.name} ({self.summary})>"
 
 
+class _ShownAsText:
+    """IPython/Jupyter show a result as the command's output (its ``str``), not its ``repr``."""
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(str(self))
+
+
 @dataclasses.dataclass
-class Evaluation:
+class Evaluation(_ShownAsText):
     """Top-1/top-5 of a model (and its comparison with a reference) on labeled images;
     prints as the CLI's table."""
 
@@ -95,9 +102,6 @@ class Evaluation:
     def __repr__(self) -> str:
         ref = f", agreement {self.agreement:.2f} %" if self.agreement is not None else ""
         return f"<Evaluation top-1 {self.top1:.2f} %, top-5 {self.top5:.2f} % on {self.images} images{ref}>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:  # IPython/Jupyter show the table
-        printer.text(str(self))
 
 
 @dataclasses.dataclass
@@ -175,7 +179,7 @@ def skipped_techniques(quantization: dict | None) -> list[str]:
 
 
 @dataclasses.dataclass
-class InspectResult:
+class InspectResult(_ShownAsText):
     """Where int8 loses accuracy, layer by layer (``edgemobile inspect``): ``diagnosis`` is
     the JSON-ready report, ``warnings`` what the user should know (skipped techniques,
     calibration images of other classes), ``notes`` what was done (the MobileNetV3 rewrite)."""
@@ -191,15 +195,12 @@ class InspectResult:
         return format_diagnosis(self.diagnosis)
 
     def __repr__(self) -> str:
-        layers = len(self.diagnosis.get("layers") or ())
-        return f"<InspectResult {self.diagnosis.get('model', '')} ({layers} layers)>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(str(self))
+        tensors = len(self.diagnosis.get("tensors") or ())
+        return f"<InspectResult {self.diagnosis.get('model', '')} ({tensors} tensors compared)>"
 
 
 @dataclasses.dataclass
-class BenchResult:
+class BenchResult(_ShownAsText):
     """Latency (median, p90) per setting, model size, peak memory and an optional per-op
     profile (``edgemobile bench``); ``report`` is the JSON-ready dict."""
 
@@ -214,12 +215,9 @@ class BenchResult:
     def __repr__(self) -> str:
         return f"<BenchResult {self.report.get('model', '')} ({len(self.report.get('settings') or ())} settings)>"
 
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(str(self))
-
 
 @dataclasses.dataclass
-class ReportResult:
+class ReportResult(_ShownAsText):
     """Float vs int8 accuracy, size and latency of several models (``edgemobile report``):
     prints as the Markdown table; :meth:`write` puts report.md, report.json and report.png
     (top-1 vs latency, when latency was timed) in a folder."""
@@ -250,9 +248,6 @@ class ReportResult:
 
     def __repr__(self) -> str:
         return f"<ReportResult {len(self.result.get('rows') or ())} rows on {self.result.get('images')} images>"
-
-    def _repr_pretty_(self, printer, cycle) -> None:
-        printer.text(str(self))
 
 
 def check_report_folder(folder: str | os.PathLike, force: bool = False) -> Path:
