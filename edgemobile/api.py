@@ -112,15 +112,10 @@ def calibration_set(calibration=None, num_calibration: int | None = None, seed: 
     return CalibrationSet.from_folder(folder, count, seed, source=calibration or "imagenet_sample_1000 (default)")
 
 
-def _techniques(techniques):
-    """The Recipe ``techniques=`` asks for (see :func:`edgemobile.quantization.techniques.recipe.recipe_from`)."""
-    return recipe_from(techniques)
-
-
 def _prepared(request: ModelRequest, precision: str, calibration, num_calibration, seed):
     """(variant, weights, CalibrationSet, warnings) — labels may come from the calibration
     folders; calibration images of classes the model does not have are used, with a warning."""
-    # Before the quantization modules, the model and any download: the runtime install stops here.
+    # Before the model is built or anything downloaded: the runtime install stops here.
     require_converter(request.name)
     folder = None
     if isinstance(calibration, CalibrationSet):
@@ -162,7 +157,7 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     variant, weights, cal, warnings = _prepared(request, precision, calibration, num_calibration, seed)
     with quiet_keras():
         result = convert_variant(variant, precision, weights, cal, progress=progress,
-                                 techniques=_techniques(techniques))
+                                 techniques=recipe_from(techniques))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
                           result.quantization, warnings=warnings, notes=list(result.notes))
     converted.warnings += skipped_techniques(result.quantization)
@@ -286,7 +281,7 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
         with quiet_keras():
             made = bundle_from_variant(variant, precision, weights, cal, folder.name if folder else
                                        f"{variant.name}_{precision}", progress=progress,
-                                       techniques=_techniques(techniques))
+                                       techniques=recipe_from(techniques))
         made = dataclasses.replace(made, warnings=(*warnings, *made.warnings))
     result = BundleResult(made, None)
     if folder is not None:
@@ -323,7 +318,7 @@ def inspect(model, *, alpha: float | None = None, resolution: int | None = None,
                             mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
     variant, weights, cal, warnings = _prepared(request, "int8", calibration, num_calibration, seed)
     with quiet_keras():
-        diagnosis = diagnose(variant, weights, cal, _techniques(techniques), images=images,
+        diagnosis = diagnose(variant, weights, cal, recipe_from(techniques), images=images,
                              sensitivity_images=sensitivity_images if sensitivity else 0, progress=progress)
     result = InspectResult(diagnosis, warnings + skipped_techniques(diagnosis["conversion"]),
                            list(diagnosis.get("notes") or ()))
@@ -380,7 +375,7 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
             spec.fetch_weights()
     cal = calibration_set(calibration, num_calibration, seed, "int8")
     with quiet_keras(), cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
-        result = ReportResult(run_report(specs, data, cal, _techniques(techniques), ablation=ablation, limit=limit,
+        result = ReportResult(run_report(specs, data, cal, recipe_from(techniques), ablation=ablation, limit=limit,
                                          seed=seed, bench_runs=bench_runs, progress=progress, cluster=ray_cluster,
                                          conversion_memory_gb=conversion_memory_gb))
     if folder is not None:

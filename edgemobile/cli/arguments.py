@@ -88,10 +88,9 @@ def add_user_model_flags(p: argparse.ArgumentParser) -> None:
                        "folders of --calibration)")
 
 
-def model_request(args: argparse.Namespace, model=None) -> ModelRequest:
-    """The model the flags of convert, bundle or inspect name (``model``: instead of ``args.model``);
-    flags a command lacks are None."""
-    return ModelRequest(model if model is not None else args.model, alpha=args.alpha, resolution=args.resolution,
+def request_from_args(args: argparse.Namespace) -> ModelRequest:
+    """The model the flags of convert, bundle or inspect name; flags a command lacks are None."""
+    return ModelRequest(args.model, alpha=args.alpha, resolution=args.resolution,
                         weights=getattr(args, "weights", None),
                         **{k: getattr(args, k, None) for k in ("preprocess", "mean", "std", "crop_fraction", "labels")})
 

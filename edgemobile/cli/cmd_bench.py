@@ -50,8 +50,8 @@ def _non_negative_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     check_json(args)
     xnnpack = [choice == "on" for choice in (args.xnnpack or ["on"])]
-    result = api.bench(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup, profile=args.profile, reference=args.reference,
-                       progress=not args.quiet)
+    result = api.bench(args.model, threads=args.threads, xnnpack=xnnpack, runs=args.runs, warmup=args.warmup,
+                       profile=args.profile, reference=args.reference, progress=not args.quiet)
     print(result)
     write_json(args, result.as_dict())
     return 0

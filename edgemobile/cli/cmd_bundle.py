@@ -11,12 +11,11 @@ from edgemobile import api
 from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_user_model_flags,
-    model_request,
     options_from_args,
+    request_from_args,
     technique_flags,
 )
 from edgemobile.cli.console import print_notes
-from edgemobile.deploy.bundle import android_precision
 from edgemobile.errors import EdgeMobileError
 from edgemobile.networks.user import is_model_file
 
@@ -63,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
         return print_bundle(api.bundle(ref, args.out, force=args.force))
-    precision = android_precision(args.precision)
-    return print_bundle(api.bundle(model_request(args), args.out, precision, force=args.force,
+    return bundle_model(args, args.out)
+
+
+def bundle_model(args: argparse.Namespace, out: str) -> int:
+    """Convert the zoo model or Keras model file the convert-style flags name (uint8 unless
+    ``--float32``) and write its bundle to ``out`` (``bundle``, ``convert --android``)."""
+    return print_bundle(api.bundle(request_from_args(args), out, args.precision, force=args.force,
                                    calibration=args.calibration, num_calibration=args.num_calibration,
                                    seed=args.seed, techniques=options_from_args(args), progress=not args.quiet))
 

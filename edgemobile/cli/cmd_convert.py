@@ -11,10 +11,10 @@ from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_user_model_flags,
     add_zoo_model_flags,
-    model_request,
     options_from_args,
+    request_from_args,
 )
-from edgemobile.cli.cmd_bundle import print_bundle
+from edgemobile.cli.cmd_bundle import bundle_model
 from edgemobile.cli.console import print_notes
 from edgemobile.deploy.bundle import android_precision
 
@@ -47,16 +47,16 @@ def register(sub, prep) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    common = dict(calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
-                  techniques=options_from_args(args), force=args.force, progress=not args.quiet)
     if args.android:
         precision = android_precision(args.precision)
         out = args.output or api.default_output(args.model, precision, args.alpha,
                                                 args.resolution).removesuffix(".tflite")
-        return print_bundle(api.bundle(model_request(args), out, precision, **common))
+        return bundle_model(args, out)
     precision = args.precision or "float32"
     output = Path(args.output or api.default_output(args.model, precision, args.alpha, args.resolution))
-    result = api.convert(model_request(args), precision, output=output, **common)
+    result = api.convert(request_from_args(args), precision, calibration=args.calibration,
+                         num_calibration=args.num_calibration, seed=args.seed, techniques=options_from_args(args),
+                         output=output, force=args.force, progress=not args.quiet)
     print_notes(result.notes, result.warnings)
     print(f"wrote {output} ({result.summary})")
     return 0

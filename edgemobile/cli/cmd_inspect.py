@@ -11,9 +11,9 @@ from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_user_model_flags,
     add_zoo_model_flags,
-    model_request,
     options_from_args,
     positive_int,
+    request_from_args,
 )
 from edgemobile.cli.console import add_json_flags, check_json, print_notes, write_json
 
@@ -21,10 +21,10 @@ from edgemobile.cli.console import add_json_flags, check_json, print_notes, writ
 def register(sub, prep) -> None:
     p = sub.add_parser(
         "inspect", help="per-layer int8 quantization error of a model (SQNR, weight ranges, sensitivity)",
-        description="Convert a zoo model or your Keras model file to int8 exactly as 'convert --int8' would (same technique flags) and "
-        "compare every intermediate tensor with the float model (after the rewrites that keep its function: BatchNorm "
-        "folding, equalization, the MobileNetV3 rewrite) on calibration images fed as a device feeds them: cumulative SQNR (all "
-        "error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
+        description="Convert a zoo model or your Keras model file to int8 exactly as 'convert --int8' would (same "
+        "technique flags) and compare every intermediate tensor with the float model (after the rewrites that keep "
+        "its function: BatchNorm folding, equalization, the MobileNetV3 rewrite) on calibration images fed as a "
+        "device feeds them: cumulative SQNR (all error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
         "and the spread of per-channel weight ranges. --sensitivity adds a simulation quantizing one layer's "
         "weights or one activation tensor at a time, ranking the layers that dominate the output error.",
     )
@@ -46,7 +46,7 @@ def register(sub, prep) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_json(args)
-    result = api.inspect(model_request(args), calibration=args.calibration, num_calibration=args.num_calibration,
+    result = api.inspect(request_from_args(args), calibration=args.calibration, num_calibration=args.num_calibration,
                          seed=args.seed, techniques=options_from_args(args), images=args.images,
                          sensitivity=args.sensitivity, sensitivity_images=args.sensitivity_images,
                          progress=not args.quiet)

@@ -16,7 +16,7 @@ from edgemobile.quantization.engine import prepare
 from edgemobile.quantization.pipeline import convert_full_integer
 from edgemobile.quantization.techniques import registry
 from edgemobile.quantization.techniques.base import Statistic
-from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, Recipe, ablation_recipes, configure
+from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, Recipe, ablation_recipes, configure, recipe_from
 from support import demo_technique
 from support.images import write_images
 from support.quant_models import images, tiny_model
@@ -89,18 +89,17 @@ def test_recipe_flat_form_round_trips():
     assert ablation_recipes(DEFAULT.replace(ranges="percentile"))[-1][1] == DEFAULT
 
 
-def test_api_techniques_forms():
-    from edgemobile.api import _techniques
+def test_api_techniques_forms():  # what the API's techniques= goes through
     from edgemobile.errors import EdgeMobileError
 
-    assert _techniques(None) == DEFAULT and _techniques("plain") == PLAIN
-    assert _techniques({"adaround": False}) == DEFAULT.replace(adaround=False)
-    assert _techniques(["equalization", "ranges"]).label() == "equalization + mse ranges"
-    assert _techniques(DEFAULT) is DEFAULT
+    assert recipe_from(None) == DEFAULT and recipe_from("plain") == PLAIN
+    assert recipe_from({"adaround": False}) == DEFAULT.replace(adaround=False)
+    assert recipe_from(["equalization", "ranges"]).label() == "equalization + mse ranges"
+    assert recipe_from(DEFAULT) is DEFAULT
     with pytest.raises(EdgeMobileError, match="unknown technique option"):
-        _techniques({"adaroun": False})
+        recipe_from({"adaroun": False})
     with pytest.raises(EdgeMobileError, match="unknown range method"):
-        _techniques({"ranges": "max"})
+        recipe_from({"ranges": "max"})
 
 
 def test_a_registered_technique_reaches_flags_ablation_api_and_provenance(demo, tmp_path):
