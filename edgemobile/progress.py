@@ -18,6 +18,7 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.log_every = log_every
         self.start = self._last_draw = time.perf_counter()
+        self.note = ""  # shown after the rate (e.g. a training loss)
 
     def __enter__(self) -> "Progress":
         return self
@@ -52,6 +53,8 @@ class Progress:
                     f"[{_clock(elapsed)}<{_clock(eta)}, {rate:.1f} {self.unit}/s]")
         else:
             text = f"{self.desc} {self.count} {_plural(self.unit)} [{_clock(elapsed)}, {rate:.1f} {self.unit}/s]"
+        if self.note:
+            text += f" {self.note}"
         if self.tty:
             self.stream.write("\r" + text + ("\n" if final else ""))
         else:

@@ -97,7 +97,7 @@ def convert_variant(
         "precision": precision,
         "weights": _describe_weights(weights_path),
         "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
-        "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds", "skipped")
+        "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds", "skipped", "finetune")
                          if k in quantization} if quantization else None,
         **({"rewrite": rewrite.as_dict()} if rewrite is not None and rewrite.message() else {}),
         "conversion": conversion_cost(start),

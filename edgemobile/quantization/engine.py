@@ -85,13 +85,12 @@ def prepare(model, images: np.ndarray, recipe: Recipe, representative: Callable 
     float_weights = None
     report["rewrites"] = []  # the function-preserving ones that ran (BatchNorm folding, equalization)
     if recipe.keras_side:
-        x = images[: recipe.technique_images]
-        report["technique_images"] = int(len(x))
+        report["technique_images"] = int(min(len(images), recipe.technique_images))
         skipped: list[str] = []  # one line per pattern a technique left alone, and why (see guards)
-        model, float_weights = _keras_side(model, x, recipe, progress, spec, report, skipped)
+        model, float_weights = _keras_side(model, images, recipe, progress, spec, report, skipped)
         report["skipped"] = skipped
     report["keras_seconds"] = round(time.perf_counter() - start, 2)
-    context = ConverterContext(representative or replay(images), report, len(images) if progress else 0)
+    context = ConverterContext(representative or replay(images), report, len(images) if progress else 0, model)
     hooks = [technique.converter_step(context, options) for technique, options in recipe.techniques()
              if technique.converter_step is not None]
     return Prepared(model, _chained(hooks), report, float_weights)
@@ -111,11 +110,12 @@ def _chained(hooks: list[Callable[[bytes], bytes]]) -> Callable[[bytes], bytes] 
     return hook
 
 
-def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, skipped: list[str]):
+def _keras_side(model, images, recipe: Recipe, progress: bool, spec, report: dict, skipped: list[str]):
     """Steps 1-4 of the module docstring on a copy of ``model``. Returns ``(model for the
     converter, float weights)``: the latter are its conv/dense weights after the
     function-preserving rewrites (named in ``report["rewrites"]``), before the layer pass and
     after-layer steps changed them (None when none ran)."""
+    x = images[: recipe.technique_images]
     why = guards.single_io(model)
     if why is not None:
         skipped.append(f"all Keras-side techniques: {why}")
@@ -136,7 +136,7 @@ def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, sk
     float_model = model
     model = folded
     skipped += guards.unmodeled_layers(model)
-    context = ModelContext(model, float_model, x, spec, progress, recipe)
+    context = ModelContext(model, float_model, x, spec, progress, recipe, calibration_images=images)
     for technique, options in recipe.techniques():
         if technique.before_layers is not None:
             _model_step(technique, options, context, check, report, skipped, technique.before_layers)
@@ -155,7 +155,7 @@ def _keras_side(model, x, recipe: Recipe, progress: bool, spec, report: dict, sk
             rows, ranges = layer_pass(model, x, recipe, progress, spec, skip=shared)
             if layer_techniques:
                 report["layers"] = rows
-            context = dataclasses.replace(context, activation_ranges=ranges)
+            context = dataclasses.replace(context, activation_ranges=ranges, float_weights=before)
         except Exception as exc:
             restore(model, before)
             named = layer_techniques or [(t, o) for t, o in recipe.techniques()

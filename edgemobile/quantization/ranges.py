@@ -506,3 +506,27 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
         if i in tracked:
             report.append(TensorRange(i, name, producers.get(i, "input"), recorded[i], chosen[i]))
     return bytes(buf), report
+
+
+def force_ranges(calibrated: bytes, forced: dict[int, tuple[float, float]]) -> bytes:
+    """The calibrated model with the statistics of the tensors in ``forced`` (index → (lo, hi))
+    overwritten, and the outputs of same-scale ops given their input's statistics again (in
+    graph order), as :func:`apply_ranges` leaves them.
+
+    Args:
+        calibrated: a calibrated float model (its statistics already chosen).
+        forced: tensor index → the range it must have.
+    """
+    buf = bytearray(calibrated)
+    slots = statistic_slots(buf)
+    chosen = recorded_statistics(buf, slots)
+    chosen.update({i: (float(lo), float(hi)) for i, (lo, hi) in forced.items() if i in slots})
+    ops, _ = _graph(tensor_inspector(bytes(buf)))
+    for op in ops:
+        src, dsts = op["inputs"], op["outputs"]
+        if op["op_name"] in SAME_SCALE_OPS and len(dsts) == 1 and int(src[0]) in chosen and int(dsts[0]) in chosen:
+            chosen[int(dsts[0])] = chosen[int(src[0])]
+    for i, (_, lo_at, hi_at) in slots.items():
+        write_statistics(buf, lo_at, hi_at, *chosen[i])
+    return bytes(buf)
+

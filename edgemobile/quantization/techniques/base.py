@@ -78,7 +78,10 @@ class ModelContext:
     (normalized, NHWC); ``spec`` the model's PreprocessSpec (device input encoding, see
     :func:`edgemobile.quantization.simulate.device_input`); ``activation_ranges`` the ranges
     chosen in the layer pass (layer name → (lo, hi); empty before it); ``recipe`` the whole
-    recipe."""
+    recipe; ``calibration_images`` every calibration image (``images`` is their first
+    ``recipe.technique_images``); ``float_weights`` after the layer pass: ``model``'s
+    conv/dense weights before it (:func:`edgemobile.quantization.simulate.snapshot`), i.e.
+    the float function in ``model``'s own layout."""
 
     model: Any
     float_model: Any
@@ -87,6 +90,8 @@ class ModelContext:
     progress: bool
     recipe: Any
     activation_ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    calibration_images: np.ndarray | None = None
+    float_weights: Mapping[str, list] | None = None
 
 
 @dataclasses.dataclass
@@ -108,11 +113,12 @@ class ConverterContext:
     """What a converter step is given: ``representative()`` replays the calibration images
     (batches, as the converter's generator yields them), ``report`` the conversion's report
     (a step records itself under its technique's name), ``progress_total`` the images a
-    progress bar counts (0: no bar)."""
+    progress bar counts (0: no bar), ``model`` the Keras model the converter is given."""
 
     representative: Callable
     report: dict
     progress_total: int
+    model: Any = None
 
 
 ModelStep = Callable[[ModelContext, Mapping[str, Any]], Any]

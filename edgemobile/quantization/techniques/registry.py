@@ -7,7 +7,7 @@ Adding a technique: write its module (one :class:`.base.Technique`), and add one
 from __future__ import annotations
 
 from edgemobile.errors import EdgeMobileError
-from edgemobile.quantization.techniques import adaround, bias_correction, equalization, range_choice
+from edgemobile.quantization.techniques import adaround, bias_correction, equalization, finetune, range_choice
 from edgemobile.quantization.techniques.base import Technique
 
 _REGISTRY: dict[str, Technique] = {}
@@ -57,3 +57,4 @@ register(range_choice.TECHNIQUE)
 register(equalization.TECHNIQUE)
 register(bias_correction.TECHNIQUE)
 register(adaround.TECHNIQUE)
+register(finetune.TECHNIQUE)

@@ -1,0 +1,329 @@
+"""Quantization-aware fine-tuning by distillation: the float model teaches its own int8
+simulation on the calibration images, so the int8 model's answers move towards float's.
+
+:class:`QuantizedForward` is a differentiable version of :mod:`.simulate`'s int8 stream on a
+BatchNorm-folded Keras model: the same layer roles (:func:`.simulate.layer_roles`), conv/dense
+kernels on TFLite's per-channel symmetric grid (scales recomputed from the current weights at
+every step), each stored activation rounded to the int8 grid of its fixed range (TFLite's
+rounding, half away from zero), softmax/sigmoid outputs on their fixed grid, and the input a
+device feeds (:func:`.simulate.device_input`). Gradients pass the roundings straight through
+(inside the range; clipped values get none). With ``quantize=False`` and the float weights it
+is the teacher: one graph walk for both.
+
+:func:`finetune` trains the conv/dense kernels and biases in place: KL divergence between the
+teacher's and the student's softened logits, random resized crops around the center crop and
+flips, Adam with a cosine-decayed rate, a slice of the images held apart to measure agreement
+and to keep the best epoch (by held-apart KL, which is smoother than agreement). The result
+ends with every kernel on the int8 grid, so the converter reproduces the trained integers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Mapping
+
+import numpy as np
+
+from edgemobile.progress import Progress
+from edgemobile.quantization import graph, simulate
+from edgemobile.quantization.ranges import QMAX, QMIN, quant_params, tensor_range
+
+BATCH = 32
+HELD_APART_FRACTION = 0.2
+MAX_HELD_APART = 256
+MIN_HELD_APART = 16
+CROP_AREA = (0.6, 1.0)  # fraction of the center crop a random crop keeps
+TEMPERATURE = 2.0
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _round_half_away(tf, x):
+    return tf.sign(x) * tf.floor(tf.abs(x) + 0.5)
+
+
+def fake_quant_activation(x, scale: float, zero_point: int):
+    """``x`` on an int8 activation grid (TFLite rounding), gradient straight through inside it."""
+    tf = _tf()
+    lo, hi = (QMIN - zero_point) * scale, (QMAX - zero_point) * scale
+    clipped = tf.clip_by_value(x, lo, hi)
+    codes = tf.clip_by_value(_round_half_away(tf, clipped / scale) + zero_point, QMIN, QMAX)
+    return clipped + tf.stop_gradient((codes - zero_point) * scale - clipped)
+
+
+def fake_quant_fixed(x):
+    """Softmax/sigmoid outputs on TFLite's fixed grid (:func:`.simulate.fixed_grid`)."""
+    tf = _tf()
+    grid = tf.clip_by_value(tf.floor(x * 256.0 + 0.5), 0.0, 255.0) / 256.0
+    return x + tf.stop_gradient(grid - x)
+
+
+def _channel_axes(kind: str) -> tuple[int, ...]:
+    """The kernel axes one per-channel scale spans (see :meth:`.graph.LinearLayer.rows`)."""
+    return {"conv": (0, 1, 2), "depthwise": (0, 1), "dense": (0,)}[kind]
+
+
+def fake_quant_kernel(kernel, kind: str):
+    """``kernel`` on TFLite's per-channel symmetric int8 grid (scale max|w|/127 from the current
+    weights, not trained), gradient straight through."""
+    tf = _tf()
+    peak = tf.stop_gradient(tf.reduce_max(tf.abs(kernel), axis=_channel_axes(kind), keepdims=True))
+    scale = tf.where(peak > 0, peak / graph.INT8_MAX, tf.ones_like(peak))
+    q = tf.clip_by_value(tf.round(kernel / scale), -graph.INT8_MAX, graph.INT8_MAX) * scale
+    return kernel + tf.stop_gradient(q - kernel)
+
+
+def linear_output(layer: graph.LinearLayer, x, kernel, bias):
+    """The conv/dense layer's output on ``x`` computed with the given ``kernel`` and ``bias``
+    (tensors: the layer's own variables are not read), its activation applied."""
+    import keras
+
+    k = layer.layer
+    if layer.kind == "dense":
+        out = keras.ops.matmul(x, kernel)
+    elif layer.kind == "depthwise":
+        out = keras.ops.depthwise_conv(x, kernel, strides=k.strides, padding=k.padding,
+                                       data_format="channels_last", dilation_rate=k.dilation_rate)
+    else:
+        out = keras.ops.conv(x, kernel, strides=k.strides, padding=k.padding, data_format="channels_last",
+                             dilation_rate=k.dilation_rate)
+    if bias is not None:
+        out = out + bias
+    return k.activation(out)
+
+
+class QuantizedForward:
+    """The int8 simulation of a BatchNorm-folded Keras ``model`` as a differentiable function
+    (module docstring).
+
+    Args:
+        model: the folded model (its conv/dense layers' variables are the student's weights).
+        ranges: layer name → (lo, hi) of every stored activation (the layer pass's choice);
+            a tensor without one keeps float.
+    """
+
+    def __init__(self, model, ranges: Mapping[str, tuple[float, float]]):
+        self.model = model
+        self.nodes = graph.execution_order(model)
+        self.roles = simulate.layer_roles(model)
+        self.linear = {layer.name: layer for layer in graph.linear_layers(model)}
+        self.grids = {name: quant_params(*ranges[name]) for name, role in self.roles.items()
+                      if role in (simulate.OWN, simulate.LINEAR) and name in ranges}
+        self.softmax = {node.operation.name for node in self.nodes if _is_softmax(node.operation)}
+
+    @property
+    def variables(self) -> list:
+        """The trained variables: every conv/dense kernel and bias."""
+        out = []
+        for layer in self.linear.values():
+            out.append(layer.layer.kernel)
+            if layer.layer.use_bias:
+                out.append(layer.layer.bias)
+        return out
+
+    def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None):
+        """The logits (a softmax's input; the output when there is none) for input ``x``.
+
+        Args:
+            x: the model's input (for the student: what a device feeds, :func:`.simulate.device_input`).
+            quantize: simulate int8 (the student) or compute in float (the teacher).
+            weights: conv/dense weights by layer name to use instead of the layers' own
+                (constants: the teacher's float weights).
+        """
+        tensors = {id(self.model.inputs[0]): x}
+        remaining = graph.reader_counts(self.nodes)
+        logits = None
+        for node in self.nodes:
+            op = node.operation
+            name = op.name
+            if name in self.softmax:
+                logits = tensors[id(node.input_tensors[0])]
+            if name in self.linear:
+                layer = self.linear[name]
+                if weights is not None:
+                    kernel = weights[name][0]
+                    bias = weights[name][1] if len(weights[name]) > 1 else None
+                else:
+                    kernel, bias = layer.layer.kernel, layer.layer.bias if layer.layer.use_bias else None
+                if quantize:
+                    kernel = fake_quant_kernel(kernel, layer.kind)
+                out = linear_output(layer, tensors[id(node.input_tensors[0])], kernel, bias)
+            else:
+                out = graph.call_node(node, tensors)
+            if quantize:
+                if name in self.grids:
+                    out = fake_quant_activation(out, *self.grids[name])
+                elif self.roles.get(name) == simulate.FIXED:
+                    out = fake_quant_fixed(out)
+            for t in node.input_tensors:
+                remaining[id(t)] -= 1
+                if remaining[id(t)] == 0:
+                    tensors.pop(id(t), None)
+            (t,) = node.outputs
+            tensors[id(t)] = out
+        return logits if logits is not None else tensors[id(self.model.outputs[0])]
+
+
+def _is_softmax(layer) -> bool:
+    import keras
+
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return isinstance(layer, keras.layers.Activation) and simulate._activation_name(layer) == "softmax"
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random resized crops of the (center-cropped, normalized) images, back to their size,
+    half of them flipped left-right."""
+    tf = _tf()
+    n, h, w = x.shape[:3]
+    area = rng.uniform(*CROP_AREA, n)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
+    ch = np.clip(np.sqrt(area / aspect), 0.2, 1.0)
+    cw = np.clip(np.sqrt(area * aspect), 0.2, 1.0)
+    top, left = rng.uniform(0, 1 - ch), rng.uniform(0, 1 - cw)
+    boxes = np.stack([top, left, top + ch, left + cw], axis=1).astype(np.float32)
+    flip = rng.random(n) < 0.5
+    boxes[flip] = boxes[flip][:, [0, 3, 2, 1]]  # x1 > x2 flips the crop
+    out = tf.image.crop_and_resize(x, boxes, np.arange(n, dtype=np.int32), (h, w), method="bilinear")
+    return np.asarray(out, np.float32)
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    epochs: int
+    best_epoch: int  # 0: the post-training weights were kept
+    held_apart: int
+    trained_on: int
+    agreement_before: float
+    agreement_after: float
+    history: list[dict]
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "held_apart_images": self.held_apart,
+                "training_images": self.trained_on,
+                "held_apart_agreement_before": round(self.agreement_before, 4),
+                "held_apart_agreement_after": round(self.agreement_after, 4),
+                "history": self.history, "seconds": round(self.seconds, 1)}
+
+
+def held_apart_count(n: int) -> int:
+    """Images held apart from training out of ``n`` calibration images."""
+    return int(min(MAX_HELD_APART, max(MIN_HELD_APART, round(n * HELD_APART_FRACTION))))
+
+
+def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]],
+             float_weights: Mapping[str, list], spec=None, epochs: int = 8, learning_rate: float = 3e-5,
+             batch: int = BATCH, seed: int = 0, progress: bool = True) -> FinetuneResult:
+    """Distil the float model into its int8 simulation, in place (module docstring).
+
+    Args:
+        model: the BatchNorm-folded Keras model, its weights the post-training result.
+        images: calibration images (normalized, NHWC); the last :func:`held_apart_count` of
+            them are held apart.
+        ranges: the activation ranges the converter will be given, by layer name.
+        float_weights: the teacher's conv/dense weights (the float function in ``model``'s layout).
+        spec: the model's PreprocessSpec (the device input encoding).
+        epochs: passes over the training images.
+        learning_rate: Adam's initial rate (cosine-decayed to 0).
+        batch: images per step.
+        seed: the augmentation and order's random seed.
+        progress: a progress bar per epoch.
+    """
+    import keras
+
+    tf = _tf()
+    start = time.perf_counter()
+    images = np.asarray(images, np.float32)
+    held = held_apart_count(len(images))
+    if len(images) - held < batch // 2:
+        raise ValueError(f"{len(images)} calibration images are too few to fine-tune on (at least "
+                         f"{held + batch // 2})")
+    train, check = images[:-held], images[-held:]
+    forward = QuantizedForward(model, ranges)
+    lo, hi = tensor_range(images, "minmax")  # the input keeps its min/max, as the converter's
+    teacher_weights = {name: [tf.constant(w) for w in ws] for name, ws in float_weights.items()}
+    variables = forward.variables
+    steps_per_epoch = -(-len(train) // batch)
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        learning_rate, max(1, epochs * steps_per_epoch)))
+
+    @tf.function(reduce_retracing=True)
+    def teacher_logits(x):
+        return forward(x, quantize=False, weights=teacher_weights)
+
+    @tf.function(reduce_retracing=True)
+    def student_logits(x):
+        return forward(x, quantize=True)
+
+    @tf.function(reduce_retracing=True)
+    def step(x_float, x_device):
+        target = tf.nn.softmax(teacher_logits(x_float) / TEMPERATURE)
+        with tf.GradientTape() as tape:
+            logits = forward(x_device, quantize=True)
+            loss = _kl(tf, target, logits / TEMPERATURE) * TEMPERATURE ** 2
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    def measure() -> tuple[float, float]:
+        """(agreement, KL) of the student with the teacher on the held-apart images."""
+        agree, kl = 0, 0.0
+        for i in range(0, len(check), batch):
+            x = check[i:i + batch]
+            t = teacher_logits(x)
+            s = student_logits(simulate.device_input(x, lo, hi, spec))
+            agree += int(np.sum(np.argmax(t, -1) == np.argmax(s, -1)))
+            kl += float(_kl(tf, tf.nn.softmax(t), s)) * len(x)
+        return agree / len(check), kl / len(check)
+
+    rng = np.random.default_rng(seed)
+    agreement0, kl0 = measure()
+    history = [{"epoch": 0, "held_apart_agreement": round(agreement0, 4), "held_apart_kl": round(kl0, 5)}]
+    best = (kl0, 0, agreement0, [v.numpy() for v in variables])
+    try:
+        for epoch in range(1, epochs + 1):
+            bar = Progress(len(train), f"fine-tuning epoch {epoch}/{epochs}") if progress else None
+            order = rng.permutation(len(train))
+            total, count = 0.0, 0
+            for i in range(0, len(order), batch):
+                x = augment(train[np.sort(order[i:i + batch])], rng)
+                loss = float(step(x, simulate.device_input(x, lo, hi, spec)))
+                total, count = total + loss * len(x), count + len(x)
+                if bar:
+                    bar.note = f"loss {total / count:.4f}"
+                    bar.update(len(x))
+            agreement, kl = measure()
+            history.append({"epoch": epoch, "loss": round(total / count, 5),
+                            "held_apart_agreement": round(agreement, 4), "held_apart_kl": round(kl, 5)})
+            if bar:
+                bar.note = f"loss {total / count:.4f}, held-apart agreement {agreement:.1%} (before {agreement0:.1%})"
+                bar.close()
+            if kl < best[0]:
+                best = (kl, epoch, agreement, [v.numpy() for v in variables])
+    finally:
+        for variable, value in zip(variables, best[3]):  # Ctrl-C too: the model is left consistent
+            variable.assign(value)
+        _onto_grid(forward)
+    return FinetuneResult(epochs, best[1], held, len(train), agreement0, best[2], history,
+                          time.perf_counter() - start)
+
+
+def _kl(tf, target, logits):
+    """Mean KL(target ‖ softmax(logits)) over the batch."""
+    log_q = tf.nn.log_softmax(logits, axis=-1)
+    log_p = tf.math.log(tf.maximum(target, 1e-12))
+    return tf.reduce_mean(tf.reduce_sum(target * (log_p - log_q), axis=-1))
+
+
+def _onto_grid(forward: QuantizedForward) -> None:
+    """Every kernel rounded onto its int8 grid: what the simulation computed is what the
+    converter quantizes (it recomputes the same scales and finds the same integers)."""
+    for layer in forward.linear.values():
+        layer.set(kernel=layer.from_rows(graph.quantize_rows(layer.rows())))
