@@ -49,10 +49,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, out: Path) -> dict:
-    """One ``convert`` in a child process: wall seconds, peak RSS (MB), its final line."""
-    cmd = [sys.executable, "-m", "edgemobile", "convert", *flags, "--int8", "--weights", weights,
-           "--calibration", str(calibration), "--num-calibration", str(num), "-o", str(out), "--quiet", "--force"]
+def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, out: Path,
+                   precision: str = "int8") -> dict:
+    """One ``convert --{precision}`` in a child process: wall seconds, peak RSS (MB), its final
+    line (``calibration``/``num`` are passed for full-integer precisions only)."""
+    full_integer = precision in ("int8", "uint8")
+    cal = ["--calibration", str(calibration), "--num-calibration", str(num)] if full_integer else []
+    cmd = [sys.executable, "-m", "edgemobile", "convert", *flags, f"--{precision}", "--weights", weights, *cal,
+           "-o", str(out), "--quiet", "--force"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()
@@ -65,19 +69,19 @@ def run_conversion(flags: list[str], weights: str, calibration: Path, num: int, 
         stderr.seek(0)
         out_text, err_text = stdout.read(), stderr.read()
     if child.returncode != 0:
-        raise SystemExit(f"bench_convert: {' '.join(cmd)} failed:\n{err_text[-2000:]}")
+        raise SystemExit(f"{Path(sys.argv[0]).stem}: {' '.join(cmd)} failed:\n{err_text[-2000:]}")
     lines = [line for line in out_text.splitlines() if line.startswith("wrote ")]
     return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "convert_says": lines[-1] if lines else None}
 
 
-def median_pair(label: str, pairs: list[dict]) -> dict:
-    """One model's row: the figures of the pair whose wall ratio is the median (an odd number
-    of pairs), the median wall ratio and the median peak-RSS ratio, and every pair alongside
-    when there are several."""
+def median_pair(label: str, pairs: list[dict], base: str = "plain", other: str = "default") -> dict:
+    """One model's row: the figures of the pair whose wall ratio ``other`` / ``base`` (their modes'
+    keys in each pair) is the median (an odd number of pairs), the median wall ratio and the
+    median peak-RSS ratio, and every pair alongside when there are several."""
     for p in pairs:
-        p["wall_ratio"] = round(p["default"]["wall_s"] / p["plain"]["wall_s"], 2)
-        p["rss_ratio"] = round(p["default"]["peak_rss_mb"] / p["plain"]["peak_rss_mb"], 2)
+        p["wall_ratio"] = round(p[other]["wall_s"] / p[base]["wall_s"], 2)
+        p["rss_ratio"] = round(p[other]["peak_rss_mb"] / p[base]["peak_rss_mb"], 2)
     if len(pairs) % 2 == 0:
         raise ValueError(f"median_pair needs an odd number of pairs, got {len(pairs)}")
     row = {"model": label, **sorted(pairs, key=lambda p: p["wall_ratio"])[len(pairs) // 2]}
@@ -85,6 +89,51 @@ def median_pair(label: str, pairs: list[dict]) -> dict:
         row["rss_ratio"] = sorted(p["rss_ratio"] for p in pairs)[len(pairs) // 2]
         row["pairs"] = pairs
     return row
+
+
+def weights_argument(shared: Path, weights: str | None) -> str:
+    """``convert --weights``' argument for a MODELS entry: the shared file (it must exist) or
+    ``none`` (random weights)."""
+    if weights is None:
+        return "none"
+    path = shared / "weights" / weights
+    if not path.is_file():
+        sys.exit(f"{Path(sys.argv[0]).stem}: {path} not found")
+    return str(path)
+
+
+def measure_pairs(key: str, label: str, flags: list[str], weights: str, calibration: Path, num: int, repeat: int,
+                  folder: Path, modes=MODES) -> dict:
+    """One model's row (:func:`median_pair`): ``repeat`` pairs of conversions, each pair the two
+    ``modes`` ((name, extra convert flags), the base first) one after the other, each run printed."""
+    (base, _), (other, _) = modes
+    pairs = []
+    for k in range(repeat):
+        pair = {}
+        for mode, extra in modes:
+            pair[mode] = run_conversion(flags + extra, weights, calibration, num, folder / f"{key}_{mode}.tflite")
+            print(f"  {label}, {mode}{f' (pair {k + 1})' if repeat > 1 else ''}: "
+                  f"{pair[mode]['wall_s']:.1f} s, {pair[mode]['peak_rss_mb']:.0f} MB", flush=True)
+        pairs.append(pair)
+    return median_pair(label, pairs, base, other)
+
+
+def print_ratios(results: list[dict], repeat: int, modes=MODES) -> None:
+    """The table of :func:`measure_pairs` rows: both modes' wall time and peak RSS, their ratios
+    (and every pair's ratios when there were several)."""
+    (base, _), (other, _) = modes
+    w1, w2, m1, m2 = max(8, len(base) + 2), max(10, len(other) + 2), max(9, len(base) + 3), max(11, len(other) + 3)
+    header = (f"{'model':<38} {base + ' s':>{w1}} {other + ' s':>{w2}} {'ratio':>6} {base + ' MB':>{m1}} "
+              f"{other + ' MB':>{m2}} {'ratio':>6}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        print(f"{r['model']:<38} {r[base]['wall_s']:>{w1}.1f} {r[other]['wall_s']:>{w2}.1f} {r['wall_ratio']:>5.2f}x "
+              f"{r[base]['peak_rss_mb']:>{m1}.0f} {r[other]['peak_rss_mb']:>{m2}.0f} {r['rss_ratio']:>5.2f}x")
+    if repeat > 1:
+        for r in results:
+            walls = ", ".join(f"{p['wall_ratio']:.2f}x" for p in r["pairs"])
+            rss = ", ".join(f"{p['rss_ratio']:.2f}x" for p in r["pairs"])
+            print(f"{r['model']}: wall ratios {walls}; peak RSS ratios {rss} (medians above)")
 
 
 def main() -> None:
@@ -114,30 +163,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key in keys:
             label, flags, weights = MODELS[key]
-            weights_arg = str(shared / "weights" / weights) if weights else "none"
-            if weights and not Path(weights_arg).is_file():
-                sys.exit(f"bench_convert: {weights_arg} not found")
-            pairs = []
-            for k in range(args.repeat):
-                pair = {}
-                for mode, extra in MODES:
-                    pair[mode] = run_conversion(flags + extra, weights_arg, calibration, args.num_calibration,
-                                                Path(tmp) / f"{key}_{mode}.tflite")
-                    print(f"  {label}, {mode}{f' (pair {k + 1})' if args.repeat > 1 else ''}: "
-                          f"{pair[mode]['wall_s']:.1f} s, {pair[mode]['peak_rss_mb']:.0f} MB", flush=True)
-                pairs.append(pair)
-            row = median_pair(label, pairs)
-            results.append(row)
-    header = f"{'model':<38} {'plain s':>8} {'default s':>10} {'ratio':>6} {'plain MB':>9} {'default MB':>11} {'ratio':>6}"
-    print("\n" + header + "\n" + "-" * len(header))
-    for r in results:
-        print(f"{r['model']:<38} {r['plain']['wall_s']:>8.1f} {r['default']['wall_s']:>10.1f} {r['wall_ratio']:>5.2f}x "
-              f"{r['plain']['peak_rss_mb']:>9.0f} {r['default']['peak_rss_mb']:>11.0f} {r['rss_ratio']:>5.2f}x")
-    if args.repeat > 1:
-        for r in results:
-            walls = ", ".join(f"{p['wall_ratio']:.2f}x" for p in r["pairs"])
-            rss = ", ".join(f"{p['rss_ratio']:.2f}x" for p in r["pairs"])
-            print(f"{r['model']}: wall ratios {walls}; peak RSS ratios {rss} (medians above)")
+            results.append(measure_pairs(key, label, flags, weights_argument(shared, weights), calibration,
+                                         args.num_calibration, args.repeat, Path(tmp)))
+    print_ratios(results, args.repeat)
     print("targets: default <= 2.0x plain in wall time and in peak RSS (aim 1.5x)")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "results": results}, indent=2) + "\n")
