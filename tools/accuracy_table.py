@@ -27,8 +27,9 @@ QAT anchor (``--qat-anchor``, instead of the ablation): for each model whose flo
 the shared folder are the float shadow of one of Google's quantization-aware-trained uint8
 models (MobileNetV1 α0.25/128, α0.5/160, α0.75/192, MobileNetV3-Small), three models on
 ``imagenet/val``: the float32 conversion of the shadow (the reference), Google's QAT uint8
-.tflite (1001 classes, background dropped; fed uint8 pixels mapped to [-1, 1], mean 127.5 and
-std 127.5, quantized to its input grid — ``--qat-input raw``: raw pixels, as a device feeds it) and ours, ``convert --uint8 --finetune`` (the default recipe plus fine-tuning, its
+.tflite (1001 classes, background dropped; fed raw pixels, as a device feeds it and as eval
+feeds ours — ``--qat-input normalized``: pixels mapped to [-1, 1] with mean 127.5 and std
+127.5, then quantized to its input grid) and ours, ``convert --uint8 --finetune`` (the default recipe plus fine-tuning, its
 default epochs unless ``--finetune-epochs``) from the same shadow and calibration images. Per
 model: top-1 of each, each int8 model's top-1 agreement with the float reference (eval's
 figures and 95 % intervals), and whether ours agrees more than Google's: the paired difference
@@ -121,7 +122,7 @@ def main() -> None:
                         help="with --qat-anchor: fine-tuning epochs of ours (default: the technique's default)")
     parser.add_argument("--qat-input", choices=list(QAT_INPUTS),
                         help="with --qat-anchor: Google's models fed (pixel - 127.5) / 127.5 quantized to their input "
-                             "grid (normalized, the default) or raw pixels through it, as a device feeds them (raw)")
+                             "grid (normalized) or raw pixels through it, as a device feeds them (raw, the default: as eval feeds ours)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     if not args.qat_anchor and (args.finetune_epochs is not None or args.qat_input is not None):
@@ -146,7 +147,7 @@ def main() -> None:
     if args.qat_anchor:
         results = []
         for key in keys:
-            result = qat_anchor(key, shared, calibration, args.finetune_epochs, args.qat_input or "normalized",
+            result = qat_anchor(key, shared, calibration, args.finetune_epochs, args.qat_input or "raw",
                                 args.limit, progress=not args.quiet)
             print(anchor_markdown([result]), flush=True)
             results.append(result)
@@ -176,7 +177,7 @@ def main() -> None:
 
 
 # -- the QAT anchor ------------------------------------------------------------------------
-def qat_anchor(key: str, shared: Path, calibration, epochs: int | None = None, qat_input: str = "normalized",
+def qat_anchor(key: str, shared: Path, calibration, epochs: int | None = None, qat_input: str = "raw",
                limit: int | None = None, progress: bool = True) -> dict:
     """One model of ``--qat-anchor``: the float32 conversion of the shadow weights, Google's QAT
     uint8 model (fed as ``qat_input`` says, see :data:`QAT_INPUTS`) and ours (``convert --uint8

@@ -30,6 +30,8 @@ from edgemobile.quantization import graph, simulate
 from edgemobile.quantization.ranges import QMAX, QMIN, quant_params, tensor_range
 
 BATCH = 32
+LEARNING_RATE = 1e-2
+RANGE_LEARNING_RATE = 1e-3
 HELD_APART_FRACTION = 0.2
 MAX_HELD_APART = 256
 MIN_HELD_APART = 16
@@ -54,6 +56,21 @@ def fake_quant_activation(x, scale: float, zero_point: int):
     clipped = tf.clip_by_value(x, lo, hi)
     codes = tf.clip_by_value(_round_half_away(tf, clipped / scale) + zero_point, QMIN, QMAX)
     return clipped + tf.stop_gradient((codes - zero_point) * scale - clipped)
+
+
+def fake_quant_learned(x, lo: float, hi: float, stretch_lo, stretch_hi):
+    """``x`` on the int8 grid of a learned range (LSQ-style): [lo·e^stretch_lo, hi·e^stretch_hi]
+    (a bound at 0 stays there), the zero point recomputed from it, gradients straight through
+    the rounding to ``x`` inside the range and to the range's stretches from the rounding and
+    clipping errors."""
+    tf = _tf()
+    low = tf.minimum(lo * tf.exp(stretch_lo), 0.0)
+    high = tf.maximum(hi * tf.exp(stretch_hi), 0.0)
+    scale = tf.maximum((high - low) / (QMAX - QMIN), 1e-12)
+    zero_point = tf.stop_gradient(tf.clip_by_value(_round_half_away(tf, QMIN - low / scale), QMIN, QMAX))
+    v = tf.clip_by_value(x / scale + zero_point, QMIN, QMAX)
+    codes = v + tf.stop_gradient(_round_half_away(tf, v) - v)
+    return (codes - zero_point) * scale
 
 
 def fake_quant_fixed(x):
@@ -105,25 +122,35 @@ class QuantizedForward:
         model: the folded model (its conv/dense layers' variables are the student's weights).
         ranges: layer name → (lo, hi) of every stored activation (the layer pass's choice);
             a tensor without one keeps float.
+        learn_ranges: the ranges are trained too (:func:`fake_quant_learned`); else fixed.
     """
 
-    def __init__(self, model, ranges: Mapping[str, tuple[float, float]]):
+    def __init__(self, model, ranges: Mapping[str, tuple[float, float]], learn_ranges: bool = False):
+        tf = _tf()
         self.model = model
         self.nodes = graph.execution_order(model)
         self.roles = simulate.layer_roles(model)
         self.linear = {layer.name: layer for layer in graph.linear_layers(model)}
-        self.grids = {name: quant_params(*ranges[name]) for name, role in self.roles.items()
-                      if role in (simulate.OWN, simulate.LINEAR) and name in ranges}
+        ranged = [name for name, role in self.roles.items() if role in (simulate.OWN, simulate.LINEAR) and name in ranges]
+        self.initial = {name: (float(ranges[name][0]), float(ranges[name][1])) for name in ranged}
+        self.grids = {name: quant_params(*self.initial[name]) for name in ranged}
+        self.stretches = {name: (tf.Variable(0.0, name=f"{name}_lo"), tf.Variable(0.0, name=f"{name}_hi"))
+                          for name in ranged} if learn_ranges else {}
         self.softmax = {node.operation.name for node in self.nodes if _is_softmax(node.operation)}
 
     @property
-    def variables(self) -> list:
-        """The trained variables: every conv/dense kernel and bias."""
-        out = []
-        for layer in self.linear.values():
-            out.append(layer.layer.kernel)
-            if layer.layer.use_bias:
-                out.append(layer.layer.bias)
+    def range_variables(self) -> list:
+        """The learned ranges' stretches (empty when the ranges are fixed)."""
+        return [v for pair in self.stretches.values() for v in pair]
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Each stored activation's current range, as the converter is to be given it."""
+        out = {}
+        for name, (lo, hi) in self.initial.items():
+            if name in self.stretches:
+                a, b = (float(v.numpy()) for v in self.stretches[name])
+                lo, hi = min(lo * float(np.exp(a)), 0.0), max(hi * float(np.exp(b)), 0.0)
+            out[name] = (lo, hi)
         return out
 
     def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None):
@@ -156,7 +183,9 @@ class QuantizedForward:
             else:
                 out = graph.call_node(node, tensors)
             if quantize:
-                if name in self.grids:
+                if name in self.stretches:
+                    out = fake_quant_learned(out, *self.initial[name], *self.stretches[name])
+                elif name in self.grids:
                     out = fake_quant_activation(out, *self.grids[name])
                 elif self.roles.get(name) == simulate.FIXED:
                     out = fake_quant_fixed(out)
@@ -175,6 +204,53 @@ def _is_softmax(layer) -> bool:
     if isinstance(layer, keras.layers.Softmax):
         return True
     return isinstance(layer, keras.layers.Activation) and simulate._activation_name(layer) == "softmax"
+
+
+class GridWeights:
+    """The student's conv/dense weights in units of their int8 grid step: kernel = units · s,
+    bias = units · s, with s each output channel's weight scale at the start. Adam moves every
+    parameter by about the learning rate per step whatever its magnitude, so in these units
+    one rate moves every layer by the same fraction of a step (on raw weights a rate that
+    helps wide layers wrecks the small depthwise ones).
+
+    Args:
+        linear: the conv/dense layers by name.
+    """
+
+    def __init__(self, linear: Mapping[str, graph.LinearLayer]):
+        tf = _tf()
+        self.linear = dict(linear)
+        self.steps, self.units = {}, {}
+        for name, layer in self.linear.items():
+            step = graph.channel_scales(layer.rows())
+            kernel_step = step.reshape(_broadcast_shape(layer))
+            units = [tf.Variable(layer.kernel / kernel_step, name=f"{name}_kernel_units")]
+            if layer.layer.use_bias:
+                units.append(tf.Variable(layer.bias / step, name=f"{name}_bias_units"))
+            self.units[name] = units
+            self.steps[name] = (tf.constant(kernel_step), tf.constant(step))
+
+    @property
+    def variables(self) -> list:
+        return [v for units in self.units.values() for v in units]
+
+    def tensors(self) -> dict[str, list]:
+        """The weights by layer name (tensors, differentiable in the units)."""
+        return {name: [u * step for u, step in zip(units, self.steps[name])] for name, units in self.units.items()}
+
+    def write(self) -> None:
+        """Put the weights into the layers' own variables."""
+        for name, values in self.tensors().items():
+            layer = self.linear[name]
+            layer.set(kernel=values[0].numpy(), bias=values[1].numpy() if len(values) > 1 else None)
+
+
+def _broadcast_shape(layer: graph.LinearLayer) -> tuple[int, ...]:
+    """The shape per-channel values take to multiply ``layer``'s kernel."""
+    shape = tuple(layer.layer.kernel.shape)
+    if layer.kind == "depthwise":
+        return (1, 1, shape[2], shape[3])
+    return (1,) * (len(shape) - 1) + (shape[-1],)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -204,6 +280,7 @@ class FinetuneResult:
     agreement_after: float
     history: list[dict]
     seconds: float
+    ranges: dict[str, tuple[float, float]]  # the activation ranges trained with (learned or kept)
 
     def as_dict(self) -> dict:
         return {"epochs": self.epochs, "best_epoch": self.best_epoch, "held_apart_images": self.held_apart,
@@ -219,8 +296,9 @@ def held_apart_count(n: int) -> int:
 
 
 def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]],
-             float_weights: Mapping[str, list], spec=None, epochs: int = 8, learning_rate: float = 3e-5,
-             batch: int = BATCH, seed: int = 0, progress: bool = True) -> FinetuneResult:
+             float_weights: Mapping[str, list], spec=None, epochs: int = 8, learning_rate: float = LEARNING_RATE,
+             batch: int = BATCH, seed: int = 0, learn_ranges: bool = True,
+             range_learning_rate: float = RANGE_LEARNING_RATE, progress: bool = True) -> FinetuneResult:
     """Distil the float model into its int8 simulation, in place (module docstring).
 
     Args:
@@ -231,8 +309,12 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
         float_weights: the teacher's conv/dense weights (the float function in ``model``'s layout).
         spec: the model's PreprocessSpec (the device input encoding).
         epochs: passes over the training images.
-        learning_rate: Adam's initial rate (cosine-decayed to 0).
+        learning_rate: Adam's initial rate for the weights, in int8 grid steps (:class:`GridWeights`;
+            cosine-decayed to 0).
         batch: images per step.
+        learn_ranges: train the activation ranges too (the result's ``ranges`` are then the
+            trained ones, which the converter must be given).
+        range_learning_rate: Adam's initial rate for the ranges' log-stretches.
         seed: the augmentation and order's random seed.
         progress: a progress bar per epoch.
     """
@@ -246,13 +328,15 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
         raise ValueError(f"{len(images)} calibration images are too few to fine-tune on (at least "
                          f"{held + batch // 2})")
     train, check = images[:-held], images[-held:]
-    forward = QuantizedForward(model, ranges)
+    forward = QuantizedForward(model, ranges, learn_ranges)
     lo, hi = tensor_range(images, "minmax")  # the input keeps its min/max, as the converter's
     teacher_weights = {name: [tf.constant(w) for w in ws] for name, ws in float_weights.items()}
-    variables = forward.variables
-    steps_per_epoch = -(-len(train) // batch)
-    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-        learning_rate, max(1, epochs * steps_per_epoch)))
+    grid = GridWeights(forward.linear)
+    weights, range_variables = grid.variables, forward.range_variables
+    variables = weights + range_variables
+    steps = max(1, epochs * -(-len(train) // batch))
+    optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
+    range_optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(range_learning_rate, steps))
 
     @tf.function(reduce_retracing=True)
     def teacher_logits(x):
@@ -260,16 +344,18 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
 
     @tf.function(reduce_retracing=True)
     def student_logits(x):
-        return forward(x, quantize=True)
+        return forward(x, quantize=True, weights=grid.tensors())
 
     @tf.function(reduce_retracing=True)
     def step(x_float, x_device):
         target = tf.nn.softmax(teacher_logits(x_float) / TEMPERATURE)
         with tf.GradientTape() as tape:
-            logits = forward(x_device, quantize=True)
+            logits = forward(x_device, quantize=True, weights=grid.tensors())
             loss = _kl(tf, target, logits / TEMPERATURE) * TEMPERATURE ** 2
         grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(grads[:len(weights)], weights))
+        if range_variables:
+            range_optimizer.apply_gradients(zip(grads[len(weights):], range_variables))
         return loss
 
     def measure() -> tuple[float, float]:
@@ -310,9 +396,10 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
     finally:
         for variable, value in zip(variables, best[3]):  # Ctrl-C too: the model is left consistent
             variable.assign(value)
+        grid.write()
         _onto_grid(forward)
     return FinetuneResult(epochs, best[1], held, len(train), agreement0, best[2], history,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, forward.ranges())
 
 
 def _kl(tf, target, logits):

@@ -18,6 +18,7 @@ from edgemobile.quantization.techniques.base import ConverterContext, ModelConte
 from edgemobile.quantization.tensor_map import keras_to_tflite
 
 DEFAULT_EPOCHS = 8
+LEARN_RANGES = True  # the activation ranges are trained with the weights (LSQ-style)
 MATCH_IMAGES = 2  # images the Keras and calibrated models are run on to pair their tensors
 _RANGES = "_trained_ranges"  # the report key the model step leaves for the converter step (not provenance)
 
@@ -33,8 +34,8 @@ def train_step(context: ModelContext, options: Mapping[str, Any]) -> dict:
         raise ValueError("the layer pass measured no activation ranges to train with")
     images = context.calibration_images if context.calibration_images is not None else context.images
     result = finetune(context.model, images, context.activation_ranges, context.float_weights, context.spec,
-                      epochs=options["finetune_epochs"], progress=context.progress)
-    return {**result.as_dict(), _RANGES: {name: tuple(r) for name, r in context.activation_ranges.items()}}
+                      epochs=options["finetune_epochs"], learn_ranges=LEARN_RANGES, progress=context.progress)
+    return {**result.as_dict(), "ranges": len(result.ranges), _RANGES: result.ranges}
 
 
 def force_step(context: ConverterContext, options: Mapping[str, Any]) -> Callable[[bytes], bytes]:

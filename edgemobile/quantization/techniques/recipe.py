@@ -93,7 +93,14 @@ class Recipe:
         configs = []
         for name in order:
             technique = registry.get(name)
-            if values[technique.switch.field] != technique.switch.off:
+            off = values[technique.switch.field] == technique.switch.off
+            set_for_nothing = [o for o in technique.settings if off and o.field in fields and fields[o.field] != o.default]
+            if set_for_nothing:
+                switch = technique.switch
+                on = f"--{switch.flag}" if switch.flag and isinstance(switch.off, bool) else f"{switch.field}=..."
+                raise EdgeMobileError(f"{set_for_nothing[0].what or set_for_nothing[0].field} set, but {name} is off: "
+                                      f"turn it on ({on})")
+            if not off:
                 configs.append(configure(name, **{o.field: values[o.field] for o in technique.options}))
         return cls.of(*configs, technique_images=values[TECHNIQUE_IMAGES_FIELD])
 

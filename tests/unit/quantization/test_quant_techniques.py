@@ -22,7 +22,7 @@ from support.images import write_images
 from support.quant_models import images, tiny_model
 
 
-QUICK = {"adaround_iterations": 20}  # a small model needs few AdaRound steps
+QUICK = {"adaround_iterations": 20, "finetune_epochs": 1}  # a small model needs few steps
 
 
 def quick_recipe(name: str) -> Recipe:
