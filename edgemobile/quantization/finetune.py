@@ -4,17 +4,20 @@ simulation on the calibration images, so the int8 model's answers move towards f
 :class:`QuantizedForward` is a differentiable version of :mod:`.simulate`'s int8 stream on a
 BatchNorm-folded Keras model: the same layer roles (:func:`.simulate.layer_roles`), conv/dense
 kernels on TFLite's per-channel symmetric grid (scales recomputed from the current weights at
-every step), each stored activation rounded to the int8 grid of its fixed range (TFLite's
-rounding, half away from zero), softmax/sigmoid outputs on their fixed grid, and the input a
-device feeds (:func:`.simulate.device_input`). Gradients pass the roundings straight through
-(inside the range; clipped values get none). With ``quantize=False`` and the float weights it
-is the teacher: one graph walk for both.
+every step), each stored activation rounded to the int8 grid of its range (TFLite's rounding,
+half away from zero; the ranges fixed or learned LSQ-style), softmax/sigmoid outputs on their
+fixed grid, and the input a device feeds (:func:`.simulate.device_input`). Gradients pass the
+roundings straight through (inside the range; clipped values get none). With
+``quantize=False`` and the float weights it is the teacher: one graph walk for both.
 
-:func:`finetune` trains the conv/dense kernels and biases in place: KL divergence between the
-teacher's and the student's softened logits, random resized crops around the center crop and
-flips, Adam with a cosine-decayed rate, a slice of the images held apart to measure agreement
-and to keep the best epoch (by held-apart KL, which is smoother than agreement). The result
-ends with every kernel on the int8 grid, so the converter reproduces the trained integers.
+:func:`finetune` trains the conv/dense kernels and biases (in units of their int8 grid step,
+:class:`GridWeights`) and the activation ranges: KL divergence between the teacher's and the
+student's softmax plus every stored activation's error relative to the teacher's, on random
+resized crops around the center crop and flips, with Adam and a cosine-decayed rate. A slice
+of the images is held apart to measure agreement and to keep the best epoch: the lowest
+held-apart KL (smoother than agreement) among the epochs whose held-apart agreement is at
+least the post-training weights' (else those are kept). Every kernel ends on its int8 grid, so
+the converter reproduces the trained integers.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from edgemobile.quantization.ranges import QMAX, QMIN, quant_params, tensor_rang
 BATCH = 32
 LEARNING_RATE = 1e-2
 RANGE_LEARNING_RATE = 1e-3
+FEATURE_WEIGHT = 1.0
 HELD_APART_FRACTION = 0.2
 MAX_HELD_APART = 256
 MIN_HELD_APART = 16
 CROP_AREA = (0.6, 1.0)  # fraction of the center crop a random crop keeps
-TEMPERATURE = 2.0
+TEMPERATURE = 1.0
 
 
 def _tf():
@@ -153,15 +157,19 @@ class QuantizedForward:
             out[name] = (lo, hi)
         return out
 
-    def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None):
-        """The logits (a softmax's input; the output when there is none) for input ``x``.
+    def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None,
+                 taps: frozenset[str] = frozenset()):
+        """The logits (a softmax's input; the output when there is none) for input ``x``, and
+        with ``taps`` also those layers' outputs by name: ``(logits, {name: output})``.
 
         Args:
             x: the model's input (for the student: what a device feeds, :func:`.simulate.device_input`).
             quantize: simulate int8 (the student) or compute in float (the teacher).
             weights: conv/dense weights by layer name to use instead of the layers' own
                 (constants: the teacher's float weights).
+            taps: layer names whose outputs to return too (as stored: rounded in the student).
         """
+        tapped = {}
         tensors = {id(self.model.inputs[0]): x}
         remaining = graph.reader_counts(self.nodes)
         logits = None
@@ -195,7 +203,10 @@ class QuantizedForward:
                     tensors.pop(id(t), None)
             (t,) = node.outputs
             tensors[id(t)] = out
-        return logits if logits is not None else tensors[id(self.model.outputs[0])]
+            if name in taps:
+                tapped[name] = out
+        logits = logits if logits is not None else tensors[id(self.model.outputs[0])]
+        return (logits, tapped) if taps else logits
 
 
 def _is_softmax(layer) -> bool:
@@ -297,7 +308,7 @@ def held_apart_count(n: int) -> int:
 
 def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]],
              float_weights: Mapping[str, list], spec=None, epochs: int = 8, learning_rate: float = LEARNING_RATE,
-             batch: int = BATCH, seed: int = 0, learn_ranges: bool = True,
+             batch: int = BATCH, seed: int = 0, learn_ranges: bool = True, feature_weight: float = FEATURE_WEIGHT,
              range_learning_rate: float = RANGE_LEARNING_RATE, progress: bool = True) -> FinetuneResult:
     """Distil the float model into its int8 simulation, in place (module docstring).
 
@@ -315,6 +326,8 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
         learn_ranges: train the activation ranges too (the result's ``ranges`` are then the
             trained ones, which the converter must be given).
         range_learning_rate: Adam's initial rate for the ranges' log-stretches.
+        feature_weight: weight of the intermediate-output term: every stored activation's
+            squared error relative to the teacher's, averaged over the layers, added to the KL.
         seed: the augmentation and order's random seed.
         progress: a progress bar per epoch.
     """
@@ -346,12 +359,24 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
     def student_logits(x):
         return forward(x, quantize=True, weights=grid.tensors())
 
+    taps = frozenset(forward.grids) if feature_weight > 0 else frozenset()
+
     @tf.function(reduce_retracing=True)
     def step(x_float, x_device):
-        target = tf.nn.softmax(teacher_logits(x_float) / TEMPERATURE)
+        if taps:
+            teacher, teacher_taps = forward(x_float, quantize=False, weights=teacher_weights, taps=taps)
+        else:
+            teacher, teacher_taps = teacher_logits(x_float), {}
+        target = tf.nn.softmax(teacher / TEMPERATURE)
         with tf.GradientTape() as tape:
-            logits = forward(x_device, quantize=True, weights=grid.tensors())
+            if taps:
+                logits, student_taps = forward(x_device, quantize=True, weights=grid.tensors(), taps=taps)
+            else:
+                logits = forward(x_device, quantize=True, weights=grid.tensors())
             loss = _kl(tf, target, logits / TEMPERATURE) * TEMPERATURE ** 2
+            if taps:
+                loss += feature_weight * tf.add_n([_relative_error(tf, student_taps[n], teacher_taps[n])
+                                                   for n in sorted(taps)]) / len(taps)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads[:len(weights)], weights))
         if range_variables:
@@ -391,7 +416,7 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
             if bar:
                 bar.note = f"loss {total / count:.4f}, held-apart agreement {agreement:.1%} (before {agreement0:.1%})"
                 bar.close()
-            if kl < best[0]:
+            if kl < best[0] and agreement >= agreement0:  # never fewer held-apart images agreeing than before
                 best = (kl, epoch, agreement, [v.numpy() for v in variables])
     finally:
         for variable, value in zip(variables, best[3]):  # Ctrl-C too: the model is left consistent
@@ -400,6 +425,12 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
         _onto_grid(forward)
     return FinetuneResult(epochs, best[1], held, len(train), agreement0, best[2], history,
                           time.perf_counter() - start, forward.ranges())
+
+
+def _relative_error(tf, student, teacher):
+    """Mean squared error of a layer's output relative to the teacher's mean square."""
+    teacher = tf.stop_gradient(teacher)
+    return tf.reduce_mean(tf.square(student - teacher)) / (tf.reduce_mean(tf.square(teacher)) + 1e-12)
 
 
 def _kl(tf, target, logits):

@@ -191,6 +191,10 @@ def test_report_says_where_int8_timed_slower_than_float():
     # offline (conftest): the fix names report's spec key, not convert's --weights (issue 27)
     (["report", "--model", "mobilenet:alpha=0.25", "--data", ".", "--out", "x"], "or pass mobilenet:weights=FILE"),
     (["inspect", "mobilenet", "--alpha", "0.3"], "alpha 0.3 is not available"),
+    (["convert", "--model", "mobilenet", *SMALL, "--int8", "--finetune-epochs", "4"],
+     "fine-tuning epochs set, but finetune is off: turn it on (--finetune)"),
+    (["convert", "--model", "mobilenet", *SMALL, "--int8", "--finetune", "--finetune-epochs", "0"],
+     "fine-tuning epochs must be at least 1"),
 ])
 def test_one_line_errors(capsys, argv, message):
     assert main(argv) == 2

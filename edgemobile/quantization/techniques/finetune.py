@@ -17,7 +17,7 @@ from edgemobile.quantization.ranges import force_ranges
 from edgemobile.quantization.techniques.base import ConverterContext, ModelContext, Option, Statistic, Technique
 from edgemobile.quantization.tensor_map import keras_to_tflite
 
-DEFAULT_EPOCHS = 8
+DEFAULT_EPOCHS = 12
 LEARN_RANGES = True  # the activation ranges are trained with the weights (LSQ-style)
 MATCH_IMAGES = 2  # images the Keras and calibrated models are run on to pair their tensors
 _RANGES = "_trained_ranges"  # the report key the model step leaves for the converter step (not provenance)

@@ -83,10 +83,11 @@ def test_recipe_flat_form_round_trips():
     assert Recipe.from_fields(DEFAULT.as_dict()) == DEFAULT
     assert DEFAULT.replace(adaround=False).label() == "mse ranges + equalization + bias correction"
     assert DEFAULT.replace(ranges="minmax").ranges == "minmax"
+    together = DEFAULT.replace(finetune=True)  # fine-tuning is not in the default recipe: "all" adds it
     assert [label for label, _ in ablation_recipes(DEFAULT)] == [
-        "plain converter", "MSE ranges", "equalization", "bias correction", "AdaRound",
-        f"default ({DEFAULT.label()})"]
-    assert ablation_recipes(DEFAULT.replace(ranges="percentile"))[-1][1] == DEFAULT
+        "plain converter", "MSE ranges", "equalization", "bias correction", "AdaRound", "fine-tuning",
+        f"default ({DEFAULT.label()})", f"all ({together.label()})"]
+    assert ablation_recipes(together)[-1][1] == together  # every technique already on: no separate "all" row
 
 
 def test_api_techniques_forms():  # what the API's techniques= goes through
