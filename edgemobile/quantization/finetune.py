@@ -309,6 +309,7 @@ def held_apart_count(n: int) -> int:
 def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]],
              float_weights: Mapping[str, list], spec=None, epochs: int = 8, learning_rate: float = LEARNING_RATE,
              batch: int = BATCH, seed: int = 0, learn_ranges: bool = True, feature_weight: float = FEATURE_WEIGHT,
+             keep_last: bool = False,
              range_learning_rate: float = RANGE_LEARNING_RATE, progress: bool = True) -> FinetuneResult:
     """Distil the float model into its int8 simulation, in place (module docstring).
 
@@ -328,6 +329,8 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
         range_learning_rate: Adam's initial rate for the ranges' log-stretches.
         feature_weight: weight of the intermediate-output term: every stored activation's
             squared error relative to the teacher's, averaged over the layers, added to the KL.
+        keep_last: keep the last epoch instead of choosing on the held-apart images (to see
+            what training alone does).
         seed: the augmentation and order's random seed.
         progress: a progress bar per epoch.
     """
@@ -344,6 +347,7 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
     forward = QuantizedForward(model, ranges, learn_ranges)
     lo, hi = tensor_range(images, "minmax")  # the input keeps its min/max, as the converter's
     teacher_weights = {name: [tf.constant(w) for w in ws] for name, ws in float_weights.items()}
+    post_training = simulate.snapshot(model)
     grid = GridWeights(forward.linear)
     weights, range_variables = grid.variables, forward.range_variables
     variables = weights + range_variables
@@ -416,13 +420,16 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
             if bar:
                 bar.note = f"loss {total / count:.4f}, held-apart agreement {agreement:.1%} (before {agreement0:.1%})"
                 bar.close()
-            if kl < best[0] and agreement >= agreement0:  # never fewer held-apart images agreeing than before
+            if keep_last or (kl < best[0] and agreement >= agreement0):  # never fewer agreeing than before
                 best = (kl, epoch, agreement, [v.numpy() for v in variables])
-    finally:
-        for variable, value in zip(variables, best[3]):  # Ctrl-C too: the model is left consistent
-            variable.assign(value)
-        grid.write()
-        _onto_grid(forward)
+    finally:  # Ctrl-C too: the model is left consistent
+        if best[1] == 0:
+            simulate.restore(model, post_training)  # exactly, not through the grid units
+        else:
+            for variable, value in zip(variables, best[3]):
+                variable.assign(value)
+            grid.write()
+            _onto_grid(forward)
     return FinetuneResult(epochs, best[1], held, len(train), agreement0, best[2], history,
                           time.perf_counter() - start, forward.ranges())
 

@@ -50,6 +50,9 @@ def force_step(context: ConverterContext, options: Mapping[str, Any]) -> Callabl
         if not isinstance(done, dict) or _RANGES not in done:
             return calibrated  # the model step was dropped: the other steps' ranges stand
         ranges = done.pop(_RANGES)
+        if done["best_epoch"] == 0:  # the post-training model was kept: so are its ranges (the default model)
+            done["forced_ranges"] = 0
+            return calibrated
         images = next(iter(context.representative()))[0][:MATCH_IMAGES]
         found = keras_to_tflite(context.model, calibrated, images, ranges)
         done["forced_ranges"] = len(found)

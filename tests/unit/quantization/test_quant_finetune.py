@@ -19,12 +19,12 @@ from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN  # noqa: E4
 from edgemobile.runtime.interpreter import TFLiteClassifier  # noqa: E402
 
 
-def _spy(monkeypatch) -> list:
-    """The fine-tuning results of the conversions that follow."""
+def _spy(monkeypatch, **settings) -> list:
+    """The fine-tuning results of the conversions that follow (``settings`` passed to it)."""
     results = []
 
     def spied(*args, **kwargs):
-        result = training.finetune(*args, **kwargs)
+        result = training.finetune(*args, **kwargs, **settings)
         results.append(result)
         return result
 
@@ -42,13 +42,14 @@ def _logits_model(seed: int = 0):
 
 @pytest.mark.parametrize("learn_ranges", [True, False])
 def test_the_tflite_model_computes_what_was_trained(monkeypatch, learn_ranges):
-    results = _spy(monkeypatch)
+    results = _spy(monkeypatch, keep_last=True)  # a tiny random model has little to gain: keep what was trained
     monkeypatch.setattr(technique, "LEARN_RANGES", learn_ranges)
     x = images(96, size=32)
     done = convert_full_integer(_logits_model(), "int8", x, DEFAULT.replace(finetune=True, finetune_epochs=2),
                                 progress=False)
     (result,) = results
     report = done.report["finetune"]
+    assert result.best_epoch > 0
     assert report["forced_ranges"] == len(result.ranges) > 0 and report["unmatched_ranges"] == []
     assert "_trained_ranges" not in report  # what provenance records is plain data
 
@@ -61,10 +62,18 @@ def test_the_tflite_model_computes_what_was_trained(monkeypatch, learn_ranges):
     assert np.mean(np.abs(sim - real) > step / 2) < 0.02  # off by one step only where a rounding tie flips
 
 
+def test_fine_tuning_that_gains_nothing_leaves_the_default_model(monkeypatch):
+    results = _spy(monkeypatch, learning_rate=0.0, range_learning_rate=0.0)
+    x, model = images(80, size=32), _logits_model(2)
+    tuned = convert_full_integer(model, "int8", x, DEFAULT.replace(finetune=True, finetune_epochs=1), progress=False)
+    assert results[0].best_epoch == 0 and tuned.report["finetune"]["forced_ranges"] == 0
+    assert tuned.tflite == convert_full_integer(model, "int8", x, DEFAULT, progress=False).tflite
+
+
 def test_kernels_end_on_the_converters_grid(monkeypatch):
     from edgemobile.quantization import graph
 
-    _spy(monkeypatch)
+    _spy(monkeypatch, keep_last=True)
     done = convert_full_integer(_logits_model(1), "int8", images(80, size=32),
                                 PLAIN.replace(finetune=True, finetune_epochs=1), progress=False)
     for layer in graph.linear_layers(done.model):
