@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from edgemobile.quantization.exact_ranges import exact_minmax_hook
 from edgemobile.quantization.finetune import finetune
 from edgemobile.quantization.ranges import force_ranges
 from edgemobile.quantization.techniques.base import ConverterContext, ModelContext, Option, Statistic, Technique
@@ -46,6 +47,8 @@ def force_step(context: ConverterContext, options: Mapping[str, Any]) -> Callabl
         options: unused.
     """
     def hook(calibrated: bytes) -> bytes:
+        if "ranges" not in context.report:  # no range choice measured the statistics: exact min/max, as without us
+            calibrated = exact_minmax_hook(context.representative)(calibrated)
         done = context.report.get("finetune")
         if not isinstance(done, dict) or _RANGES not in done:
             return calibrated  # the model step was dropped: the other steps' ranges stand
