@@ -85,7 +85,6 @@ def prepare(model, images: np.ndarray, recipe: Recipe, representative: Callable 
     float_weights = None
     report["rewrites"] = []  # the function-preserving ones that ran (BatchNorm folding, equalization)
     if recipe.keras_side:
-        report["technique_images"] = int(min(len(images), recipe.technique_images))
         skipped: list[str] = []  # one line per pattern a technique left alone, and why (see guards)
         model, float_weights = _keras_side(model, images, recipe, progress, spec, report, skipped)
         report["skipped"] = skipped
@@ -116,6 +115,7 @@ def _keras_side(model, images, recipe: Recipe, progress: bool, spec, report: dic
     function-preserving rewrites (named in ``report["rewrites"]``), before the layer pass and
     after-layer steps changed them (None when none ran)."""
     x = images[: recipe.technique_images]
+    report["technique_images"] = int(len(x))
     why = guards.single_io(model)
     if why is not None:
         skipped.append(f"all Keras-side techniques: {why}")

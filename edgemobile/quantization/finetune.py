@@ -140,7 +140,7 @@ class QuantizedForward:
         self.grids = {name: quant_params(*self.initial[name]) for name in ranged}
         self.stretches = {name: (tf.Variable(0.0, name=f"{name}_lo"), tf.Variable(0.0, name=f"{name}_hi"))
                           for name in ranged} if learn_ranges else {}
-        self.softmax = {node.operation.name for node in self.nodes if _is_softmax(node.operation)}
+        self.softmax = {node.operation.name for node in self.nodes if simulate.is_softmax(node.operation)}
 
     @property
     def range_variables(self) -> list:
@@ -157,10 +157,14 @@ class QuantizedForward:
             out[name] = (lo, hi)
         return out
 
-    def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None,
-                 taps: frozenset[str] = frozenset()):
-        """The logits (a softmax's input; the output when there is none) for input ``x``, and
-        with ``taps`` also those layers' outputs by name: ``(logits, {name: output})``.
+    def __call__(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None):
+        """The logits for input ``x`` (:meth:`outputs` without taps)."""
+        return self.outputs(x, quantize, weights)[0]
+
+    def outputs(self, x, quantize: bool = True, weights: Mapping[str, list] | None = None,
+                taps: frozenset[str] = frozenset()):
+        """``(logits, {name: output})``: the logits (a softmax's input; the output when there
+        is none) for input ``x``, and the outputs of the layers in ``taps``.
 
         Args:
             x: the model's input (for the student: what a device feeds, :func:`.simulate.device_input`).
@@ -205,16 +209,7 @@ class QuantizedForward:
             tensors[id(t)] = out
             if name in taps:
                 tapped[name] = out
-        logits = logits if logits is not None else tensors[id(self.model.outputs[0])]
-        return (logits, tapped) if taps else logits
-
-
-def _is_softmax(layer) -> bool:
-    import keras
-
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return isinstance(layer, keras.layers.Activation) and simulate._activation_name(layer) == "softmax"
+        return (logits if logits is not None else tensors[id(self.model.outputs[0])]), tapped
 
 
 class GridWeights:
@@ -257,11 +252,9 @@ class GridWeights:
 
 
 def _broadcast_shape(layer: graph.LinearLayer) -> tuple[int, ...]:
-    """The shape per-channel values take to multiply ``layer``'s kernel."""
-    shape = tuple(layer.layer.kernel.shape)
-    if layer.kind == "depthwise":
-        return (1, 1, shape[2], shape[3])
-    return (1,) * (len(shape) - 1) + (shape[-1],)
+    """The shape per-channel values take to multiply ``layer``'s kernel (1 on the axes a scale spans)."""
+    spanned = _channel_axes(layer.kind)
+    return tuple(1 if axis in spanned else int(size) for axis, size in enumerate(layer.layer.kernel.shape))
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -367,16 +360,10 @@ def finetune(model, images: np.ndarray, ranges: Mapping[str, tuple[float, float]
 
     @tf.function(reduce_retracing=True)
     def step(x_float, x_device):
-        if taps:
-            teacher, teacher_taps = forward(x_float, quantize=False, weights=teacher_weights, taps=taps)
-        else:
-            teacher, teacher_taps = teacher_logits(x_float), {}
+        teacher, teacher_taps = forward.outputs(x_float, quantize=False, weights=teacher_weights, taps=taps)
         target = tf.nn.softmax(teacher / TEMPERATURE)
         with tf.GradientTape() as tape:
-            if taps:
-                logits, student_taps = forward(x_device, quantize=True, weights=grid.tensors(), taps=taps)
-            else:
-                logits = forward(x_device, quantize=True, weights=grid.tensors())
+            logits, student_taps = forward.outputs(x_device, quantize=True, weights=grid.tensors(), taps=taps)
             loss = _kl(tf, target, logits / TEMPERATURE) * TEMPERATURE ** 2
             if taps:
                 loss += feature_weight * tf.add_n([_relative_error(tf, student_taps[n], teacher_taps[n])

@@ -446,6 +446,14 @@ def _graph(interpreter) -> tuple[list[dict], dict[int, str]]:
     return ops, producers
 
 
+def same_scale_pairs(ops: list[dict], among: set[int]) -> list[tuple[int, int]]:
+    """(input, output) tensors of the same-scale ops, in graph order, both in ``among``: the
+    output's range is its input's."""
+    pairs = [(int(op["inputs"][0]), int(op["outputs"][0])) for op in ops
+             if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
+    return [(src, dst) for src, dst in pairs if src in among and dst in among]
+
+
 FINE_BINS = 32 * BINS  # each tensor's one-pass histogram, rebinned to BINS over its exact range for the choice
 
 
@@ -472,9 +480,7 @@ def apply_ranges(calibrated: bytes, inputs: Callable[[], Iterable[list[np.ndarra
     ops, producers = _graph(interpreter)
     softmax_inputs = logit_tensors(ops)
     tracked = [i for i in slots if producers.get(i) not in FIXED_OUTPUT_OPS and i in producers]
-    same_scale = [(int(op["inputs"][0]), int(op["outputs"][0])) for op in ops
-                  if op["op_name"] in SAME_SCALE_OPS and len(op["outputs"]) == 1]
-    same_scale = [(src, dst) for src, dst in same_scale if src in tracked and dst in tracked]
+    same_scale = same_scale_pairs(ops, set(tracked))
     inherits = {dst for _, dst in same_scale}  # their range is their input's: no histogram needed
     fine = {i: GrowingHistogram(FINE_BINS) for i in tracked if i not in inherits}
     extremes = Extremes(i for i in slots if i not in fine)  # the histograms keep their own
@@ -522,11 +528,8 @@ def force_ranges(calibrated: bytes, forced: dict[int, tuple[float, float]]) -> b
     chosen = recorded_statistics(buf, slots)
     chosen.update({i: (float(lo), float(hi)) for i, (lo, hi) in forced.items() if i in slots})
     ops, _ = _graph(tensor_inspector(bytes(buf)))
-    for op in ops:
-        src, dsts = op["inputs"], op["outputs"]
-        if op["op_name"] in SAME_SCALE_OPS and len(dsts) == 1 and int(src[0]) in chosen and int(dsts[0]) in chosen:
-            chosen[int(dsts[0])] = chosen[int(src[0])]
+    for src, dst in same_scale_pairs(ops, set(chosen)):
+        chosen[dst] = chosen[src]
     for i, (_, lo_at, hi_at) in slots.items():
         write_statistics(buf, lo_at, hi_at, *chosen[i])
     return bytes(buf)
-

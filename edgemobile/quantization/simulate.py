@@ -90,15 +90,20 @@ def layer_roles(model) -> dict[str, str]:
     return roles
 
 
-def feeds_softmax(model) -> set[str]:
-    """Layers whose output (through pass-through layers) is a softmax's input: the logits."""
+def is_softmax(layer) -> bool:
+    """A Softmax layer or a softmax Activation."""
     import keras
 
+    return isinstance(layer, keras.layers.Softmax) or (
+        isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "softmax")
+
+
+def feeds_softmax(model) -> set[str]:
+    """Layers whose output (through pass-through layers) is a softmax's input: the logits."""
     roles = layer_roles(model)
     found: set[str] = set()
     for layer in model.operations:
-        if roles.get(layer.name) == FIXED and (isinstance(layer, keras.layers.Softmax)
-                                               or _activation_name(layer) == "softmax"):
+        if roles.get(layer.name) == FIXED and is_softmax(layer):
             source = graph.producer(layer)
             while source is not None:
                 found.add(source.name)
