@@ -27,22 +27,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edgemobile as em  # noqa: E402
+from accuracy_table import MODELS  # noqa: E402
 from edgemobile.outputs import write_atomic  # noqa: E402
 from edgemobile.runtime.delegation import host_cpu  # noqa: E402
 
-# key: (zoo name, alpha, resolution, weights under shared/weights, label, goal agreement %, goal |drop| or None)
-MODELS = {
-    "a25": ("mobilenet", 0.25, 224, "mobilenet_v1/mobilenet_2_5_224_tf.h5", "MobileNetV1 0.25/224", 96.0, 0.3),
-    "a50": ("mobilenet", 0.5, 160, "mobilenet_v1/mobilenet_5_0_160_tf.h5", "MobileNetV1 0.5/160 (QAT-derived)",
-            98.5, None),
-    "v3s": ("mobilenet_v3_small", None, 224, "mobilenet_v3/weights_mobilenet_v3_small_224_1.0_float.h5",
-            "MobileNetV3-Small (QAT-derived)", 95.0, 0.5),
-    "s0": ("mobileone_s0", None, 224, "mobileone/mobileone_s0.pth.tar", "MobileOne-S0", 98.0, None),
-}
+# key (of accuracy_table.MODELS): (goal agreement %, goal |drop| or None)
+GOALS = {"a25": (96.0, 0.3), "a50": (98.5, None), "v3s": (95.0, 0.5), "s0": (98.0, None)}
 
 
 def measure(key: str, shared: Path, work: Path, num_calibration: int, epochs: int | None) -> dict:
-    name, alpha, resolution, weights, label, goal, drop_goal = MODELS[key]
+    name, alpha, resolution, weights, label, provenance = MODELS[key]
+    goal, drop_goal = GOALS[key]
+    label = f"{label} ({provenance})"
     kwargs = dict(alpha=alpha, resolution=resolution, weights=str(shared / "weights" / weights), progress=False)
     calibration = dict(calibration=str(shared / "imagenet" / "calib"), num_calibration=num_calibration)
     data = str(shared / "imagenet" / "val")
@@ -95,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="shared data folder (default ../shared)")
     parser.add_argument("--num-calibration", type=int, default=500, help="calibration images (default 500)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated keys from {', '.join(MODELS)}")
+    parser.add_argument("--models", default=",".join(GOALS), help=f"comma-separated keys from {', '.join(GOALS)}")
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the technique's)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
@@ -103,9 +99,9 @@ def main() -> None:
     if not (shared / "imagenet" / "val").is_dir():
         sys.exit(f"finetune_goals: {shared}/imagenet/val not found (pass --shared)")
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in MODELS]
+    unknown = [k for k in keys if k not in GOALS]
     if unknown:
-        sys.exit(f"finetune_goals: unknown model keys {unknown}; choose from {', '.join(MODELS)}")
+        sys.exit(f"finetune_goals: unknown model keys {unknown}; choose from {', '.join(GOALS)}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for key in keys:
