@@ -58,6 +58,7 @@ from edgemobile.quantization.convert import (
     default_output_name,
 )
 from edgemobile.quantization.diagnosis import diagnose
+from edgemobile.quantization.target import Target
 from edgemobile.quantization.techniques.recipe import recipe_from
 from edgemobile.quantization.tflite_converter import FULL_INTEGER
 from edgemobile.results import (
@@ -137,7 +138,9 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
             weights=None, calibration=None, num_calibration: int | None = None, seed: int = 0,
             techniques=None, preprocess: str | None = None, mean=None, std=None,
             crop_fraction: float | None = None, labels=None, output: str | os.PathLike | None = None,
-            force: bool = False, progress: bool = True) -> Converted:
+            force: bool = False, min_agreement: float | None = None, max_drop: float | None = None,
+            validation=None, all_integer: bool = False, keep_float: Sequence[str] = (),
+            progress: bool = True) -> Converted:
     """Convert a zoo model or your Keras model to TFLite at ``precision`` (float32, float16,
     dynamic, int8, uint8); full-integer models are calibrated on ``calibration`` (a folder,
     class-name folders included, or a manifest; images of classes the model does not have
@@ -149,17 +152,25 @@ def convert(model, precision: str = "float32", *, alpha: float | None = None, re
     when the model has its own Rescaling/Normalization layer. Labels: ``labels`` (a file,
     one per line) or the calibration folder's class-name folders. With ``output`` the .tflite
     is also written there (checked before converting; missing folders made; replaced only
-    with ``force``)."""
+    with ``force``).
+
+    Accuracy target (full-integer): ``min_agreement`` (fraction of images whose top-1 is the
+    float model's) and/or ``max_drop`` (top-1 fraction lost, needs labeled images), measured on
+    held-apart calibration images or on ``validation`` (a folder): the fastest of the
+    escalating candidates that meets it (``.search`` holds them all), or an error naming the
+    closest; ``all_integer`` keeps only all-integer candidates. ``keep_float``: Keras layer
+    names kept float instead (see ``inspect``)."""
     if output is not None:
         check_output(output, force)
+    target = accuracy_target(min_agreement, max_drop, validation, all_integer)
     request = model_request(model, alpha=alpha, resolution=resolution, weights=weights, preprocess=preprocess,
                             mean=mean, std=std, crop_fraction=crop_fraction, labels=labels)
     variant, weights, cal, warnings = _prepared(request, precision, calibration, num_calibration, seed)
     with quiet_keras():
         result = convert_variant(variant, precision, weights, cal, progress=progress,
-                                 techniques=recipe_from(techniques))
+                                 techniques=recipe_from(techniques), target=target, keep_float=tuple(keep_float))
     converted = Converted(variant.name, precision, result.tflite, result.provenance, result.seconds,
-                          result.quantization, warnings=warnings, notes=list(result.notes))
+                          result.quantization, warnings=warnings, notes=list(result.notes), search=result.search)
     converted.warnings += skipped_techniques(result.quantization)
     if cal is not None:  # full-integer: ops XNNPACK leaves to the builtin kernels, or int8 slower than float here
         slow_ops, speed_notes = speed_report(result.tflite, str(output or variant.name), result.float_tflite)
@@ -264,10 +275,13 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
            alpha: float | None = None, resolution: int | None = None, weights=None, calibration=None,
            num_calibration: int | None = None, seed: int = 0, techniques=None, preprocess: str | None = None,
            mean=None, std=None, crop_fraction: float | None = None, labels=None,
-           progress: bool = True) -> BundleResult:
+           min_agreement: float | None = None, max_drop: float | None = None, validation=None,
+           all_integer: bool = False, keep_float: Sequence[str] = (), progress: bool = True) -> BundleResult:
     """An Android asset bundle (uint8 unless ``precision="float32"``), MediaPipe-checked;
     written to ``out`` (atomically, replaced only with ``force``) when given. ``model`` is a
-    .tflite made by edgemobile (re-embedded and validated) or anything :func:`convert` takes."""
+    .tflite made by edgemobile (re-embedded and validated) or anything :func:`convert` takes,
+    with :func:`convert`'s accuracy target or ``keep_float``."""
+    target = accuracy_target(min_agreement, max_drop, validation, all_integer)
     tflite = _tflite_source(model)
     if tflite is not None:
         folder = check_bundle_folder(out, force) if out is not None else None
@@ -281,13 +295,27 @@ def bundle(model, out: str | os.PathLike | None = None, precision: str | None = 
         with quiet_keras():
             made = bundle_from_variant(variant, precision, weights, cal, folder.name if folder else
                                        f"{variant.name}_{precision}", progress=progress,
-                                       techniques=recipe_from(techniques))
+                                       techniques=recipe_from(techniques), target=target,
+                                       keep_float=tuple(keep_float))
         made = dataclasses.replace(made, warnings=(*warnings, *made.warnings))
     result = BundleResult(made, None)
     if folder is not None:
         result.write(folder, force=force)
     warn(result.warnings)
     return result
+
+
+def accuracy_target(min_agreement: float | None = None, max_drop: float | None = None, validation=None,
+                    all_integer: bool = False) -> Target | None:
+    """The :class:`~edgemobile.quantization.target.Target` these settings ask for (None: no target)."""
+    if min_agreement is None and max_drop is None:
+        if validation is not None or all_integer:
+            raise EdgeMobileError("--validation and --all-integer go with an accuracy target: add --min-agreement A "
+                                  "and/or --max-drop D")
+        return None
+    if validation is not None and not Path(validation).is_dir():
+        raise EdgeMobileError(f"--validation {validation}: not a folder of images")
+    return Target(min_agreement, max_drop, Path(validation) if validation is not None else None, all_integer)
 
 
 def info(model):

@@ -32,6 +32,7 @@ class Converted:
     warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. ops XNNPACK leaves to builtin kernels
     # e.g. the MobileNetV3 rewrite, int8 slower than float here
     notes: list[str] = dataclasses.field(default_factory=list)
+    search: Any = None  # with an accuracy target: the candidates measured (quantization.target.Search)
 
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
         """Write the .tflite atomically (an existing file only with ``force``)."""

@@ -5,11 +5,13 @@ third-party models, Ray), and turning parsed flags into the API's arguments."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from edgemobile.eval.cluster import DATA_MODES, DEFAULT_SHARD_SIZE
 from edgemobile.networks.request import ModelRequest
 from edgemobile.networks.user import PREPROCESS_CHOICES
+from edgemobile.quantization.target import TargetMissed
 from edgemobile.quantization.techniques import registry
 from edgemobile.quantization.techniques.recipe import DEFAULT, PLAIN, TECHNIQUE_IMAGES_FIELD
 
@@ -104,6 +106,48 @@ def add_calibration_flags(p: argparse.ArgumentParser, seed_help: str = "seed for
                    help="calibration images drawn stratified across classes (default 500)")
     p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
     add_technique_flags(p)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.97, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (0.97 for 97 %), got {value}")
+    return value
+
+
+def add_target_flags(p: argparse.ArgumentParser) -> None:
+    """The accuracy target and --keep-float (convert, bundle): see :mod:`edgemobile.quantization.target`."""
+    group = p.add_argument_group("accuracy target (full-integer): the fastest model that meets it")
+    group.add_argument("--min-agreement", type=fraction, metavar="A",
+                       help="top-1 must agree with the float model on at least this fraction of held-apart images "
+                       "(e.g. 0.97); tries post-training, + fine-tuning, then the most sensitive layers kept float")
+    group.add_argument("--max-drop", type=fraction, metavar="D",
+                       help="top-1 may drop at most this fraction (0.01: one point); needs labeled images")
+    group.add_argument("--validation", metavar="DIR", help="measure candidates on these images instead of a "
+                       "held-apart slice of the calibration images")
+    group.add_argument("--all-integer", action="store_true",
+                       help="only all-integer candidates (NPUs, Edge TPU, microcontrollers): no layer kept float")
+    group.add_argument("--keep-float", nargs="+", metavar="LAYER", default=(),
+                       help="instead of a target: keep these Keras layers float ('edgemobile inspect' names them)")
+
+
+def target_kwargs(args: argparse.Namespace) -> dict:
+    """The target flags as the API's keywords."""
+    return {"min_agreement": args.min_agreement, "max_drop": args.max_drop, "validation": args.validation,
+            "all_integer": args.all_integer, "keep_float": tuple(args.keep_float)}
+
+
+@contextlib.contextmanager
+def candidates_shown():
+    """Print the candidates table of a missed accuracy target before its one-line error."""
+    try:
+        yield
+    except TargetMissed as missed:
+        print(missed.search.table())
+        raise
 
 
 def add_technique_flags(parser: argparse.ArgumentParser) -> None:

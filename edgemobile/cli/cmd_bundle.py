@@ -11,8 +11,11 @@ from edgemobile import api
 from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_user_model_flags,
+    add_target_flags,
+    candidates_shown,
     options_from_args,
     request_from_args,
+    target_kwargs,
     technique_flags,
 )
 from edgemobile.cli.console import print_notes
@@ -24,7 +27,9 @@ from edgemobile.networks.user import is_model_file
 _ZOO_FLAGS = {"alpha": "--alpha", "resolution": "--resolution", "weights": "--weights",
               "calibration": "--calibration", "num_calibration": "--num-calibration",
               "precision": "--uint8/--float32", "preprocess": "--preprocess", "mean": "--mean",
-              "std": "--std", "crop_fraction": "--crop-fraction", "labels": "--labels"}
+              "std": "--std", "crop_fraction": "--crop-fraction", "labels": "--labels",
+              "min_agreement": "--min-agreement", "max_drop": "--max-drop", "validation": "--validation",
+              "all_integer": "--all-integer", "keep_float": "--keep-float"}
 
 
 def register(sub, prep) -> None:
@@ -48,6 +53,7 @@ def register(sub, prep) -> None:
     precision.add_argument("--float32", dest="precision", action="store_const", const="float32",
                            help="float32 model (MediaPipe normalizes pixels per the metadata)")
     add_calibration_flags(p)
+    add_target_flags(p)
     add_user_model_flags(p)
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     ref = args.model
     if (ref.lower().endswith(".tflite") or Path(ref).is_file()) and not is_model_file(ref):
         zoo_flags = {**_ZOO_FLAGS, **technique_flags()}
-        given = [flag for dest, flag in zoo_flags.items() if getattr(args, dest) not in (None, False)]
+        given = [flag for dest, flag in zoo_flags.items() if getattr(args, dest) not in (None, False, ())]
         if given:
             raise EdgeMobileError(f"{', '.join(given)}: only for zoo models; {ref} is already converted")
         return print_bundle(api.bundle(ref, args.out, force=args.force))
@@ -68,14 +74,18 @@ def run(args: argparse.Namespace) -> int:
 def bundle_model(args: argparse.Namespace, out: str) -> int:
     """Convert the zoo model or Keras model file the convert-style flags name (uint8 unless
     ``--float32``) and write its bundle to ``out`` (``bundle``, ``convert --android``)."""
-    return print_bundle(api.bundle(request_from_args(args), out, args.precision, force=args.force,
-                                   calibration=args.calibration, num_calibration=args.num_calibration,
-                                   seed=args.seed, techniques=options_from_args(args), progress=not args.quiet))
+    with candidates_shown():
+        result = api.bundle(request_from_args(args), out, args.precision, force=args.force,
+                            calibration=args.calibration, num_calibration=args.num_calibration, seed=args.seed,
+                            techniques=options_from_args(args), progress=not args.quiet, **target_kwargs(args))
+    return print_bundle(result)
 
 
 def print_bundle(result) -> int:
     """The bundle's notes and warnings on stderr, then where it was written."""
     bundle = result.bundle
+    if bundle.search is not None:
+        print(bundle.search.table())
     print_notes(result.notes, result.warnings)
     print(f"wrote {result.folder}/ ({bundle.model_file} {len(bundle.tflite) / 1e6:.2f} MB + labels.txt): "
           f"{bundle.describe()}; MediaPipe ImageClassifier checks passed")

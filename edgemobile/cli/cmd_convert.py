@@ -11,8 +11,11 @@ from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_user_model_flags,
     add_zoo_model_flags,
+    add_target_flags,
+    candidates_shown,
     options_from_args,
     request_from_args,
+    target_kwargs,
 )
 from edgemobile.cli.cmd_bundle import bundle_model
 from edgemobile.cli.console import print_notes
@@ -38,6 +41,7 @@ def register(sub, prep) -> None:
     for name, text in PRECISION_FLAGS:
         precision.add_argument(f"--{name}", dest="precision", action="store_const", const=name, help=text)
     add_calibration_flags(p)
+    add_target_flags(p)
     p.add_argument("-o", "--output", help="output file (default: <model>_<alpha>_<resolution>_<precision>.tflite)")
     p.add_argument("--android", action="store_true", help="write an Android asset bundle folder instead "
                    "(.tflite + labels.txt, MediaPipe-checked; uint8 unless --float32; -o names the folder)")
@@ -54,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
         return bundle_model(args, out)
     precision = args.precision or "float32"
     output = Path(args.output or api.default_output(args.model, precision, args.alpha, args.resolution))
-    result = api.convert(request_from_args(args), precision, calibration=args.calibration,
-                         num_calibration=args.num_calibration, seed=args.seed, techniques=options_from_args(args),
-                         output=output, force=args.force, progress=not args.quiet)
+    with candidates_shown():
+        result = api.convert(request_from_args(args), precision, calibration=args.calibration,
+                             num_calibration=args.num_calibration, seed=args.seed, techniques=options_from_args(args),
+                             output=output, force=args.force, progress=not args.quiet, **target_kwargs(args))
+    if result.search is not None:
+        print(result.search.table())
     print_notes(result.notes, result.warnings)
     print(f"wrote {output} ({result.summary})")
     return 0

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from edgemobile.deploy.mediapipe_compat import mediapipe_issues
 from edgemobile.errors import EdgeMobileError
@@ -52,6 +53,7 @@ class Bundle:
     input_quantization: tuple[float, int] | None  # (scale, zero_point) of a uint8 input
     notes: tuple[str, ...] = ()  # one-line notes: the MobileNetV3 rewrite, int8 slower than float here
     warnings: tuple[str, ...] = ()  # ops XNNPACK leaves to builtin kernels, with the measured cost
+    search: Any = None  # with an accuracy target: the candidates (quantization.target.Search)
 
     @property
     def model_file(self) -> str:
@@ -93,16 +95,18 @@ def android_precision(precision: str | None) -> str:
 
 
 def bundle_from_variant(variant, precision: str, weights, calibration, name: str, progress: bool = True,
-                        techniques=None) -> Bundle:
-    """Convert a zoo model for Android (uint8 in/out by default) and prepare its bundle."""
+                        techniques=None, target=None, keep_float=()) -> Bundle:
+    """Convert a zoo model for Android (uint8 in/out by default) and prepare its bundle
+    (``target``, ``keep_float``: see :func:`~edgemobile.quantization.convert.convert_variant`)."""
     precision = android_precision(precision)
     result = convert_variant(android_variant(variant), precision, weights, calibration, progress=progress,
-                             techniques=techniques)
+                             techniques=techniques, target=target, keep_float=keep_float)
     made = bundle_from_tflite(result.tflite, name, source=f"{variant.name} ({precision})")
     warnings, notes = [], []
     if precision != "float32":
         warnings, notes = speed_report(made.tflite, made.model_file, result.float_tflite)
-    return dataclasses.replace(made, notes=tuple(result.notes) + tuple(notes), warnings=tuple(warnings))
+    return dataclasses.replace(made, notes=tuple(result.notes) + tuple(notes), warnings=tuple(warnings),
+                               search=result.search)
 
 
 def bundle_from_tflite(model: bytes | str | os.PathLike, name: str, source: str | None = None) -> Bundle:

@@ -16,7 +16,7 @@ import numpy as np
 from edgemobile.data.prefetch import prefetch_map
 from edgemobile.data.preprocessing import load_rgb
 from edgemobile.errors import BadImageError, EdgeMobileError
-from edgemobile.eval.intervals import mcnemar, paired_difference, wilson
+from edgemobile.intervals import mcnemar, paired_difference, wilson
 from edgemobile.progress import Progress
 
 _EPS = 1e-7

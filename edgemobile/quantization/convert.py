@@ -12,6 +12,9 @@ import datetime
 import os
 import time
 from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
 
 from edgemobile.data.datasets import find_images, stratified_sample
 from edgemobile.download import file_hash
@@ -19,8 +22,13 @@ from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
 from edgemobile.networks.rewrite import int8_rewrite
 from edgemobile.peak_memory import peak_rss_kb
+from edgemobile.quantization.finetune import held_apart_count
 from edgemobile.quantization.integer_check import require_integer_only
+from edgemobile.quantization.keras_layers import float_tensors, model_layers, require_layers, resolve
 from edgemobile.quantization.pipeline import convert_full_integer, load_images
+from edgemobile.quantization.layer_sensitivity import Conversion
+from edgemobile.quantization.target import SENSITIVITY_IMAGES, HeldApart, Target, image_labels
+from edgemobile.quantization.target import search as target_search
 from edgemobile.quantization.techniques.recipe import DEFAULT
 from edgemobile.quantization.tflite_converter import FULL_INTEGER, convert_keras
 from edgemobile.runtime.interpreter import TFLiteClassifier
@@ -28,6 +36,7 @@ from edgemobile.version import __version__
 
 DEFAULT_NUM_CALIBRATION = 500
 DEFAULT_SEED = 0
+MIN_CONVERSION_IMAGES = 64  # calibration images a conversion keeps at least when some are held apart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +66,7 @@ class ConversionResult:
     quantization: dict | None = None  # full-integer: what each technique did (pipeline report)
     notes: list[str] = dataclasses.field(default_factory=list)  # one line each, e.g. the MobileNetV3 rewrite
     float_tflite: bytes | None = None  # full-integer: the calibrated float model it was quantized from
+    search: Any = None  # with an accuracy target: the candidates (quantization.target.Search)
 
 
 def convert_variant(
@@ -66,29 +76,64 @@ def convert_variant(
     calibration: CalibrationSet | None = None,
     progress: bool = True,
     techniques=None,
+    target: Target | None = None,
+    keep_float: Sequence[str] = (),
 ) -> ConversionResult:
     """Build a zoo model, convert it, verify full-integer models, and embed metadata.
 
     ``techniques``: a :class:`edgemobile.quantization.techniques.recipe.Recipe` for
     full-integer precisions (default: ``recipe.DEFAULT``, the best combination;
-    ``recipe.PLAIN`` is the converter alone).
+    ``recipe.PLAIN`` is the converter alone). ``target``: convert to an accuracy target
+    (:mod:`edgemobile.quantization.target`); ``keep_float``: Keras layers kept float.
     """
     start = time.perf_counter()
     weights_path = variant.weights_path(weights)
     model = variant.builder(variant, weights_path)
-    quantization, rewrite, float_tflite = None, None, None
+    quantization, rewrite, float_tflite, search, kept = None, None, None, None, ()
+    if (target is not None or keep_float) and precision not in FULL_INTEGER:
+        raise EdgeMobileError("--min-agreement, --max-drop and --keep-float are for --int8/--uint8 conversions")
+    if target is not None and keep_float:
+        raise EdgeMobileError("give --keep-float or an accuracy target (--min-agreement/--max-drop), not both")
     if precision in FULL_INTEGER:
         if calibration is None:
             raise EdgeMobileError(f"{precision} conversion needs calibration images")
+        require_layers(keep_float, _layer_names(model), variant.name)  # before the long work
         images = load_images(calibration.paths, variant.preprocess, progress)
-        model, rewrite = int8_model(variant, model, images)
-        done = convert_full_integer(model, precision, images, techniques or DEFAULT, progress, variant.preprocess)
-        tflite, quantization, float_tflite = done.tflite, done.report, done.calibrated
+        recipe = techniques or DEFAULT
+        held = None
+        if target is not None:
+            held, images = held_apart(target, calibration, images, variant, progress)
+        named = target is not None or bool(keep_float)
+
+        def conversion(finetune: bool) -> Conversion:
+            nonlocal model, rewrite
+            keras, rewrite = int8_model(variant, model if model is not None else variant.builder(variant, weights_path),
+                                        images)
+            model = None  # a second conversion starts from a fresh model
+            done = convert_full_integer(keras, precision, images, recipe.replace(finetune=True) if finetune else recipe,
+                                        progress, variant.preprocess)
+            return Conversion(done, model_layers(done.model, done.calibrated, images, keras) if named else [])
+
+        if target is not None:
+            search = target_search(conversion, recipe.finetune, target, held, images[:SENSITIVITY_IMAGES],
+                                   variant.preprocess, progress)
+            chosen = search.require_chosen()
+            done = search.conversion(chosen).full
+            tflite, kept, float_tflite = chosen.tflite, chosen.kept_float, search.float_model
+        else:
+            converted_once = conversion(False)
+            done = converted_once.full
+            tflite = done.tflite
+            if keep_float:
+                kept = tuple(resolve(keep_float, converted_once.layers, _layer_names(done.model), variant.name))
+                tflite = done.keeping_float(float_tensors(kept))
+            float_tflite = done.float_tflite()
+        quantization = done.report
     else:
         tflite = convert_keras(model, precision)
     converted = TFLiteClassifier(tflite, source=f"converted {variant.name} ({precision})")
     if precision in FULL_INTEGER:
-        require_integer_only(converted)
+        require_integer_only(converted, kept_float=float_tensors(kept))
     provenance = {
         "model": variant.name,
         "family": variant.family,
@@ -96,9 +141,12 @@ def convert_variant(
         "resolution": variant.resolution,
         "precision": precision,
         "weights": _describe_weights(weights_path),
-        "calibration": calibration.describe() if calibration and precision in FULL_INTEGER else None,
+        "calibration": _describe_calibration(calibration, search) if calibration and precision in FULL_INTEGER
+        else None,
         "quantization": {k: quantization[k] for k in ("techniques", "options", "seconds", "skipped", "finetune")
                          if k in quantization} if quantization else None,
+        **({"kept_float": [layer.as_dict() for layer in kept]} if kept else {}),
+        **({"accuracy_target": search.as_dict()} if search is not None else {}),
         **({"rewrite": rewrite.as_dict()} if rewrite is not None and rewrite.message() else {}),
         "conversion": conversion_cost(start),
         "converter": _converter_versions(),
@@ -108,7 +156,39 @@ def convert_variant(
     tflite = embed_metadata(tflite, model_info(variant, provenance))
     return ConversionResult(tflite=tflite, provenance=provenance, seconds=time.perf_counter() - start,
                             quantization=quantization, notes=[rewrite.message()] if rewrite and rewrite.message()
-                            else [], float_tflite=float_tflite)
+                            else [], float_tflite=float_tflite, search=search)
+
+
+def held_apart(target: Target, calibration: CalibrationSet, images: np.ndarray, variant,
+               progress: bool) -> tuple[HeldApart, np.ndarray]:
+    """(the images candidates are measured on, the calibration images the conversion keeps):
+    ``target.validation``'s images, or the last :func:`held_apart_count` calibration images
+    (the stratified draw's last rounds, spread over classes)."""
+    if target.validation is not None:
+        paths = find_images(target.validation)
+        if not paths:
+            raise EdgeMobileError(f"--validation {target.validation}: no images found")
+        x = load_images(paths, variant.preprocess, progress, desc="loading validation images")
+        return HeldApart(x, image_labels(paths, target.validation, variant.classes),
+                         f"images of {target.validation}"), images
+    held = held_apart_count(len(images))
+    if len(images) - held < MIN_CONVERSION_IMAGES:
+        raise EdgeMobileError(f"an accuracy target holds {held} of the {len(images)} calibration images apart: give "
+                              f"--num-calibration {MIN_CONVERSION_IMAGES + held} or more, or --validation DIR")
+    paths = calibration.paths[-held:]
+    return HeldApart(images[-held:], image_labels(paths, calibration.root, variant.classes),
+                     "held-apart calibration images"), images[:-held]
+
+
+def _describe_calibration(calibration: CalibrationSet, search) -> dict:
+    described = calibration.describe()
+    if search is not None and search.target.validation is None:
+        described["held_apart"] = search.images  # measured the candidates; the conversion used the rest
+    return described
+
+
+def _layer_names(model) -> list[str]:
+    return [op.name for op in model.operations]
 
 
 def int8_model(variant, model, images):

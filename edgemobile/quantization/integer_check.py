@@ -8,6 +8,8 @@ Runtime-safe: uses the interpreter only.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
@@ -16,13 +18,19 @@ from edgemobile.runtime.interpreter import TFLiteClassifier
 _FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 
-def float_tensor_uses(model: TFLiteClassifier) -> list[str]:
-    """Human-readable list of ops touching a float tensor (empty for an all-integer model)."""
+def float_tensor_uses(model: TFLiteClassifier, kept_float: Sequence[str] = ()) -> list[str]:
+    """Human-readable list of ops touching a float tensor (empty for an all-integer model),
+    leaving out the ops asked to stay float (by output tensor name) and the DEQUANTIZE and
+    QUANTIZE ops around them."""
     interpreter = model.interpreter
     dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
     names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    kept = set(kept_float)
     found = []
     for op in model.graph_ops():
+        outputs = {names.get(int(t)) for t in op["outputs"]}
+        if outputs & kept or (kept and op["op_name"] in ("QUANTIZE", "DEQUANTIZE")):
+            continue
         for role in ("inputs", "outputs"):
             for tensor in op[role]:
                 tensor = int(tensor)
@@ -40,8 +48,10 @@ def op_histogram(model: TFLiteClassifier) -> dict[str, int]:
     return counts
 
 
-def require_integer_only(model: TFLiteClassifier) -> None:
-    problems = float_tensor_uses(model)
+def require_integer_only(model: TFLiteClassifier, kept_float: Sequence[str] = ()) -> None:
+    """Fail unless every op is integer, but those kept float on purpose (``kept_float``: their
+    output tensor names)."""
+    problems = float_tensor_uses(model, kept_float)
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise EdgeMobileError(

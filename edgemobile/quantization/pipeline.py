@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from edgemobile.quantization.engine import prepare, replay
 from edgemobile.quantization.exact_ranges import exact_minmax_hook
 from edgemobile.quantization.simulate import restore
 from edgemobile.quantization.techniques.recipe import DEFAULT, Recipe
-from edgemobile.quantization.tflite_converter import convert_keras
+from edgemobile.quantization.tflite_converter import convert_keras, quantize_calibrated
 
 CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pass
 
@@ -48,6 +48,13 @@ class FullInteger:
     report: dict
     model: Any = None  # the Keras model converted
     float_weights: dict | None = None  # see engine.Prepared
+    ranged: bytes = b""  # ``calibrated`` with the statistics the int8 model was quantized from
+    precision: str = "int8"
+
+    def keeping_float(self, tensors: Sequence[str]) -> bytes:
+        """The model quantized from the same statistics, the ops writing ``tensors`` (the
+        calibrated model's tensor names) kept float (:func:`.tflite_converter.quantize_calibrated`)."""
+        return quantize_calibrated(self.ranged, self.precision, tensors)
 
     def float_reference(self):
         """The Keras model whose float function the int8 model quantizes: the input model
@@ -108,11 +115,12 @@ def convert_full_integer(model, precision: str, images: np.ndarray, options: Rec
 
     def hook(calibrated: bytes) -> bytes:
         captured["calibrated"] = calibrated
-        if prepared.calibrated_hook is not None:
-            return prepared.calibrated_hook(calibrated)
-        return exact_minmax_hook(replayed)(calibrated)
+        chosen = prepared.calibrated_hook or exact_minmax_hook(replayed)
+        captured["ranged"] = chosen(calibrated)
+        return captured["ranged"]
 
     tflite = convert_keras(prepared.model, precision, calibrate, hook)
     report = dict(prepared.report, calibration_images=int(len(images)),
                   seconds=round(time.perf_counter() - start, 2))
-    return FullInteger(tflite, captured["calibrated"], report, prepared.model, prepared.float_weights)
+    return FullInteger(tflite, captured["calibrated"], report, prepared.model, prepared.float_weights,
+                       captured["ranged"], precision)

@@ -8,7 +8,7 @@ statistics, then run the converter's own quantizer on them.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 from edgemobile.errors import EdgeMobileError, first_line
 from edgemobile.native_stderr import native_stderr_filtered
@@ -49,19 +49,29 @@ def convert_keras(model, precision: str, representative: Callable | None = None,
         converter.inference_output_type = io_type
     try:
         if precision in FULL_INTEGER:
-            from tensorflow.lite.python.convert import mlir_quantize
-
             hook = calibrated_hook or exact_minmax_hook(representative)
             converter._experimental_calibrate_only = True
             with warnings.catch_warnings():
                 # "Statistics for quantized inputs were expected": the calibrator's own notice.
                 warnings.simplefilter("ignore", UserWarning)
                 calibrated = hook(converter.convert())
-            with native_stderr_filtered():  # the quantizer prints its options to fd 2
-                return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type)
+            return quantize_calibrated(calibrated, precision)
         return converter.convert()
     except EdgeMobileError:
         raise
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError…
         first = first_line(exc)
         raise EdgeMobileError(f"TFLite conversion to {precision} failed: {first[:300]}") from None
+
+
+def quantize_calibrated(calibrated: bytes, precision: str, keep_float: Sequence[str] = ()) -> bytes:
+    """The converter's quantizer on a calibrated float model whose statistics are chosen:
+    all-integer, except the ops whose output tensors ``keep_float`` names, which stay float
+    between a DEQUANTIZE and a QUANTIZE (the input and output stay ``precision``)."""
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    io_type = tf.int8 if precision == "int8" else tf.uint8
+    with native_stderr_filtered():  # the quantizer prints its options to fd 2
+        return mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type,
+                             denylisted_nodes=list(keep_float) or None)

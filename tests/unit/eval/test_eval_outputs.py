@@ -12,7 +12,7 @@ import pytest
 
 from edgemobile.cli.main import main
 from edgemobile.eval.evaluate import format_p
-from edgemobile.eval.intervals import mcnemar, wilson
+from edgemobile.intervals import mcnemar, wilson
 from edgemobile.eval.image_outputs import read_outputs
 
 MODEL = "weights/mobilenet_v1/mobilenet_v1_0.25_128_quant.tflite"

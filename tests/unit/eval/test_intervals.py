@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgemobile.eval.evaluate import compare
-from edgemobile.eval.intervals import Z95, mcnemar, paired_difference, wilson
+from edgemobile.intervals import Z95, mcnemar, paired_difference, wilson
 
 
 @pytest.mark.parametrize("k, n, low, high", [
