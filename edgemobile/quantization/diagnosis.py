@@ -36,7 +36,10 @@ import numpy as np
 
 from edgemobile.progress import Progress
 from edgemobile.quantization import graph, simulate
+from edgemobile.quantization.agreement import Judge
 from edgemobile.quantization.convert import int8_model
+from edgemobile.quantization.keras_layers import model_layers
+from edgemobile.quantization.layer_sensitivity import Conversion, layer_sensitivity
 from edgemobile.quantization.pipeline import convert_full_integer, load_images
 from edgemobile.quantization.ranges import logit_tensors
 from edgemobile.runtime.interpreter import TFLiteClassifier, model_ops, tensor_inspector
@@ -65,6 +68,12 @@ class TensorRow:
     activation_sqnr: float
     weights: dict | None = None
     logits: bool = False  # a softmax's input (see ranges.logit_tensors)
+    layer: str | None = None  # the Keras layer whose op wrote it (keras_layers.model_layers), if one did
+
+    @property
+    def label(self) -> str:
+        """The Keras layer and TFLite op (``conv1 (CONV_2D)``), else the TFLite tensor name."""
+        return f"{self.layer} ({self.op})" if self.layer else _short(self.name)
 
     def as_dict(self) -> dict:
         row = dataclasses.asdict(self)
@@ -212,12 +221,12 @@ def dominant(sens: dict, top: int = 5) -> list[dict]:
 
 
 def format_tensor_table(rows: list[TensorRow]) -> str:
-    header = ("op", "tensor", "shape", "cum SQNR", "act SQNR", "w SQNR", "w ch max/med", "grid")
+    header = ("Keras layer (TFLite op) or tensor", "shape", "cum SQNR", "act SQNR", "w SQNR", "w ch max/med", "grid")
     lines = [header]
     for r in rows:
         w = r.weights or {}
         lines.append((
-            r.op, _short(r.name), "x".join(str(s) for s in r.shape[1:]),
+            r.label, "x".join(str(s) for s in r.shape[1:]),
             _fmt(r.cumulative_sqnr), _fmt(r.activation_sqnr), _fmt(w.get("sqnr")),
             _spread(w),
             f"[{r.grid[0]:.3g}, {r.grid[1]:.3g}]",
@@ -232,7 +241,7 @@ def format_sensitivity(sens: dict, top: int = 10) -> str:
     rows = [("layer", "what", "logit SQNR", "share")]
     for r in dominant(sens, top):
         rows.append((r["layer"], r["what"], _fmt(r["logit_sqnr"]), f"{100 * r['share']:.0f} %"))
-    return "\n".join(lines) + "\n" + _table(rows)
+    return "\n".join(lines) + "\n" + _table(rows, left=2)
 
 
 def _spread(weights: dict) -> str:
@@ -251,11 +260,11 @@ def _fmt(value) -> str:
     return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.1f}"
 
 
-def _table(rows: list[tuple]) -> str:
+def _table(rows: list[tuple], left: int = 1) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     out = []
     for n, row in enumerate(rows):
-        cells = [str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
         out.append("  ".join(cells))
         if n == 0:
             out.append("-" * len(out[0]))
@@ -271,6 +280,7 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
     x = load_images(calibration.paths, variant.preprocess, progress)
     model, rewrite = int8_model(variant, variant.build(weights), x)
     done = convert_full_integer(model, "int8", x, options, progress, variant.preprocess)
+    layers = model_layers(done.model, done.calibrated, x, model)  # before float_reference() restores weights
     # The float side is the model after the function-preserving rewrites: its channels are the
     # int8 model's (equalization rescales them), its weights those before AdaRound/bias correction.
     float_model = done.float_tflite()
@@ -287,6 +297,8 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         reference = "float model after the techniques (graphs differ)"
     if bar:
         bar.close()
+    names = {layer.tensor: layer.name for layer in layers}
+    rows = [dataclasses.replace(r, layer=names.get(r.name)) for r in rows]
     result: dict[str, Any] = {
         "model": variant.name,
         "techniques": options.label(),
@@ -298,7 +310,9 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         "notes": [rewrite.message()] if rewrite is not None and rewrite.message() else [],
         "conversion": done.report,
         "tensors": [r.as_dict() for r in rows],
+        "layers": [layer.as_dict() for layer in layers],
         "sensitivity": None,
+        "layer_sensitivity": None,
     }
     if sensitivity_images:  # on the same float model (folded: the simulation needs it)
         folded = graph.fold_batchnorm(reference_model)
@@ -310,6 +324,10 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         sens["images"] = int(len(xs))
         sens["dominant"] = dominant(sens)
         result["sensitivity"] = sens
+        # The same question on the real interpreter: each layer requantized float (with its output, and alone).
+        judge = Judge(float_model, xs, variant.preprocess)
+        result["layer_sensitivity"] = layer_sensitivity(Conversion(done, layers), judge, alone=True,
+                                                        progress=progress)
     return result
 
 
@@ -332,18 +350,49 @@ def format_diagnosis(result: dict) -> str:
     worst = _worst_steps(rows, skip_logits=floored)
     if worst:
         lines.append("largest SQNR drops along the network: " + ", ".join(
-            f"{_short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst)
+            f"{r.layer or _short(r.name, 30)} ({r.op}, -{d:.1f} dB)" for r, d in worst)
             + (" (logits left out: their range's bottom is clipped on purpose)" if floored else ""))
     weights = [r for r in rows if r.weights]
     if weights:
         spread = max(weights, key=lambda r: r.weights["range_max_over_median"] or 0)
         lowest = min(weights, key=lambda r: r.weights["sqnr"] if r.weights["sqnr"] is not None else np.inf)
-        lines.append(f"widest per-channel weight ranges: {_short(spread.name, 30)} "
+        lines.append(f"widest per-channel weight ranges: {spread.layer or _short(spread.name, 30)} "
                      f"(max/median {spread.weights['range_max_over_median']}); lowest weight SQNR: "
-                     f"{_short(lowest.name, 30)} ({_fmt(lowest.weights['sqnr'])} dB)")
+                     f"{lowest.layer or _short(lowest.name, 30)} ({_fmt(lowest.weights['sqnr'])} dB)")
     if result.get("sensitivity"):
         lines.append(format_sensitivity(result["sensitivity"]))
+    if result.get("layer_sensitivity"):
+        lines.append(format_layer_sensitivity(result["layer_sensitivity"]))
     return "\n".join(lines)
+
+
+def format_layer_sensitivity(rows: list[dict], top: int = 10) -> str:
+    """The ``top`` layers whose float precision (with their output) gains most, measured on TFLite."""
+    base = rows[0]["base"]
+    ranked = sorted(rows, key=lambda r: -r["with_output"]["error_gain"])[:top]
+    lines = [f"measured on TFLite ({base['images']} images; int8 agrees with float on "
+             f"{100 * base['agreement']:.1f} %): what keeping a layer float gains — alone (its weights and arithmetic; "
+             "its output still rounded) and with its output (it and the layers reading it float); "
+             "--keep-float takes these names"]
+    table = [("layer (TFLite op)", "read by", "alone: agreement", "output error Δ", "with output: agreement",
+              "output error Δ")]
+    for r in ranked:
+        alone, with_output = r.get("alone") or {}, r["with_output"]
+        table.append((f"{r['layer']} ({r['op']})", ", ".join(r["readers"]) or "(output)",
+                      _points(alone.get("agreement_gain")), _error_share(alone.get("error_gain"), base),
+                      _points(with_output["agreement_gain"]), _error_share(with_output["error_gain"], base)))
+    return "\n".join(lines) + "\n" + _table(table, left=2)
+
+
+def _points(gain: float | None) -> str:
+    return "-" if gain is None else f"{100 * gain:+.1f} pt"
+
+
+def _error_share(gain: float | None, base: dict) -> str:
+    """An error gain as the share of the int8 model's output error it removes."""
+    if gain is None or not base["output_error"]:
+        return "-"
+    return f"{-100 * gain / base['output_error']:+.0f} %"
 
 
 def _nan(value):

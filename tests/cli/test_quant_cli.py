@@ -55,6 +55,11 @@ def test_inspect_reports_every_layer(folders, capsys, tmp_path):
     whats = {(r["layer"], r["what"]) for r in sens["layers"]}
     assert ("conv1", "weights") in whats and ("conv1_relu", "activations") in whats
     assert len(sens["dominant"]) == 5
+    layers = {r["layer"]: r for r in result["layer_sensitivity"]}  # Keras names, measured on TFLite
+    assert {"conv1", "conv_dw_1", "conv_pw_13", "conv_preds"} <= set(layers)
+    assert layers["conv1"]["readers"] == ["conv_dw_1"] and "conv1_bn" in layers["conv1"]["fused"]
+    assert {"agreement_gain", "error_gain"} <= set(layers["conv1"]["alone"]) | set(layers["conv1"]["with_output"])
+    assert "conv_dw_1 (DEPTHWISE_CONV_2D)" in out and "--keep-float takes these names" in out
 
 
 @pytest.fixture(scope="module")
