@@ -324,10 +324,9 @@ def diagnose(variant, weights, calibration, options, images: int = 32, sensitivi
         sens["images"] = int(len(xs))
         sens["dominant"] = dominant(sens)
         result["sensitivity"] = sens
-        # The same question on the real interpreter: each layer requantized float (with its output, and alone).
+        # The same question on the real interpreter, per Keras layer: only it int8, the rest float.
         judge = Judge(float_model, xs, variant.preprocess)
-        result["layer_sensitivity"] = layer_sensitivity(Conversion(done, layers), judge, alone=True,
-                                                        progress=progress)
+        result["layer_sensitivity"] = layer_sensitivity(Conversion(done, layers), judge, progress=progress)
     return result
 
 
@@ -366,33 +365,18 @@ def format_diagnosis(result: dict) -> str:
     return "\n".join(lines)
 
 
-def format_layer_sensitivity(rows: list[dict], top: int = 10) -> str:
-    """The ``top`` layers whose float precision (with their output) gains most, measured on TFLite."""
-    base = rows[0]["base"]
-    ranked = sorted(rows, key=lambda r: -r["with_output"]["error_gain"])[:top]
-    lines = [f"measured on TFLite ({base['images']} images; int8 agrees with float on "
-             f"{100 * base['agreement']:.1f} %): what keeping a layer float gains — alone (its weights and arithmetic; "
-             "its output still rounded) and with its output (it and the layers reading it float); "
-             "--keep-float takes these names"]
-    table = [("layer (TFLite op)", "read by", "alone: agreement", "output error Δ", "with output: agreement",
-              "output error Δ")]
-    for r in ranked:
-        alone, with_output = r.get("alone") or {}, r["with_output"]
-        table.append((f"{r['layer']} ({r['op']})", ", ".join(r["readers"]) or "(output)",
-                      _points(alone.get("agreement_gain")), _error_share(alone.get("error_gain"), base),
-                      _points(with_output["agreement_gain"]), _error_share(with_output["error_gain"], base)))
-    return "\n".join(lines) + "\n" + _table(table, left=2)
-
-
-def _points(gain: float | None) -> str:
-    return "-" if gain is None else f"{100 * gain:+.1f} pt"
-
-
-def _error_share(gain: float | None, base: dict) -> str:
-    """An error gain as the share of the int8 model's output error it removes."""
-    if gain is None or not base["output_error"]:
-        return "-"
-    return f"{-100 * gain / base['output_error']:+.0f} %"
+def format_layer_sensitivity(sens: dict, top: int = 10) -> str:
+    """The ``top`` layers whose int8 costs most, measured on TFLite."""
+    integer, floated = sens["int8"], sens["all_float"]
+    lines = [f"measured on TFLite, {sens['images']} images: the int8 model agrees with float on "
+             f"{100 * integer['agreement']:.1f} %, every layer float (int8 input and output) on "
+             f"{100 * floated['agreement']:.1f} %; what each layer costs when only it is int8 "
+             "(the names --keep-float takes):"]
+    table = [("layer (TFLite op)", "agreement lost", "output error added", "share")]
+    for r in sorted(sens["layers"], key=lambda r: -r["error_added"])[:top]:
+        table.append((f"{r['layer']} ({r['op']})", f"{100 * r['agreement_loss']:+.1f} pt", f"{r['error_added']:.2e}",
+                      f"{100 * r['share']:.0f} %"))
+    return "\n".join(lines) + "\n" + _table(table)
 
 
 def _nan(value):

@@ -35,7 +35,6 @@ class Layer:
     fused: tuple[str, ...]  # every Keras layer the op computes (BatchNorms folded into it included)
     op: str  # the TFLite op, e.g. "CONV_2D" (with the ops of its softmax head: "CONV_2D+RESHAPE+SOFTMAX")
     tensors: tuple[str, ...]  # the outputs of its ops (the quantizer keeps an op float by its output's name)
-    readers: tuple[str, ...] = ()  # the layers reading its output (through data-movement ops)
 
     @property
     def tensor(self) -> str:
@@ -46,8 +45,7 @@ class Layer:
         return f"{self.name} ({self.op}{': + ' + ', '.join(others) if others else ''})"
 
     def as_dict(self) -> dict:
-        return {"layer": self.name, "fused": list(self.fused), "op": self.op, "tensors": list(self.tensors),
-                "readers": list(self.readers)}
+        return {"layer": self.name, "fused": list(self.fused), "op": self.op, "tensors": list(self.tensors)}
 
 
 def model_layers(model, calibrated: bytes, x, original=None) -> list[Layer]:
@@ -90,29 +88,7 @@ def model_layers(model, calibrated: bytes, x, original=None) -> list[Layer]:
         layers.append(Layer(name=(linear or owners[out])[0], fused=tuple(dict.fromkeys(fused)),
                             op="+".join([op["op_name"]] + [name for _, name in head]),
                             tensors=tuple(names[t] for t in [out] + [t for t, _ in head])))
-    return _with_readers(layers, ops, names)
-
-
-def _with_readers(layers: list[Layer], ops: list[dict], names: dict[int, str]) -> list[Layer]:
-    """``layers`` with their readers: the layers whose ops read their output, directly or
-    through data-movement ops."""
-    owner = {tensor: layer.name for layer in layers for tensor in layer.tensors}
-    passes = {int(op["outputs"][0]): [int(t) for t in op["inputs"] if int(t) >= 0] for op in ops
-              if op["op_name"] in DATA_MOVEMENT_OPS and len(op["outputs"])}
-
-    def sources(tensor: int) -> set[str]:
-        if names.get(tensor) in owner:
-            return {owner[names[tensor]]}
-        return set().union(*(sources(t) for t in passes.get(tensor, ())))
-
-    readers: dict[str, list[str]] = {layer.name: [] for layer in layers}
-    for op in ops:
-        reader = owner.get(names.get(int(op["outputs"][0]) if len(op["outputs"]) else -1))
-        if reader is None or op["op_name"] in DATA_MOVEMENT_OPS:
-            continue
-        for source in set().union(*(sources(int(t)) for t in op["inputs"] if int(t) >= 0)) - {reader}:
-            readers[source].append(reader)
-    return [dataclasses.replace(layer, readers=tuple(dict.fromkeys(readers[layer.name]))) for layer in layers]
+    return layers
 
 
 def _softmax_heads(ops: list[dict]) -> dict[int, list[tuple[int, str]]]:

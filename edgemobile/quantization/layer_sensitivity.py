@@ -1,12 +1,12 @@
-"""What keeping each layer of a full-integer model float gains, measured on the TFLite
-interpreter: the layer requantized float from the same statistics
-(:meth:`~edgemobile.quantization.pipeline.FullInteger.keeping_float`) and judged against the
+"""What each layer of a full-integer model costs, measured on the TFLite interpreter: the
+model requantized from the same statistics with every layer float but one
+(:meth:`~edgemobile.quantization.pipeline.FullInteger.keeping_float`), judged against the
 float model (:class:`~edgemobile.quantization.agreement.Judge`).
 
-A layer kept float still has its output rounded onto its int8 grid for the layers after it;
-only a run of float layers keeps the tensors between them float. So each layer is measured
-*with its output*: it and the layers reading its output float. That unit is what selective
-precision keeps (:mod:`.target`); ``inspect`` also shows the layer alone.
+Measured this way round — only the layer in int8: its input, weights and output rounded — a
+layer's cost does not depend on which others are int8. The other way round (only the layer
+float) mixes in the techniques: bias correction and fine-tuning shape each layer for the int8
+errors of the layers before it, so making one early layer float shifts every layer after it.
 """
 
 from __future__ import annotations
@@ -29,46 +29,44 @@ class Conversion:
     layers: list[Layer]
 
 
-def layer_sensitivity(conversion: Conversion, judge: Judge, alone: bool = False, progress: bool = True) -> list[dict]:
-    """Per layer (model order), what keeping it float *with its output* gains on ``judge``'s
-    images: it and the layers reading its output computed in float, so neither its weights nor
-    its output tensor are rounded (``with_output``); with ``alone``, also the layer by itself
-    (its weights and arithmetic only: its output is rounded onto the same grid). Gains are in
-    top-1 agreement with the float model and in output error (finer on few images)."""
-    base = judge(conversion.full.tflite)
-    by_name = {layer.name: layer for layer in conversion.layers}
-    steps = len(conversion.layers) * (2 if alone else 1)
-    bar = Progress(steps, "layer sensitivity (TFLite)", unit="model") if progress else None
+def layer_sensitivity(conversion: Conversion, judge: Judge, progress: bool = True) -> dict:
+    """The all-integer model, the model with every layer float (int8 input and output only),
+    and per layer (model order) what quantizing only it costs against the latter: lost top-1
+    agreement with the float model and added output error (finer on few images), with each
+    layer's share of the summed added error."""
+    layers = conversion.layers
+    bar = Progress(len(layers) + 2, "layer sensitivity (TFLite)", unit="model") if progress else None
 
-    def gain(layers: Sequence[Layer], what: str) -> dict:
-        measured = judge(conversion.full.keeping_float(float_tensors(layers)), source=what)
+    def measure(tensors: Sequence[str], what: str):
+        measured = judge(conversion.full.keeping_float(tensors), source=what)
         if bar:
             bar.update()
-        return {"agreement_gain": round(measured.rate - base.rate, 4), "error_gain": round(base.error - measured.error, 8)}
+        return measured
 
+    integer = measure([], "the int8 model")
+    floated = measure(float_tensors(layers), "every layer float")
     rows = []
-    for layer in conversion.layers:
-        unit = [layer] + [by_name[name] for name in layer.readers]
-        row = {**layer.as_dict(), "with_output": gain(unit, f"{layer.name} and its output kept float")}
-        if alone:
-            row["alone"] = gain([layer], f"{layer.name} kept float")
-        rows.append(row)
+    for layer in layers:
+        alone = measure(float_tensors([other for other in layers if other is not layer]), f"only {layer.name} int8")
+        rows.append({**layer.as_dict(), "agreement_loss": round(floated.rate - alone.rate, 4),
+                     "error_added": round(alone.error - floated.error, 8)})
     if bar:
         bar.close()
+    total = sum(max(row["error_added"], 0.0) for row in rows) or 1.0
     for row in rows:
-        row["base"] = {"agreement": round(base.rate, 4), "output_error": round(base.error, 8), "images": base.images}
-    return rows
+        row["share"] = round(max(row["error_added"], 0.0) / total, 3)
+    return {"images": integer.images, "int8": integer.as_dict(), "all_float": floated.as_dict(), "layers": rows}
 
 
-def most_sensitive(layers: Sequence[Layer], sensitivity: list[dict], k: int) -> tuple[Layer, ...]:
-    """The layers of the ``k`` units whose float output gains most (each unit: a layer and its
-    readers), in model order; units that gain nothing are never taken."""
-    by_name = {layer.name: layer for layer in layers}
-    ranked = sorted((row for row in sensitivity if row["with_output"]["error_gain"] > 0),
-                    key=lambda row: -row["with_output"]["error_gain"])[:k]
-    chosen = {name for row in ranked for name in [row["layer"], *row["readers"]]}
-    return tuple(layer for layer in layers if layer.name in chosen and layer.name in by_name)
+def most_sensitive(layers: Sequence[Layer], sensitivity: dict, k: int) -> tuple[Layer, ...]:
+    """The ``k`` layers whose int8 costs most (layers that cost nothing are never taken), in
+    model order."""
+    ranked = sorted((row for row in sensitivity["layers"] if row["error_added"] > 0),
+                    key=lambda row: -row["error_added"])[:k]
+    chosen = {row["layer"] for row in ranked}
+    return tuple(layer for layer in layers if layer.name in chosen)
 
 
-def gaining_units(sensitivity: list[dict]) -> int:
-    return sum(1 for row in sensitivity if row["with_output"]["error_gain"] > 0)
+def costly_layers(sensitivity: dict) -> int:
+    """How many layers cost anything in int8."""
+    return sum(1 for row in sensitivity["layers"] if row["error_added"] > 0)

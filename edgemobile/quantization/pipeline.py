@@ -19,6 +19,8 @@ from edgemobile.quantization.exact_ranges import exact_minmax_hook
 from edgemobile.quantization.simulate import restore
 from edgemobile.quantization.techniques.recipe import DEFAULT, Recipe
 from edgemobile.quantization.tflite_converter import convert_keras, quantize_calibrated
+from edgemobile.runtime.interpreter import model_ops, tensor_inspector
+from edgemobile.tflite.model import constant_spans
 
 CALIBRATION_BATCH = 16  # images per step of the converter's own calibration pass
 
@@ -50,11 +52,23 @@ class FullInteger:
     float_weights: dict | None = None  # see engine.Prepared
     ranged: bytes = b""  # ``calibrated`` with the statistics the int8 model was quantized from
     precision: str = "int8"
+    _float_tflite: bytes | None = None
+    _float_constants: dict | None = None
 
     def keeping_float(self, tensors: Sequence[str]) -> bytes:
         """The model quantized from the same statistics, the ops writing ``tensors`` (the
-        calibrated model's tensor names) kept float (:func:`.tflite_converter.quantize_calibrated`)."""
-        return quantize_calibrated(self.ranged, self.precision, tensors)
+        calibrated model's tensor names) kept float (:func:`.tflite_converter.quantize_calibrated`)
+        with the float model's weights: bias correction, AdaRound and fine-tuning shaped the
+        converted weights for int8 arithmetic, which those ops no longer do."""
+        if not tensors:
+            return quantize_calibrated(self.ranged, self.precision, ())
+        if self._float_constants is None:
+            self._float_constants = float_constants(self.ranged, self.float_tflite())
+        ranged = bytearray(self.ranged)
+        for tensor in tensors:
+            for start, data in self._float_constants.get(tensor, ()):
+                ranged[start:start + len(data)] = data
+        return quantize_calibrated(bytes(ranged), self.precision, tensors)
 
     def float_reference(self):
         """The Keras model whose float function the int8 model quantizes: the input model
@@ -70,9 +84,28 @@ class FullInteger:
         """:meth:`float_reference` as a float TFLite model with the int8 model's graph: the
         calibrated model itself when nothing moved the weights after the rewrites, else a
         float conversion."""
-        if self.float_weights is None:
-            return self.calibrated
-        return convert_keras(self.float_reference(), "float32")
+        if self._float_tflite is None:
+            self._float_tflite = self.calibrated if self.float_weights is None else \
+                convert_keras(self.float_reference(), "float32")
+        return self._float_tflite
+
+
+def float_constants(calibrated: bytes, float_model: bytes) -> dict[str, list[tuple[int, bytes]]]:
+    """Op output tensor name → (offset in ``calibrated``, bytes) of the constant inputs
+    (weights, biases) ``float_model`` — a float conversion with the same graph, ops paired in
+    order — has for that op; empty when the graphs differ."""
+    ops, float_ops = (model_ops(tensor_inspector(m)) for m in (calibrated, float_model))
+    if [op["op_name"] for op in ops] != [op["op_name"] for op in float_ops]:
+        return {}
+    names = {int(t["index"]): t["name"] for t in tensor_inspector(calibrated).get_tensor_details()}
+    spans, float_spans = constant_spans(calibrated), constant_spans(float_model)
+    found: dict[str, list[tuple[int, bytes]]] = {}
+    for op, float_op in zip(ops, float_ops):
+        pairs = [(spans[t], float_spans[ft]) for t, ft in zip(map(int, op["inputs"]), map(int, float_op["inputs"]))
+                 if t in spans and ft in float_spans and spans[t][1] == float_spans[ft][1]]
+        found[names[int(op["outputs"][0])]] = [(start, bytes(float_model[f_start:f_start + length]))
+                                               for (start, length), (f_start, _) in pairs]
+    return found
 
 
 def convert_full_integer(model, precision: str, images: np.ndarray, options: Recipe = DEFAULT,

@@ -6,10 +6,10 @@ Candidates, cheapest first, measured until one meets the target:
 
 1. the post-training recipe (the techniques asked for; the default recipe by default);
 2. the same plus quantization-aware fine-tuning (unless the recipe already has it);
-3. selective precision on the better of those two: the k layers whose float precision gains
-   most kept float (k = 1, 2, 4, …). Each layer's gain is measured on the real TFLite
-   interpreter (:func:`layer_sensitivity`) on calibration images the conversion used, so the
-   candidates' own measurement stays on images nothing was chosen on. A candidate on which
+3. selective precision on the better of those two: the k layers whose int8 costs most kept
+   float, with the float model's weights (k = 1, 2, 4, …). Each layer's cost is measured on
+   the TFLite interpreter (:mod:`.layer_sensitivity`) on calibration images the conversion
+   used, so the candidates' own measurement stays on images nothing was chosen on. A candidate on which
    XNNPACK leaves more ops to the builtin kernels than on the all-integer model is no
    candidate. ``all_integer`` stops before this step (NPUs, Edge TPU, microcontrollers).
 
@@ -32,15 +32,10 @@ from edgemobile.data.datasets import class_index, class_key
 from edgemobile.errors import EdgeMobileError
 from edgemobile.quantization.agreement import Agreement, Judge
 from edgemobile.quantization.keras_layers import Layer, float_tensors
-from edgemobile.quantization.layer_sensitivity import (
-    Conversion,
-    gaining_units,
-    layer_sensitivity,
-    most_sensitive,
-)
+from edgemobile.quantization.layer_sensitivity import Conversion, costly_layers, layer_sensitivity, most_sensitive
 from edgemobile.runtime.delegation import measure_against_float, model_delegation
 
-SENSITIVITY_IMAGES = 64  # conversion calibration images each layer's float gain is measured on
+SENSITIVITY_IMAGES = 64  # conversion calibration images each layer's int8 cost is measured on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,14 +82,13 @@ class Candidate:
     refused: str | None = None  # why it is no candidate (XNNPACK leaves ops to the builtin kernels)
     meets: bool = False
     base: str | None = None  # the candidate whose conversion it requantizes (None: its own)
-    units: int = 0  # selective precision: the most sensitive layers kept float with their outputs
 
     @property
     def integer(self) -> bool:
         return not self.kept_float
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kept_float": [layer.name for layer in self.kept_float], "units": self.units,
+        return {"name": self.name, "kept_float": [layer.name for layer in self.kept_float],
                 "size_bytes": len(self.tflite), **(self.measured.as_dict() if self.measured else {}),
                 "latency_ms": _round(self.latency_ms), "float_latency_ms": _round(self.float_ms),
                 "refused": self.refused, "meets_target": self.meets}
@@ -121,7 +115,7 @@ class Search:
     images: int
     source: str  # where the measuring images came from
     candidates: list[Candidate]
-    sensitivity: list[dict] = dataclasses.field(default_factory=list)
+    sensitivity: dict | None = None  # layer_sensitivity's result, when selective precision was tried
     chosen: Candidate | None = None
     skipped: list[str] = dataclasses.field(default_factory=list)  # escalation steps not taken, and why
     float_model: bytes = b""
@@ -200,7 +194,7 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
         finetuned_already: the recipe has fine-tuning (step 2 is then step 1).
         target: what to reach.
         held: the images candidates are measured on (never the conversion's).
-        sensitivity_images: calibration images the conversion used (each layer's gain).
+        sensitivity_images: calibration images the conversion used (each layer's cost).
         spec: the model's PreprocessSpec.
     """
     first = convert(False)
@@ -239,11 +233,11 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
             best = max((c for c in found.candidates if c.measured), key=lambda c: (c.measured.rate, -c.measured.error))
             base = found.conversions[best.name]
             found.sensitivity = layer_sensitivity(base, sensitivity_judge, progress=progress)
-            for k in _doublings(gaining_units(found.sensitivity)):
+            for k in _doublings(costly_layers(found.sensitivity)):
                 kept = most_sensitive(base.layers, found.sensitivity, k)
-                candidate = add(f"{best.name}, top {k} float ({len(kept)} layer{'s' if len(kept) > 1 else ''})",
+                candidate = add(f"{best.name}, {k} layer{'s' if k > 1 else ''} float",
                                 base.full.keeping_float(float_tensors(kept)), kept)
-                candidate.base, candidate.units = best.name, k
+                candidate.base = best.name
                 if candidate.meets:
                     break
     eligible = [c for c in found.candidates if c.meets and c.refused is None]

@@ -187,6 +187,19 @@ def check_constants(buf: bytes | memoryview) -> None:
                                           f"{index} holds no data")
 
 
+def constant_spans(buf: bytes | memoryview) -> dict[int, tuple[int, int]]:
+    """Tensor index (main subgraph) → (start, length) in ``buf`` of its constant data, for every
+    tensor whose buffer holds data (weights, biases, shapes)."""
+    spans = parse_model(buf).buffer_spans
+    main = root(buf, TFLITE_FILE_IDENTIFIER).tables(_MODEL_SUBGRAPHS)[0]
+    found = {}
+    for index, tensor in enumerate(main.tables(_SG_TENSORS)):
+        buffer = int(tensor.scalar(_T_BUFFER, "I", 0))
+        if 0 < buffer < len(spans) and spans[buffer][1]:
+            found[index] = spans[buffer]
+    return found
+
+
 def _tensor(subgraph: Table, index: int) -> TensorInfo:
     t = subgraph.table_at(_SG_TENSORS, index)
     dtype = int(t.scalar(_T_TYPE, "b", 0))

@@ -70,6 +70,29 @@ def test_a_layer_kept_float_is_the_only_float_op_and_xnnpack_still_runs_everythi
     assert len(kept.delegated) == len(plain.delegated) + 2  # the DEQUANTIZE and QUANTIZE around it too
 
 
+def test_a_layer_kept_float_computes_with_the_float_weights():
+    """Bias correction and AdaRound shape the converted weights for int8 arithmetic: a layer
+    kept float gets the float model's weights back (the other layers keep theirs)."""
+    model = tiny_model(0, softmax_in_dense=False, size=SIZE)
+    x = images(64, size=SIZE)
+    done = convert_full_integer(model, "int8", x, PLAIN.replace(bias_correction=True, adaround=True), progress=False)
+    layers = model_layers(done.model, done.calibrated, x, model)
+    pw = resolve(["pw"], layers, [], "tiny")
+    kept = TFLiteClassifier(done.keeping_float(float_tensors(pw))).interpreter
+    reference = TFLiteClassifier(done.float_tflite()).interpreter
+
+    def constants(interpreter, op_name, dtype):
+        ops = [op for op in model_ops(interpreter) if op["op_name"] == op_name]
+        return [interpreter.get_tensor(int(t)) for op in ops for t in op["inputs"][1:]
+                if interpreter.get_tensor_details()[int(t)]["dtype"] == dtype]
+
+    float_conv = constants(kept, "CONV_2D", np.float32)  # pw's filter and bias: the only float constants of a conv
+    reference_pw = constants(reference, "CONV_2D", np.float32)[2:]  # conv, then pw
+    assert len(float_conv) == 2 and all(np.array_equal(a, b) for a, b in zip(float_conv, reference_pw))
+    calibrated_pw = constants(TFLiteClassifier(done.ranged).interpreter, "CONV_2D", np.float32)[2:]
+    assert not np.array_equal(calibrated_pw[1], reference_pw[1])  # bias correction had moved pw's bias
+
+
 def test_an_unknown_layer_name_is_one_line_naming_the_nearest(converted):
     model, _, _, layers = converted
     with pytest.raises(EdgeMobileError) as error:
@@ -126,17 +149,16 @@ def test_the_escalation_order_stops_at_the_first_candidate_that_meets_the_target
     assert names[:2] == ["post-training", "+ fine-tuning"] and asked == [False, True]
     base = max(found.candidates[:2], key=lambda c: (c.measured.rate, -c.measured.error)).name
     selective = found.candidates[2:]
-    assert selective and all(c.name.startswith(f"{base}, ") for c in selective)
-    gaining = sum(1 for row in found.sensitivity if row["with_output"]["error_gain"] > 0)
-    assert [c.units for c in selective] == target_module._doublings(gaining)[:len(selective)]  # k = 1, 2, 4, …
+    ks = [len(c.kept_float) for c in selective]
+    assert selective and names[2:] == [f"{base}, {k} layer{'s' if k > 1 else ''} float" for k in ks]
+    costly = sum(1 for row in found.sensitivity["layers"] if row["error_added"] > 0)
+    assert ks == target_module._doublings(costly)[:len(ks)]  # k = 1, 2, 4, …
     assert not any(c.meets for c in found.candidates[:-1])  # it went on only while none met the target
     assert found.chosen is found.candidates[-1] and found.chosen.measured.rate == 1.0
-    gains = {row["layer"]: row["with_output"]["error_gain"] for row in found.sensitivity}
-    ranked = sorted((name for name in gains if gains[name] > 0), key=lambda name: -gains[name])
-    readers = {row["layer"]: row["readers"] for row in found.sensitivity}
-    for c in selective:  # the k units that gain most: each a layer and the layers reading its output
-        units = {name for top in ranked[:c.units] for name in [top, *readers[top]]}
-        assert {layer.name for layer in c.kept_float} == units
+    cost = {row["layer"]: row["error_added"] for row in found.sensitivity["layers"]}
+    ranked = sorted((name for name in cost if cost[name] > 0), key=lambda name: -cost[name])
+    for c in selective:  # the k layers whose int8 costs most
+        assert {layer.name for layer in c.kept_float} == set(ranked[:len(c.kept_float)])
     for c in found.candidates:
         assert c.latency_ms > 0 and c.float_ms > 0 and c.measured.images == 64
 
@@ -152,7 +174,7 @@ def test_candidates_xnnpack_would_not_run_are_refused(monkeypatch):
     delegation is faked to say so; the real check on a kept-float model is above)."""
     def fallback(tflite: bytes):
         ops = TFLiteClassifier(tflite).graph_ops()
-        return 3 if any(op["op_name"] == "DEQUANTIZE" and i > 0 for i, op in enumerate(ops)) else 0
+        return 3 if any(op["op_name"] == "DEQUANTIZE" for op in ops) else 0  # a layer kept float
 
     found, _ = _search(monkeypatch, Target(min_agreement=1.0), fallback=fallback)
     selective = found.candidates[2:]
