@@ -173,7 +173,7 @@ class Search:
         return {"target": self.target.as_dict(), "images": self.images, "source": self.source,
                 "chosen": self.chosen.name if self.chosen else None,
                 "candidates": [c.as_dict() for c in self.candidates], "skipped": self.skipped,
-                "sensitivity": self.sensitivity}
+                "sensitivity": _brief(self.sensitivity)}
 
 
 @dataclasses.dataclass
@@ -243,6 +243,14 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
     eligible = [c for c in found.candidates if c.meets and c.refused is None]
     found.chosen = min(eligible, key=lambda c: c.latency_ms) if eligible else None
     return found
+
+
+def _brief(sensitivity: dict | None) -> dict | None:
+    """The sensitivity without each layer's tensor names (provenance travels in the model)."""
+    if sensitivity is None:
+        return None
+    keep = ("layer", "op", "agreement_loss", "error_added", "share")
+    return {**sensitivity, "layers": [{k: row[k] for k in keep} for row in sensitivity["layers"]]}
 
 
 def _doublings(n: int) -> list[int]:

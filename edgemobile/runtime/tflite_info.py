@@ -187,6 +187,17 @@ def _provenance_rows(p: dict) -> list[tuple[str, str]]:
         skipped = quantization.get("skipped")
         note = f" ({len(skipped)} pattern(s) skipped)" if isinstance(skipped, list) and skipped else ""
         rows.append(("techniques", f"{quantization['techniques']}{note}"))
+    kept = p.get("kept_float")
+    if isinstance(kept, list) and kept:
+        rows.append(("kept float", ", ".join(str(k.get("layer")) for k in kept if isinstance(k, dict))))
+    target = p.get("accuracy_target")
+    if isinstance(target, dict) and target.get("chosen"):
+        chosen = next((c for c in target.get("candidates") or [] if isinstance(c, dict)
+                       and c.get("name") == target["chosen"]), {})
+        agreement = chosen.get("agreement")
+        rows.append(("accuracy target", f"chose {target['chosen']} of {len(target.get('candidates') or [])} "
+                     f"candidates" + (f": agreement {100 * agreement:.1f} % on {target.get('images')} "
+                                      f"{target.get('source')}" if isinstance(agreement, (int, float)) else "")))
     rewrite = p.get("rewrite")
     if isinstance(rewrite, dict):
         rows.append(("rewrite", "MobileNetV3 backbone rewritten int8-friendly" if rewrite.get("applied") else

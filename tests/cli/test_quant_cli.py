@@ -202,8 +202,17 @@ def test_report_says_where_int8_timed_slower_than_float():
      "fine-tuning epochs set, but finetune is off: turn it on (--finetune)"),
     (["convert", "--model", "mobilenet", *SMALL, "--int8", "--finetune", "--finetune-epochs", "0"],
      "fine-tuning epochs must be at least 1"),
+    (["convert", "--model", "mobilenet", *SMALL, "--int8", "--keep-float", "conv_dw_1_rleu", "--calibration",
+      "{calib}"], "--keep-float conv_dw_1_rleu: no such layer in mobilenet_v1_0.25_128; nearest: conv_dw_1_relu"),
+    (["bundle", "mobilenet", *SMALL, "--out", "x", "--keep-float", "conv_pw_13_rleu", "--calibration", "{calib}"],
+     "--keep-float conv_pw_13_rleu: no such layer in mobilenet_v1_0.25_128; nearest: conv_pw_13_relu"),
+    (["convert", "--model", "mobilenet", *SMALL, "--int8", "--all-integer"], "go with an accuracy target"),
+    (["convert", "--model", "mobilenet", *SMALL, "--min-agreement", "0.9"], "are for --int8/--uint8 conversions"),
+    (["convert", "--model", "mobilenet", *SMALL, "--int8", "--min-agreement", "0.9", "--keep-float", "conv1",
+      "--calibration", "{calib}"], "not both"),
 ])
-def test_one_line_errors(capsys, argv, message):
+def test_one_line_errors(capsys, folders, argv, message):
+    argv = [a.replace("{calib}", str(folders[0])) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
