@@ -13,7 +13,7 @@ from edgemobile.deploy.bench import format_report
 from edgemobile.deploy.bundle import write_bundle
 from edgemobile.eval.evaluate import format_table
 from edgemobile.eval.image_outputs import format_comparison
-from edgemobile.eval.report import REPORT_FILES, markdown, plot
+from edgemobile.eval.report import REPORT_FILES, candidates_plot, markdown, plot
 from edgemobile.outputs import check_output, check_output_folder, write_atomic
 from edgemobile.quantization.diagnosis import format_diagnosis
 
@@ -220,8 +220,9 @@ class BenchResult(_ShownAsText):
 @dataclasses.dataclass
 class ReportResult(_ShownAsText):
     """Float vs int8 accuracy, size and latency of several models (``edgemobile report``):
-    prints as the Markdown table; :meth:`write` puts report.md, report.json and report.png
-    (top-1 vs latency, when latency was timed) in a folder."""
+    prints as the Markdown table; :meth:`write` puts report.md, report.json, report.png
+    (top-1 vs latency, when latency was timed) and, with an accuracy target,
+    report_candidates.png (the candidates' agreement vs latency) in a folder."""
 
     result: dict
     files: list[Path] = dataclasses.field(default_factory=list)  # what :meth:`write` wrote
@@ -241,6 +242,8 @@ class ReportResult(_ShownAsText):
                    write_atomic(folder / "report.json", json.dumps(self.result, indent=2) + "\n", force=force)]
         if self.timed:
             written.append(write_atomic(folder / "report.png", plot(self.result), force=force))
+        if self.result.get("target"):
+            written.append(write_atomic(folder / "report_candidates.png", candidates_plot(self.result), force=force))
         self.files = written
         return written
 
