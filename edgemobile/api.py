@@ -56,6 +56,7 @@ from edgemobile.quantization.convert import (
     CalibrationSet,
     convert_variant,
     default_output_name,
+    require_held_apart,
 )
 from edgemobile.quantization.diagnosis import diagnose
 from edgemobile.quantization.target import Target
@@ -410,6 +411,8 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
         for spec in specs:
             spec.fetch_weights()
     cal = calibration_set(calibration, num_calibration, seed, "int8")
+    if target is not None:
+        require_held_apart(len(cal.paths), validation=False)  # before any conversion
     with quiet_keras(), cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
         result = ReportResult(run_report(specs, data, cal, recipe_from(techniques), ablation=ablation, limit=limit,
                                          seed=seed, bench_runs=bench_runs, progress=progress, cluster=ray_cluster,
