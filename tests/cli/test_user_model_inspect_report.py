@@ -6,37 +6,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from support.cli_run import run, run_ok
 from support.images import write_images
-
-R = 32
-CLASSES = ["cat", "dog", "fox"]
-
-
-def tiny_model(path, classes: int, grouped: bool = False, seed: int = 0, logits=None):
-    """``logits``: the head's logits for every image (its kernel scaled down to nearly nothing)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    L = keras.layers
-    i = keras.Input((R, R, 3))
-    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, strides=2, padding="same")(i)))
-    if grouped:
-        x = L.Conv2D(8, 3, padding="same", activation="relu", groups=2)(x)
-    head = L.Dense(classes, activation="softmax")
-    x = head(L.GlobalAveragePooling2D()(x))
-    model = keras.Model(i, x, name=path.stem)
-    rng = np.random.default_rng(seed)
-    bn = next(layer for layer in model.layers if isinstance(layer, L.BatchNormalization))
-    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.uniform(-0.3, 0.3, 8), rng.uniform(-0.5, 0.5, 8),
-                    rng.uniform(0.5, 2.0, 8)])
-    if logits is not None:
-        kernel, _ = head.get_weights()
-        head.set_weights([kernel * 1e-6, np.asarray(logits, np.float32)])
-    model.save(path)
-    return path
+from support.tiny_user_models import CLASSES, accuracy_target_world, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +65,14 @@ def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
 
 def test_report_to_an_accuracy_target_keeps_going_past_a_model_that_misses_it(capsys, tmp_path):
     """``report --min-agreement``: each model's int8 model is the fastest candidate that meets
-    the target; its candidates are in the JSON, the Markdown and report_candidates.png. "sure"
-    is certain of one class, int8 agrees on every image; "torn" splits its probability evenly
-    (logits 0, 0.001, 0), so its int8 output (steps of 1/256) ties all three classes and its
-    top-1 never agrees: no candidate reaches the target, its row says so, the report completes."""
+    the target; its candidates are in the JSON, the Markdown and report_candidates.png. "torn"
+    (see accuracy_target_world) misses the target: its row says so, the report completes."""
     from PIL import Image
 
-    train = write_images(tmp_path / "train", CLASSES, per_class=27, size=40)  # 81: 16 held apart, 65 convert
-    val = write_images(tmp_path / "val", CLASSES, per_class=2, size=40)
-    sure = tiny_model(tmp_path / "sure.keras", len(CLASSES), logits=[8, 0, 0])
-    torn = tiny_model(tmp_path / "torn.keras", len(CLASSES), logits=[0, 0.001, 0])
-    out = run_ok(capsys, "report", "--model", sure, "--model", torn, "--data", val, "--calibration", train,
-                 "--num-calibration", 81, "--preprocess", "mobilenet", "--plain", "--min-agreement", 0.9,
-                 "--bench-runs", 2, "--out", tmp_path / "r", "--quiet")
+    world = accuracy_target_world(tmp_path)
+    out = run_ok(capsys, "report", "--model", world["sure"], "--model", world["torn"], "--data", world["val"],
+                 "--calibration", world["train"], "--num-calibration", 81, "--preprocess", "mobilenet", "--plain",
+                 "--min-agreement", 0.9, "--bench-runs", 2, "--out", tmp_path / "r", "--quiet")
     result = json.loads((tmp_path / "r" / "report.json").read_text())
     assert result["target"] == {"min_agreement": 0.9, "max_drop": None, "all_integer": False, "validation": None}
     float_sure, int8_sure, float_torn, int8_torn = result["rows"]
