@@ -358,6 +358,11 @@ def _pairs(rows: list[dict], errors: bool = False) -> list[tuple[dict, dict]]:
     return out
 
 
+def plottable(result: dict) -> bool:
+    """Whether :func:`plot` has points: latency was timed and some model has an int8 model."""
+    return bool(result.get("latency")) and bool(_pairs(result["rows"]))
+
+
 def plot(result: dict) -> bytes:
     """PNG: top-1 against one-thread latency, float (circles) and int8 (squares) per model."""
     import matplotlib

@@ -249,6 +249,24 @@ def test_candidates_plot_draws_fronts_chosen_float_and_target(monkeypatch):
     assert drawn["axhline"][0][0] == (90.0,) and "target: agreement ≥ 90 %" in drawn["axhline"][0][1]["label"]
 
 
+def test_a_report_where_every_model_missed_the_target_writes_all_it_has(tmp_path):
+    """No int8 model: no top-1 vs latency plot (it raised once report.md and report.json were
+    written, and the report stopped half-written); the candidates and their plot are there."""
+    from edgemobile.results import ReportResult
+
+    _, b = _searches()
+    float_row = {"model": "b", "precision": "float32", "config": "float", "top1": 50.0, "top1_ci95": [40.0, 60.0],
+                 "top5": 70.0, "size_mb": 1.2, "latency_ms": 1.0}
+    result = {"data": "val", "images": 100, "calibration": None, "ablation": False, "latency": "median of 20",
+              "machine": "CPU", "speed_note": None, "target": b.target.as_dict(),
+              "rows": [float_row, {"model": "b", "precision": "int8", "config": "plain", "error": "no candidate "
+                                   "reaches agreement ≥ 90 %; closest: + fine-tuning", "candidates": b.as_dict()}]}
+    written = ReportResult(result).write(tmp_path / "r")
+    assert [path.name for path in written] == ["report.md", "report.json", "report_candidates.png"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| b | 50.00 [40.0, 60.0] | - |" in md and "- b, no int8 model (plain): no candidate reaches" in md
+
+
 def test_candidates_markdown_has_the_cells_of_the_text_table():
     from edgemobile.quantization.target import markdown_table
 
