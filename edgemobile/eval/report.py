@@ -423,10 +423,9 @@ def candidates_plot(result: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "osD^vP*X"
-    target = None
+    target = Target.from_dict(searched[0]["candidates"]["target"])  # the report's one target
     for k, row in enumerate(searched):
         search, color, marker = row["candidates"], colors[k % len(colors)], markers[k % len(markers)]
-        target = Target.from_dict(search["target"])
         timed = [c for c in search["candidates"] if c["latency_ms"] is not None]
         refused = len(search["candidates"]) - len(timed)
         x = [c["latency_ms"] for c in timed]
@@ -443,11 +442,12 @@ def candidates_plot(result: dict) -> bytes:
             if c["name"] == search["chosen"]:
                 ax.scatter([cx], [cy], s=260, facecolors="none", edgecolors=color, linewidths=1.6, zorder=3)
         ax.axvline(float(np.median([c["float_latency_ms"] for c in timed])), color=color, ls=":", lw=1,
-                   label=f"{_series_label(row, result['ablation'])} float32 latency")
+                   label=f"{_series_label(row, result['ablation'])} float32 (timed alongside, median)")
     if target.min_agreement is not None:
         ax.axhline(100 * target.min_agreement, color="0.3", ls="--", lw=1,
                    label=f"target: agreement ≥ {100 * target.min_agreement:g} %")
-    ax.scatter([], [], s=160, facecolors="none", edgecolors="0.3", linewidths=1.6, label="chosen (ringed)")
+    if any(row["candidates"]["chosen"] for row in searched):
+        ax.scatter([], [], s=160, facecolors="none", edgecolors="0.3", linewidths=1.6, label="chosen (ringed)")
     ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
     ax.set_ylabel(f"agreement with float, % ({searched[0]['candidates']['images']} held-apart images)")
     ax.set_title(f"accuracy-target candidates ({target.describe()}); lines: Pareto fronts; bars: 95 % interval",
