@@ -56,6 +56,7 @@ from edgemobile.quantization.convert import (
     CalibrationSet,
     convert_variant,
     default_output_name,
+    require_held_apart,
 )
 from edgemobile.quantization.diagnosis import diagnose
 from edgemobile.quantization.target import Target
@@ -370,7 +371,9 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
            limit: int | None = None, bench_runs: int = 30, preprocess: str | None = None, mean=None, std=None,
            crop_fraction: float | None = None, labels=None, cluster=None, cluster_data: str = "bytes",
            shard_size: int | None = None, runtime_env: dict | None = None,
-           conversion_memory_gb: float | None = None, force: bool = False, progress: bool = True) -> ReportResult:
+           conversion_memory_gb: float | None = None, min_agreement: float | None = None,
+           max_drop: float | None = None, all_integer: bool = False, force: bool = False,
+           progress: bool = True) -> ReportResult:
     """Float vs int8 top-1/top-5 (with intervals), agreement, size and latency of several
     ``models`` on the labeled images in ``data``: each model is a zoo name, a ``report`` spec
     (``"mobilenet:alpha=0.25,weights=FILE,label=TEXT"``, ``"flowers.keras:labels=FILE"``) or a
@@ -378,8 +381,14 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
     ``crop_fraction``/``labels`` apply to Keras model files that do not set their own.
     ``ablation``: one int8 model per technique configuration. ``bench_runs``: timed one-thread
     invokes per model (0: no latency, no plot). ``cluster``: as for :func:`evaluate`, and each
-    conversion becomes a Ray task declaring ``conversion_memory_gb``. Written to ``out``
-    (report.md, report.json, report.png) when given, checked before any work."""
+    conversion becomes a Ray task declaring ``conversion_memory_gb``. Accuracy target
+    (``min_agreement``, ``max_drop``, ``all_integer`` as for :func:`convert`): each int8 model is
+    the fastest candidate that meets it, measured on held-apart calibration images; every
+    model's candidates are in the result (its int8 row's ``candidates``), the Markdown and
+    report_candidates.png, and a model that misses it keeps its float row, its int8 row
+    carrying the ``error``. Written to ``out`` (report.md, report.json, report.png,
+    report_candidates.png) when given, checked before any work."""
+    target = accuracy_target(min_agreement, max_drop, None, all_integer)
     if bench_runs < 0:
         raise EdgeMobileError(f"bench runs must be 0 or more, got {bench_runs}")
     if conversion_memory_gb is not None and conversion_memory_gb <= 0:
@@ -402,10 +411,12 @@ def report(models: Sequence, data, out: str | os.PathLike | None = None, *, cali
         for spec in specs:
             spec.fetch_weights()
     cal = calibration_set(calibration, num_calibration, seed, "int8")
+    if target is not None:
+        require_held_apart(len(cal.paths), validation=False)  # before any conversion
     with quiet_keras(), cluster_session(cluster, cluster_data, shard_size, runtime_env) as ray_cluster:
         result = ReportResult(run_report(specs, data, cal, recipe_from(techniques), ablation=ablation, limit=limit,
                                          seed=seed, bench_runs=bench_runs, progress=progress, cluster=ray_cluster,
-                                         conversion_memory_gb=conversion_memory_gb))
+                                         conversion_memory_gb=conversion_memory_gb, target=target))
     if folder is not None:
         result.write(folder, force=force)
     return result

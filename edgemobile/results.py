@@ -13,7 +13,7 @@ from edgemobile.deploy.bench import format_report
 from edgemobile.deploy.bundle import write_bundle
 from edgemobile.eval.evaluate import format_table
 from edgemobile.eval.image_outputs import format_comparison
-from edgemobile.eval.report import REPORT_FILES, markdown, plot
+from edgemobile.eval.report import REPORT_FILES, candidates_plot, markdown, plot, plottable
 from edgemobile.outputs import check_output, check_output_folder, write_atomic
 from edgemobile.quantization.diagnosis import format_diagnosis
 
@@ -220,8 +220,9 @@ class BenchResult(_ShownAsText):
 @dataclasses.dataclass
 class ReportResult(_ShownAsText):
     """Float vs int8 accuracy, size and latency of several models (``edgemobile report``):
-    prints as the Markdown table; :meth:`write` puts report.md, report.json and report.png
-    (top-1 vs latency, when latency was timed) in a folder."""
+    prints as the Markdown table; :meth:`write` puts report.md, report.json, report.png
+    (top-1 vs latency, when latency was timed and an int8 model made) and, with an accuracy target,
+    report_candidates.png (the candidates' agreement vs latency) in a folder."""
 
     result: dict
     files: list[Path] = dataclasses.field(default_factory=list)  # what :meth:`write` wrote
@@ -231,18 +232,21 @@ class ReportResult(_ShownAsText):
 
     @property
     def timed(self) -> bool:
-        """Whether latency was timed (the plot is top-1 against it)."""
-        return bool(self.result.get("latency"))
+        """Whether report.png has points: latency was timed and some model has an int8 model
+        (the plot is top-1 against latency)."""
+        return plottable(self.result)
 
     def write(self, folder: str | os.PathLike, force: bool = False) -> list[Path]:
-        """The report files in ``folder`` (created; files replaced only with ``force``)."""
+        """The report files in ``folder`` (created; files replaced only with ``force``), all
+        made before any is written."""
         folder = check_report_folder(folder, force)
-        written = [write_atomic(folder / "report.md", markdown(self.result), force=force),
-                   write_atomic(folder / "report.json", json.dumps(self.result, indent=2) + "\n", force=force)]
+        contents = {"report.md": markdown(self.result), "report.json": json.dumps(self.result, indent=2) + "\n"}
         if self.timed:
-            written.append(write_atomic(folder / "report.png", plot(self.result), force=force))
-        self.files = written
-        return written
+            contents["report.png"] = plot(self.result)
+        if self.result.get("target"):
+            contents["report_candidates.png"] = candidates_plot(self.result)
+        self.files = [write_atomic(folder / name, content, force=force) for name, content in contents.items()]
+        return self.files
 
     def __str__(self) -> str:
         return markdown(self.result)

@@ -193,7 +193,7 @@ def qat_anchor(key: str, shared: Path, calibration, epochs: int | None = None, q
     recipe = recipe_from({"finetune": True, **({"finetune_epochs": epochs} if epochs is not None else {})})
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
-        float_tflite, _ = convert_model(spec, progress=progress)
+        float_tflite = convert_model(spec, progress=progress).tflite
         ours = convert_variant(variant, "uint8", weights_path, calibration, progress=progress, techniques=recipe)
     google = shared / "weights" / QAT_MODELS[key]
     predictors = [TFLitePredictor(float_tflite, name=f"{variant.name}_float32.tflite (in memory)"),

@@ -118,26 +118,32 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_target_flags(p: argparse.ArgumentParser) -> None:
-    """The accuracy target and --keep-float (convert, bundle): see :mod:`edgemobile.quantization.target`."""
+def add_target_flags(p: argparse.ArgumentParser, one_model: bool = True) -> None:
+    """The accuracy target (convert, bundle, report): see :mod:`edgemobile.quantization.target`;
+    ``one_model``: also --validation and --keep-float (convert, bundle: images and layer names
+    of one model)."""
     group = p.add_argument_group("accuracy target (full-integer): the fastest model that meets it")
     group.add_argument("--min-agreement", type=fraction, metavar="A",
                        help="top-1 must agree with the float model on at least this fraction of held-apart images "
                        "(e.g. 0.97); tries post-training, + fine-tuning, then the most sensitive layers kept float")
     group.add_argument("--max-drop", type=fraction, metavar="D",
                        help="top-1 may drop at most this fraction (0.01: one point); needs labeled images")
-    group.add_argument("--validation", metavar="DIR", help="measure candidates on these images instead of a "
-                       "held-apart slice of the calibration images")
+    if one_model:
+        group.add_argument("--validation", metavar="DIR", help="measure candidates on these images instead of a "
+                           "held-apart slice of the calibration images")
     group.add_argument("--all-integer", action="store_true",
                        help="only all-integer candidates (NPUs, Edge TPU, microcontrollers): no layer kept float")
-    group.add_argument("--keep-float", nargs="+", metavar="LAYER", default=(),
-                       help="instead of a target: keep these Keras layers float ('edgemobile inspect' names them)")
+    if one_model:
+        group.add_argument("--keep-float", nargs="+", metavar="LAYER", default=(),
+                           help="instead of a target: keep these Keras layers float ('edgemobile inspect' names them)")
 
 
 def target_kwargs(args: argparse.Namespace) -> dict:
-    """The target flags as the API's keywords."""
-    return {"min_agreement": args.min_agreement, "max_drop": args.max_drop, "validation": args.validation,
-            "all_integer": args.all_integer, "keep_float": tuple(args.keep_float)}
+    """The target flags as the API's keywords (--validation and --keep-float where the command has them)."""
+    kwargs = {"min_agreement": args.min_agreement, "max_drop": args.max_drop, "all_integer": args.all_integer}
+    if hasattr(args, "keep_float"):
+        kwargs.update(validation=args.validation, keep_float=tuple(args.keep_float))
+    return kwargs
 
 
 @contextlib.contextmanager

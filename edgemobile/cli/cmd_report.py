@@ -1,5 +1,6 @@
-"""``edgemobile report --model SPEC … --data DIR --out DIR``: float vs int8 accuracy, size and
-latency of zoo models in one Markdown table, a JSON file and a top-1-vs-latency plot."""
+"""``edgemobile report --model SPEC … --data DIR --out DIR [--min-agreement A]``: float vs int8
+accuracy, size and latency of zoo models in one Markdown table, a JSON file and a
+top-1-vs-latency plot (with an accuracy target: each model's candidates and their Pareto plot)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from edgemobile import api
 from edgemobile.cli.arguments import (
     add_calibration_flags,
     add_cluster_flags,
+    add_target_flags,
     add_user_model_flags,
     cluster_kwargs,
     options_from_args,
     positive_int,
+    target_kwargs,
 )
 from edgemobile.eval.cluster import DEFAULT_CONVERSION_MEMORY_GB
 
@@ -23,7 +26,9 @@ def register(sub, prep) -> None:
         description="Convert each model to float32 and int8, evaluate both on the same labeled images, time "
         "one-thread inference, and write report.md (table), report.json and report.png (top-1 vs latency) "
         "to --out. --ablation converts each model once per technique configuration instead (plain converter, "
-        "each technique alone, all) to show what each one buys.",
+        "each technique alone, all) to show what each one buys. With an accuracy target (--min-agreement/"
+        "--max-drop) each int8 model is the fastest candidate that meets it, and report_candidates.png plots "
+        "every model's candidates (held-apart agreement vs latency, Pareto fronts).",
     )
     p.add_argument("--model", dest="models", action="append", required=True, metavar="SPEC",
                    help="zoo model with settings, repeatable: NAME[:alpha=A,resolution=R,weights=FILE,label=TEXT], "
@@ -32,8 +37,10 @@ def register(sub, prep) -> None:
                    "--labels flags below; every model must have the same classes)")
     p.add_argument("--data", required=True, help="labeled images (synset subfolders, <synset>_*.JPEG files or "
                    "class-name folders)")
-    p.add_argument("--out", required=True, help="folder for report.md, report.json and report.png (created)")
+    p.add_argument("--out", required=True, help="folder for report.md, report.json and report.png, and "
+                   "report_candidates.png with an accuracy target (created)")
     add_calibration_flags(p, "seed for calibration and --limit draws")
+    add_target_flags(p, one_model=False)
     p.add_argument("--ablation", action="store_true",
                    help="one int8 model per configuration: plain converter, each technique alone, all")
     p.add_argument("--limit", type=positive_int, help="evaluate only N images, drawn stratified across classes")
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                         ablation=args.ablation, limit=args.limit, bench_runs=args.bench_runs,
                         preprocess=args.preprocess, mean=args.mean, std=args.std, crop_fraction=args.crop_fraction,
                         labels=args.labels, conversion_memory_gb=args.conversion_memory, force=args.force,
-                        progress=not args.quiet, **cluster_kwargs(args))
+                        progress=not args.quiet, **target_kwargs(args), **cluster_kwargs(args))
     print(result)
     for path in result.files:
         print(f"wrote {path}")

@@ -291,10 +291,11 @@ class Merged:
 
 
 def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: list[tuple], calibration,
-                    paths: list, memory_gb: float, progress: bool, batch_size: int = 16) -> dict:
-    """``{job: (tflite bytes, conversion seconds, probabilities)}`` for report ``jobs``
-    ((spec index, label, config or None for float32)): each conversion ``convert(spec,
-    calibration, config)`` is a Ray task declaring its CPU and memory; as soon as one finishes,
+                    paths: list, memory_gb: float, progress: bool, batch_size: int = 16, target=None) -> dict:
+    """``{job: (conversion, probabilities or None)}`` for report ``jobs`` ((spec index, label,
+    config or None for float32)): each conversion ``convert(spec, calibration, config,
+    target=target)`` is a Ray task declaring its CPU and memory and returns plain data with the
+    model's bytes in ``.tflite`` (None: no model, nothing to evaluate); as soon as one finishes,
     its model goes into the object store and its eval is sharded like ``eval --cluster``."""
     task = cluster.conversion_task(convert, memory_gb)
     shards = -(-len(paths) // _whole_batches(cluster.shard_size, batch_size))
@@ -304,23 +305,29 @@ def run_report_jobs(cluster: RayCluster, convert: Callable, specs: list, jobs: l
         k, _, config = job
         name = f"{specs[k].variant().name} {'float32' if config is None else 'int8'}.tflite"
 
-        def done(value) -> list[_Job]:
-            model, seconds = value
+        def done(converted) -> list[_Job]:
+            if converted.tflite is None:  # no model (a missed accuracy target): no eval
+                results[job] = (converted, None)
+                if bar:
+                    bar.total -= shards
+                return []
             merged = Merged(len(paths), [len(imagenet_classes())])
-            results[job] = (model, seconds, merged)
-            evals = cluster.shard_jobs([(name, None, 1)], [cluster.ray.put(model)], paths, batch_size, merged.place)
+            results[job] = (converted, merged)
+            evals = cluster.shard_jobs([(name, None, 1)], [cluster.ray.put(converted.tflite)], paths, batch_size,
+                                       merged.place)
             for e in evals:
                 e.weight = 1  # the bar counts tasks
             return evals
 
-        return _Job(lambda: task.remote(specs[k], calibration, config), 1, f"converting {name}", done)
+        return _Job(lambda: task.remote(specs[k], calibration, config, target=target), 1, f"converting {name}", done)
 
     bar = Progress(len(jobs) * (1 + shards), f"report on {cluster.cpus} Ray CPUs", unit="task") if progress else None
     cluster.drive([conversion(job) for job in jobs], bar)
-    for job, (_, _, merged) in results.items():
-        if not merged.complete:
+    for job, (_, merged) in results.items():
+        if merged is not None and not merged.complete:
             raise EdgeMobileError(f"Ray report: the eval of job {job} came back incomplete")
-    return {job: (model, seconds, merged.outputs[0]) for job, (model, seconds, merged) in results.items()}
+    return {job: (converted, merged.outputs[0] if merged is not None else None)
+            for job, (converted, merged) in results.items()}
 
 
 class _Job:

@@ -7,6 +7,12 @@ float one (top-1 delta, top-1 agreement, KL, total variation) and times one-thre
 model is converted once per technique configuration — the plain converter, each technique
 alone, all of them — to show what each one buys. Results: a Markdown table
 (:func:`markdown`), a JSON-ready dict and a PNG plot of top-1 against latency (:func:`plot`).
+
+With an accuracy target (:class:`~edgemobile.quantization.target.Target`) each model's int8
+conversion is the fastest candidate that meets it; every model's candidates go into the
+result (its int8 row's ``candidates``), the Markdown (one table per model) and a Pareto plot
+of held-apart agreement against latency (:func:`candidates_plot`). A model no candidate
+brings to the target keeps its float row; its int8 row has the one-line ``error`` instead.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from edgemobile.metadata import read_metadata
 from edgemobile.networks.request import ModelRequest
 from edgemobile.quantization.convert import convert_variant
 from edgemobile.quantization.pipeline import load_images
+from edgemobile.quantization.target import Target, TargetMissed, markdown_table
 from edgemobile.quantization.techniques.recipe import DEFAULT, ablation_recipes
 from edgemobile.runtime.delegation import host_cpu, int8_slower_note
 
-REPORT_FILES = ("report.md", "report.json", "report.png")
+REPORT_FILES = ("report.md", "report.json", "report.png", "report_candidates.png")
 _RESOLVED: dict = {}  # ModelSpec → (variant, weights): a user model file is loaded once per process
 
 
@@ -109,23 +116,44 @@ def _latency(model: bytes, runs: int) -> float | None:
     return float(report["settings"][0]["median_ms"])
 
 
-def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool = False) -> tuple[bytes, float]:
-    """(.tflite bytes, conversion seconds) of ``spec`` as float32 (``config`` None) or int8 with
-    the techniques ``config`` — in this process or in a Ray task (``--cluster``)."""
+@dataclasses.dataclass(frozen=True)
+class ReportConversion:
+    """One conversion of a report, as plain data (it comes back from a Ray task with
+    ``--cluster``): the .tflite (None: no candidate met the accuracy target), its conversion
+    seconds and, with a target, the candidates (:meth:`~edgemobile.quantization.target.Search.as_dict`)
+    and the one-line error of a missed target."""
+
+    tflite: bytes | None
+    seconds: float
+    candidates: dict | None = None
+    error: str | None = None
+
+
+def convert_model(spec: ModelSpec, calibration=None, config=None, progress: bool = False,
+                  target: Target | None = None) -> ReportConversion:
+    """``spec`` as float32 (``config`` None) or int8 with the techniques ``config`` (and
+    ``target``, an accuracy target) — in this process or in a Ray task (``--cluster``)."""
     start = time.perf_counter()
     variant, weights = spec.resolved()
     if config is None:
-        return convert_variant(variant, "float32", weights, progress=progress).tflite, time.perf_counter() - start
-    result = convert_variant(variant, "int8", weights, calibration, progress=progress, techniques=config)
-    return result.tflite, result.seconds
+        return ReportConversion(convert_variant(variant, "float32", weights, progress=progress).tflite,
+                                time.perf_counter() - start)
+    try:
+        result = convert_variant(variant, "int8", weights, calibration, progress=progress, techniques=config,
+                                 target=target)
+    except TargetMissed as missed:  # the model's row says so; the report goes on
+        return ReportConversion(None, time.perf_counter() - start, missed.search.as_dict(), str(missed))
+    return ReportConversion(result.tflite, result.seconds, result.search.as_dict() if result.search else None)
 
 
 def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, options=None, ablation: bool = False,
                limit: int | None = None, seed: int = 0, bench_runs: int = 30, progress: bool = True,
-               cluster=None, conversion_memory_gb: float | None = None, peers=()) -> dict:
+               cluster=None, conversion_memory_gb: float | None = None, peers=(),
+               target: Target | None = None) -> dict:
     """Evaluate every model as float and int8 (or once per ablation configuration).
 
-    ``options``: the int8 techniques, a Recipe (default ``recipe.DEFAULT``). ``cluster``: a
+    ``options``: the int8 techniques, a Recipe (default ``recipe.DEFAULT``). ``target``: an
+    accuracy target each int8 conversion is made to (module docstring). ``cluster``: a
     :class:`edgemobile.eval.cluster.RayCluster` — every conversion becomes a Ray task and every
     eval is sharded over the cluster; latency is still timed here, on one machine. ``peers``:
     (label, quantize) pairs for other quantizers, ``quantize(variant, weights, images)`` → an
@@ -141,14 +169,16 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
     jobs = [(k, label, config) for k in range(len(specs)) for label, config in [("float", None)] + configs]
     if cluster is not None:
         done = run_report_jobs(cluster, convert_model, specs, jobs, calibration, [p for p, _ in pairs],
-                               conversion_memory_gb or DEFAULT_CONVERSION_MEMORY_GB, progress)
+                               conversion_memory_gb or DEFAULT_CONVERSION_MEMORY_GB, progress, target=target)
         outcome = done.__getitem__
     else:
         def outcome(job):
             k, label, config = job
-            model, seconds = convert_model(specs[k], calibration, config, progress)
+            converted = convert_model(specs[k], calibration, config, progress, target)
+            if converted.tflite is None:
+                return converted, None
             precision = "float32" if config is None else "int8"
-            return model, seconds, _predict(model, f"{specs[k].variant().name} {precision}", pairs, progress)
+            return converted, _predict(converted.tflite, f"{specs[k].variant().name} {precision}", pairs, progress)
     last_job_of = {job[0]: job for job in jobs}  # a model's peer rows follow its own
     rows = []
     for job in jobs:
@@ -156,15 +186,20 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         spec = specs[k]
         variant, weights = spec.resolved()
         base = {"model": spec.display(), "zoo": variant.name, "weights": str(weights)}
-        model, seconds, probs = outcome(job)
+        converted, probs = outcome(job)
+        model, seconds = converted.tflite, converted.seconds
         if config is None:
             float_probs = probs
             rows.append(dict(base, config="float", precision="float32", techniques=None,
                              **accuracy_figures(probs, labels), size_mb=len(model) / 1e6,
                              latency_ms=_latency(model, bench_runs), conversion_seconds=round(seconds, 1)))
+        elif model is None:  # no candidate met the target
+            rows.append(dict(base, config=label, techniques=config.as_dict(), precision="int8",
+                             error=converted.error, candidates=converted.candidates))
         else:
             rows.append(dict(base, config=label, techniques=config.as_dict(),
-                             **_int8_row(model, probs, float_probs, labels, seconds, bench_runs)))
+                             **_int8_row(model, probs, float_probs, labels, seconds, bench_runs),
+                             **({"candidates": converted.candidates} if converted.candidates else {})))
         if job != last_job_of[k]:
             continue
         images = None
@@ -190,6 +225,7 @@ def run_report(specs: list[ModelSpec], data: str | os.PathLike, calibration, opt
         "latency": f"median of {bench_runs} one-thread invokes, XNNPACK on" if bench_runs > 0 else None,
         "machine": host_cpu().describe(),
         "speed_note": _speed_note(rows, ablation),
+        "target": target.as_dict() if target is not None else None,
         "rows": rows,
     }
 
@@ -272,7 +308,11 @@ def markdown(result: dict) -> str:
         header = ["model", "top-1 float", "top-1 int8", "drop", "McNemar p", "top-5 float", "top-5 int8",
                   "agreement %", "KL", "size float / int8 MB", "latency float / int8 ms"]
         lines = _md_row(header) + [_md_row(["---"] * len(header))[0]]
-        for f, q in _pairs(result["rows"]):
+        for f, q in _pairs(result["rows"], errors=True):
+            if q.get("error"):  # no int8 model (a missed target, a peer's refusal): the line under the table says why
+                lines += _md_row([f["model"], _ci(f, "top1"), "-", "-", "-", _num(f["top5"]), "-", "-", "-",
+                                  f"{f['size_mb']:.2f} / -", f"{_num(f['latency_ms'])} / -"])
+                continue
             lines += _md_row([f["model"], _ci(f, "top1"), _ci(q, "top1"), _ci(q, "top1_drop", True), _p(q),
                               _num(f["top5"]), _num(q["top5"]), _ci(q, "agreement"), _num(q["kl"], ".3f"),
                               f"{f['size_mb']:.2f} / {q['size_mb']:.2f}",
@@ -288,22 +328,39 @@ def markdown(result: dict) -> str:
                  "the two top-1 intervals suggest")
     skipped = {f"{r['model']}: {note}" for r in result["rows"] for note in r.get("skipped") or []}
     techniques = "".join(f"- int8 techniques skipped {line}\n" for line in sorted(skipped))
+    if not result["ablation"]:  # the ablation table has the errors in its rows
+        techniques += "".join(f"- {r['model']}, no int8 model ({r['config']}): {r['error']}\n"
+                              for r in result["rows"] if r.get("error"))
     speed = f"\n{result['speed_note']}.\n" if result.get("speed_note") else ""
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + speed + (f"\n{techniques}" if techniques else "")
+    searches = "".join(f"\n**{_series_label(r, result['ablation'])}** — {markdown_table(r['candidates'])}\n"
+                       for r in result["rows"] if r.get("candidates"))
+    return ("\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + speed + (f"\n{techniques}" if techniques else "")
+            + searches)
+
+
+def _series_label(row: dict, ablation: bool) -> str:
+    """An int8 row's name in the candidates tables and plot: the model (and configuration)."""
+    return f"{row['model']} ({row['config']})" if ablation else row["model"]
 
 
 def _md_row(cells: list[str]) -> list[str]:
     return ["| " + " | ".join(str(c) for c in cells) + " |"]
 
 
-def _pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+def _pairs(rows: list[dict], errors: bool = False) -> list[tuple[dict, dict]]:
+    """(float row, int8 row) per int8 row; rows without an int8 model (``error``) only with ``errors``."""
     out, current = [], None
     for r in rows:
         if r["precision"] == "float32":
             current = r
-        elif current is not None and not r.get("error"):
+        elif current is not None and (errors or not r.get("error")):
             out.append((current, r))
     return out
+
+
+def plottable(result: dict) -> bool:
+    """Whether :func:`plot` has points: latency was timed and some model has an int8 model."""
+    return bool(result.get("latency")) and bool(_pairs(result["rows"]))
 
 
 def plot(result: dict) -> bytes:
@@ -333,6 +390,68 @@ def plot(result: dict) -> bytes:
     ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
     ax.set_ylabel(f"top-1 % ({result['images']} images; bars: 95 % interval)")
     ax.set_title("top-1 vs latency: float32 (o) and int8 (s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def pareto_front(points) -> list[int]:
+    """Indices of the ``(latency, agreement)`` points no other point beats on both — at most as
+    slow and at least as agreeing, better in one — fastest first."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any(u <= x and v >= y and (u < x or v > y) for u, v in points)]
+    return sorted(front, key=lambda i: points[i])
+
+
+def candidates_plot(result: dict) -> bytes:
+    """PNG: every accuracy-target candidate's held-apart agreement against its one-thread
+    XNNPACK latency (bars: 95 % interval), a colour and marker per model, each model's Pareto
+    front joined, the chosen candidate ringed, the float model's latency dotted, the target
+    dashed. Refused candidates (no latency) are left out, and the legend says how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    searched = [r for r in result["rows"] if r.get("candidates")]
+    if not searched:
+        raise EdgeMobileError("no accuracy-target candidates in this report: nothing to plot")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*X"
+    target = Target.from_dict(searched[0]["candidates"]["target"])  # the report's one target
+    for k, row in enumerate(searched):
+        search, color, marker = row["candidates"], colors[k % len(colors)], markers[k % len(markers)]
+        timed = [c for c in search["candidates"] if c["latency_ms"] is not None]
+        refused = len(search["candidates"]) - len(timed)
+        x = [c["latency_ms"] for c in timed]
+        y = [100 * c["agreement"] for c in timed]
+        low = [100 * c["agreement_ci95"][0] for c in timed]
+        high = [100 * c["agreement_ci95"][1] for c in timed]
+        label = _series_label(row, result["ablation"]) + ("" if search["chosen"] else ": target missed") + \
+            (f" ({refused} refused by XNNPACK, not shown)" if refused else "")
+        ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, low)], [b - a for a, b in zip(y, high)]], fmt=marker,
+                    color=color, ecolor=color, elinewidth=1, capsize=3, alpha=0.85, label=label)
+        front = pareto_front(list(zip(x, y)))
+        ax.plot([x[i] for i in front], [y[i] for i in front], color=color, lw=1.2)
+        for c, cx, cy in zip(timed, x, y):
+            if c["name"] == search["chosen"]:
+                ax.scatter([cx], [cy], s=260, facecolors="none", edgecolors=color, linewidths=1.6, zorder=3)
+        ax.axvline(float(np.median([c["float_latency_ms"] for c in timed])), color=color, ls=":", lw=1,
+                   label=f"{_series_label(row, result['ablation'])} float32 (timed alongside, median)")
+    if target.min_agreement is not None:
+        ax.axhline(100 * target.min_agreement, color="0.3", ls="--", lw=1,
+                   label=f"target: agreement ≥ {100 * target.min_agreement:g} %")
+    if any(row["candidates"]["chosen"] for row in searched):
+        ax.scatter([], [], s=160, facecolors="none", edgecolors="0.3", linewidths=1.6, label="chosen (ringed)")
+    ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
+    ax.set_ylabel(f"agreement with float, % ({searched[0]['candidates']['images']} held-apart images)")
+    ax.set_title(f"accuracy-target candidates ({target.describe()}); lines: Pareto fronts; bars: 95 % interval",
+                 fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

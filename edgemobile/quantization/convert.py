@@ -171,13 +171,21 @@ def held_apart(target: Target, calibration: CalibrationSet, images: np.ndarray, 
         x = load_images(paths, variant.preprocess, progress, desc="loading validation images")
         return HeldApart(x, image_labels(paths, target.validation, variant.classes),
                          f"images of {target.validation}"), images
-    held = held_apart_count(len(images))
-    if len(images) - held < MIN_CONVERSION_IMAGES:
-        raise EdgeMobileError(f"an accuracy target holds {held} of the {len(images)} calibration images apart: give "
-                              f"--num-calibration {MIN_CONVERSION_IMAGES + held} or more, or --validation DIR")
+    held = require_held_apart(len(images))
     paths = calibration.paths[-held:]
     return HeldApart(images[-held:], image_labels(paths, calibration.root, variant.classes),
                      "held-apart calibration images"), images[:-held]
+
+
+def require_held_apart(count: int, validation: bool = True) -> int:
+    """The calibration images an accuracy target holds apart out of ``count``, when enough
+    are left for the conversion; ``validation``: the command takes --validation."""
+    held = held_apart_count(count)
+    if count - held < MIN_CONVERSION_IMAGES:
+        raise EdgeMobileError(f"an accuracy target holds {held} of the {count} calibration images apart: give "
+                              f"--num-calibration {MIN_CONVERSION_IMAGES + held} or more"
+                              + (", or --validation DIR" if validation else ""))
+    return held
 
 
 def _describe_calibration(calibration: CalibrationSet, search) -> dict:

@@ -56,6 +56,12 @@ class Target:
             raise EdgeMobileError(f"--max-drop {self.max_drop}: give a fraction in [0, 1), e.g. 0.01 for one "
                                   f"top-1 point")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Target":
+        """The target :meth:`as_dict` wrote."""
+        return cls(d["min_agreement"], d["max_drop"], Path(d["validation"]) if d.get("validation") else None,
+                   d["all_integer"])
+
     def met(self, measured: Agreement) -> bool:
         if self.min_agreement is not None and measured.rate < self.min_agreement:
             return False
@@ -142,38 +148,78 @@ class Search:
         return self.chosen
 
     def table(self) -> str:
+        """The candidates as an aligned text table (the CLI prints it)."""
         labeled = any(c.measured is not None and c.measured.top1 is not None for c in self.candidates)
-        header = ["candidate", "agreement % [95 % CI]"] + (["top-1 %", "drop"] if labeled else []) + \
-            ["size MB", "latency ms (float)", ""]
-        rows = [header]
+        rows = [_header(labeled)]
         for c in self.candidates:
             m = c.measured
-            if m is None:
-                cells = [c.name, "-"] + (["-", "-"] if labeled else [])
-            else:
-                low, high = m.interval
-                cells = [c.name, f"{100 * m.rate:.1f} [{100 * low:.1f}, {100 * high:.1f}]"]
-                if labeled:
-                    cells += [f"{100 * m.top1:.1f}", f"{100 * m.drop:+.1f}"]
-            latency = "-" if c.latency_ms is None else f"{c.latency_ms:.2f} ({c.float_ms:.2f})"
-            verdict = "chosen" if c is self.chosen else (c.refused or ("meets" if c.meets else ""))
-            rows.append(cells + [f"{len(c.tflite) / 1e6:.2f}", latency, verdict])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = [f"accuracy target: {self.target.describe()}, measured on {self.images} {self.source} "
-                 "(1 thread, XNNPACK; float latency timed alongside)"]
-        for n, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) if i == 0 or i == len(row) - 1 else cell.rjust(w)
-                                   for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
-            if n == 0:
-                lines.append("-" * len(lines[-1]))
-        lines += [f"not tried: {reason}" for reason in self.skipped]
-        return "\n".join(lines)
+            rows.append(_cells(c.name, labeled, None if m is None else (m.rate, *m.interval, m.top1, m.drop),
+                               len(c.tflite), c.latency_ms, c.float_ms, _verdict(c is self.chosen, c.refused, c.meets)))
+        return _text_table(_title(self.target, self.images, self.source), rows, self.skipped)
 
     def as_dict(self) -> dict:
         return {"target": self.target.as_dict(), "images": self.images, "source": self.source,
                 "chosen": self.chosen.name if self.chosen else None,
                 "candidates": [c.as_dict() for c in self.candidates], "skipped": self.skipped,
                 "sensitivity": _brief(self.sensitivity)}
+
+
+def markdown_table(search: dict) -> str:
+    """The candidates of a :meth:`Search.as_dict` (the form a report's JSON keeps) as a
+    Markdown table: :meth:`Search.table`'s cells (from the dict's rounded figures)."""
+    candidates = search["candidates"]
+    labeled = any(c.get("top1") is not None for c in candidates)
+    header = _header(labeled)
+    header[-1] = "verdict"
+    rows = [_cells(c["name"], labeled, None if c.get("agreement") is None else
+                   (c["agreement"], *c["agreement_ci95"], c["top1"], c["drop"]), c["size_bytes"], c["latency_ms"],
+                   c["float_latency_ms"], _verdict(c["name"] == search["chosen"], c["refused"], c["meets_target"]))
+            for c in candidates]
+    align = ["---"] + ["---:"] * (len(header) - 2) + ["---"]  # figures right-aligned, as in the text table
+    lines = [_title(Target.from_dict(search["target"]), search["images"], search["source"]) + ":", ""] + [
+        "| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in [header, align, *rows]]
+    return "\n".join(lines + [""] * bool(search["skipped"]) + [f"- not tried: {r}" for r in search["skipped"]])
+
+
+def _title(target: Target, images: int, source: str) -> str:
+    return (f"accuracy target: {target.describe()}, measured on {images} {source} "
+            "(1 thread, XNNPACK; float latency timed alongside)")
+
+
+def _header(labeled: bool) -> list[str]:
+    return ["candidate", "agreement % [95 % CI]"] + (["top-1 %", "drop"] if labeled else []) + \
+        ["size MB", "latency ms (float)", ""]
+
+
+def _cells(name: str, labeled: bool, measured: tuple | None, size_bytes: int, latency_ms: float | None,
+           float_ms: float | None, verdict: str) -> list[str]:
+    """One candidate's cells; ``measured``: (agreement, interval low, high, top-1, drop) as
+    fractions, None for a refused candidate."""
+    if measured is None:
+        cells = [name, "-"] + (["-", "-"] if labeled else [])
+    else:
+        rate, low, high, top1, drop = measured
+        cells = [name, f"{100 * rate:.1f} [{100 * low:.1f}, {100 * high:.1f}]"]
+        if labeled:
+            cells += [f"{100 * top1:.1f}", f"{100 * drop:+.1f}"]
+    latency = "-" if latency_ms is None else f"{latency_ms:.2f} ({float_ms:.2f})"
+    return cells + [f"{size_bytes / 1e6:.2f}", latency, verdict]
+
+
+def _verdict(chosen: bool, refused: str | None, meets: bool) -> str:
+    return "chosen" if chosen else (refused or ("meets" if meets else ""))
+
+
+def _text_table(title: str, rows: list[list[str]], skipped: list[str]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [title]
+    for n, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if i == 0 or i == len(row) - 1 else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            lines.append("-" * len(lines[-1]))
+    lines += [f"not tried: {reason}" for reason in skipped]
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass

@@ -5,6 +5,7 @@ weights and calibration images); technique flags on ``convert``; one-line errors
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -189,6 +190,104 @@ def test_report_says_where_int8_timed_slower_than_float():
     assert _speed_note(rows((0.90, 0.80), (2.0, 1.0)), ablation=False) is None
     assert _speed_note(rows((None, None)), ablation=False) is None  # --bench-runs 0: nothing timed
     assert "v1 (default): 1.35 vs 0.90 ms" in _speed_note(slow, ablation=True)
+
+
+def test_pareto_front_keeps_the_candidates_nothing_beats_on_both():
+    from edgemobile.eval.report import pareto_front
+
+    points = [(2.0, 90.0), (1.0, 80.0), (1.5, 70.0), (3.0, 90.0), (2.0, 85.0), (0.5, 60.0), (4.0, 95.0), (0.5, 60.0)]
+    # (1.5, 70) is slower and less agreeing than (1, 80); (3, 90) only slower than (2, 90); (2, 85) only less
+    # agreeing than it; the twin (0.5, 60) points beat each other on neither; fastest first
+    assert pareto_front(points) == [5, 7, 1, 0, 6]
+    assert pareto_front([(1.0, 50.0)]) == [0] and pareto_front([]) == []
+
+
+def _searches():
+    """Two models' candidates as a report keeps them (Search.as_dict): "a" met the target with its
+    third candidate, a fourth was refused; "b" missed it."""
+    from edgemobile.quantization.agreement import Agreement
+    from edgemobile.quantization.target import Candidate, Search, Target
+
+    target = Target(min_agreement=0.9)
+    a = Search(target, 64, "held-apart calibration images", [
+        Candidate("post-training", b"x" * 500_000, measured=Agreement(64, 51, 1e-3), latency_ms=1.0, float_ms=2.0),
+        Candidate("+ fine-tuning", b"x" * 500_000, measured=Agreement(64, 55, 1e-3), latency_ms=1.2, float_ms=2.2),
+        Candidate("+ fine-tuning, top 1 float (2 layers)", b"x" * 600_000, measured=Agreement(64, 60, 1e-4),
+                  latency_ms=1.1, float_ms=2.1, meets=True),
+        Candidate("+ fine-tuning, top 2 float (3 layers)", b"x" * 700_000,
+                  refused="not a candidate: XNNPACK leaves 2 more ops to builtin kernels")])
+    a.chosen = a.candidates[2]
+    b = Search(target, 64, "held-apart calibration images", [
+        Candidate("post-training", b"x" * 300_000, measured=Agreement(64, 30, 1e-2), latency_ms=0.5, float_ms=0.9),
+        Candidate("+ fine-tuning", b"x" * 300_000, measured=Agreement(64, 40, 1e-2), latency_ms=0.6, float_ms=1.1)])
+    return a, b
+
+
+def test_candidates_plot_draws_fronts_chosen_float_and_target(monkeypatch):
+    from matplotlib.axes import Axes
+
+    from edgemobile.eval.report import candidates_plot
+
+    a, b = _searches()
+    result = {"ablation": False, "rows": [
+        {"model": "a", "precision": "float32"}, {"model": "a", "precision": "int8", "candidates": a.as_dict()},
+        {"model": "b", "precision": "float32"}, {"model": "b", "precision": "int8", "error": "missed",
+                                                  "candidates": b.as_dict()}]}
+    drawn = {name: [] for name in ("errorbar", "plot", "scatter", "axvline", "axhline")}
+    for name in drawn:
+        def record(ax, *args, _name=name, _real=getattr(Axes, name), **kw):
+            drawn[_name].append((args, kw))
+            return _real(ax, *args, **kw)
+        monkeypatch.setattr(Axes, name, record)
+    png = candidates_plot(result)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    (a_x, a_y), a_kw = drawn["errorbar"][0]
+    assert a_x == [1.0, 1.2, 1.1] and a_y == pytest.approx([100 * 51 / 64, 100 * 55 / 64, 100 * 60 / 64], abs=0.01)
+    assert a_kw["label"] == "a (1 refused by XNNPACK, not shown)"  # the refused candidate has no latency
+    low, high = a.candidates[0].measured.interval
+    assert [e[0] for e in a_kw["yerr"]] == pytest.approx([100 * (51 / 64 - low), 100 * (high - 51 / 64)], abs=0.01)
+    assert drawn["errorbar"][1][1]["label"] == "b: target missed"
+    # fronts: a's fine-tuned candidate is slower than the chosen one and agrees less: off the front
+    assert [args for args, _ in drawn["plot"]] == [([1.0, 1.1], pytest.approx([79.69, 93.75], abs=0.01)),
+                                                 ([0.5, 0.6], pytest.approx([46.88, 62.5], abs=0.01))]
+    ring, legend_ring = drawn["scatter"]
+    assert ring[0] == ([1.1], [pytest.approx(93.75, abs=0.01)]) and legend_ring[1]["label"] == "chosen (ringed)"
+    assert [args[0] for args, _ in drawn["axvline"]] == [2.1, 1.0]  # median float latency timed alongside
+    assert drawn["axhline"][0][0] == (90.0,) and "target: agreement ≥ 90 %" in drawn["axhline"][0][1]["label"]
+
+
+def test_a_report_where_every_model_missed_the_target_writes_all_it_has(tmp_path):
+    """No int8 model: no top-1 vs latency plot (it raised once report.md and report.json were
+    written, and the report stopped half-written); the candidates and their plot are there."""
+    from edgemobile.results import ReportResult
+
+    _, b = _searches()
+    float_row = {"model": "b", "precision": "float32", "config": "float", "top1": 50.0, "top1_ci95": [40.0, 60.0],
+                 "top5": 70.0, "size_mb": 1.2, "latency_ms": 1.0}
+    result = {"data": "val", "images": 100, "calibration": None, "ablation": False, "latency": "median of 20",
+              "machine": "CPU", "speed_note": None, "target": b.target.as_dict(),
+              "rows": [float_row, {"model": "b", "precision": "int8", "config": "plain", "error": "no candidate "
+                                   "reaches agreement ≥ 90 %; closest: + fine-tuning", "candidates": b.as_dict()}]}
+    written = ReportResult(result).write(tmp_path / "r")
+    assert [path.name for path in written] == ["report.md", "report.json", "report_candidates.png"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| b | 50.00 [40.0, 60.0] | - |" in md and "- b, no int8 model (plain): no candidate reaches" in md
+
+
+def test_candidates_markdown_has_the_cells_of_the_text_table():
+    from edgemobile.quantization.target import markdown_table
+
+    a, _ = _searches()
+    text = a.table().splitlines()
+    md = markdown_table(a.as_dict()).splitlines()
+    assert md[0] == text[0] + ":" and md[2].endswith("| latency ms (float) | verdict |")
+    assert len(md) == len(text) - 1 + 2  # a title; no rule under the header, a blank line and an alignment row
+    for text_row, md_row in zip(text[3:], md[4:]):
+        cells = [c.strip() for c in md_row[2:-2].split(" | ")]
+        assert [c for c in cells if c] == re.split(r"\s{2,}", text_row.strip())
+    assert "| + fine-tuning, top 1 float (2 layers) | 93.8 [85.0, 97.5] | 0.60 | 1.10 (2.10) | chosen |" in md
+    assert ("| + fine-tuning, top 2 float (3 layers) | - | 0.70 | - | not a candidate: XNNPACK leaves 2 more ops "
+            "to builtin kernels |") in md
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -6,32 +6,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from support.cli_run import run, run_ok
 from support.images import write_images
-
-R = 32
-CLASSES = ["cat", "dog", "fox"]
-
-
-def tiny_model(path, classes: int, grouped: bool = False, seed: int = 0):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    L = keras.layers
-    i = keras.Input((R, R, 3))
-    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(8, 3, strides=2, padding="same")(i)))
-    if grouped:
-        x = L.Conv2D(8, 3, padding="same", activation="relu", groups=2)(x)
-    x = L.Dense(classes, activation="softmax")(L.GlobalAveragePooling2D()(x))
-    model = keras.Model(i, x, name=path.stem)
-    rng = np.random.default_rng(seed)
-    bn = next(layer for layer in model.layers if isinstance(layer, L.BatchNormalization))
-    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.uniform(-0.3, 0.3, 8), rng.uniform(-0.5, 0.5, 8),
-                    rng.uniform(0.5, 2.0, 8)])
-    model.save(path)
-    return path
+from support.tiny_user_models import CLASSES, accuracy_target_world, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +63,49 @@ def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
     assert [r["model"] for r in rows] == ["mine_32", "mine_32", "mobilenet_v1_0.25_128", "mobilenet_v1_0.25_128"]
 
 
+def test_report_to_an_accuracy_target_keeps_going_past_a_model_that_misses_it(capsys, tmp_path):
+    """``report --min-agreement``: each model's int8 model is the fastest candidate that meets
+    the target; its candidates are in the JSON, the Markdown and report_candidates.png. "torn"
+    (see accuracy_target_world) misses the target: its row says so, the report completes."""
+    from PIL import Image
+
+    world = accuracy_target_world(tmp_path)
+    out = run_ok(capsys, "report", "--model", world["sure"], "--model", world["torn"], "--data", world["val"],
+                 "--calibration", world["train"], "--num-calibration", 81, "--preprocess", "mobilenet", "--plain",
+                 "--min-agreement", 0.9, "--bench-runs", 2, "--out", tmp_path / "r", "--quiet")
+    result = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert result["target"] == {"min_agreement": 0.9, "max_drop": None, "all_integer": False, "validation": None}
+    float_sure, int8_sure, float_torn, int8_torn = result["rows"]
+    assert float_torn["precision"] == "float32" and float_torn["top1"] is not None  # its float row stays
+    # sure: the first candidate meets the target; its int8 row is that model, evaluated as always
+    search = int8_sure["candidates"]
+    assert search["chosen"] == "post-training" and search["images"] == 16
+    assert [c["name"] for c in search["candidates"]] == ["post-training"]
+    assert int8_sure["agreement"] == 100 and "error" not in int8_sure
+    # torn: post-training and fine-tuning measured, none chosen; no int8 figures, the one-line error
+    assert "top1" not in int8_torn and "agreement" not in int8_torn and int8_torn["candidates"]["chosen"] is None
+    error = int8_torn["error"]
+    assert "\n" not in error and error.startswith("no candidate reaches agreement ≥ 90 % on 16 held-apart images; "
+                                                   "closest: ") and "agreement 0.0 %" in error
+    torn_candidates = int8_torn["candidates"]["candidates"]
+    assert [c["name"] for c in torn_candidates][:2] == ["post-training", "+ fine-tuning"]
+    for c in search["candidates"] + torn_candidates:  # measured on the spot, against the float model
+        assert c["latency_ms"] > 0 and c["float_latency_ms"] > 0 and c["refused"] is None
+        assert c["agreement_ci95"][0] <= c["agreement"] <= c["agreement_ci95"][1]
+    assert all(c["agreement"] == 0 and not c["meets_target"] for c in torn_candidates)
+    # the Markdown (printed and written): one candidates table per model, the miss under the main table
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.strip() in out
+    assert "**sure_32** — accuracy target: agreement ≥ 90 %, measured on 16 held-apart calibration images" in md
+    assert "| candidate | agreement % [95 % CI] | top-1 % | drop | size MB | latency ms (float) | verdict |" in md
+    assert "| post-training | 100.0 [80.6, 100.0] |" in md and "| + fine-tuning | 0.0 [0.0, 19.4] |" in md
+    assert f"- torn_32, no int8 model (plain converter (min/max)): {error}" in md
+    assert "| torn_32 | " in md  # its float figures
+    png = tmp_path / "r" / "report_candidates.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and 20_000 < png.stat().st_size < 500_000
+    assert Image.open(png).size == (900, 576)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["inspect", "{missing}", "--preprocess", "mobilenet"], "no such Keras model file"),
     (["inspect", "{bad}", "--preprocess", "mobilenet"], "not a loadable Keras model"),
@@ -100,6 +121,11 @@ def test_report_file_spec_next_to_a_zoo_spec(capsys, tmp_path):
      "labels: only for your own Keras model files"),
     (["report", "--model", "{model}", "--data", "{val}", "--calibration", "{train}", "--preprocess", "mobilenet",
       "--labels", "{labels}", "--out", "{out}"], "2 labels"),
+    (["report", "--model", "{model}", "--data", "{val}", "--calibration", "{train}", "--preprocess", "mobilenet",
+      "--all-integer", "--out", "{out}"], "--validation and --all-integer go with an accuracy target"),
+    (["report", "--model", "{model}", "--data", "{val}", "--calibration", "{train}", "--preprocess", "mobilenet",
+      "--min-agreement", "0.9", "--out", "{out}"],
+     "an accuracy target holds 16 of the 9 calibration images apart: give --num-calibration 80 or more"),
 ])
 def test_bad_user_model_flags_fail_in_one_line(capsys, world, tmp_path, argv, words):
     (tmp_path / "bad.keras").write_text("not a model")

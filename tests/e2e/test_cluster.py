@@ -2,7 +2,8 @@
 one CPU and a small object store): eval through Ray gives the same JSON as one process (with
 images shipped as bytes and as shared paths), a worker killed mid-run is retried to the same
 result, Ctrl-C writes nothing, a float + int8 report completes on the cluster with the same
-accuracy figures as without it, and without ``--cluster`` Ray is never imported."""
+accuracy figures as without it (also to an accuracy target a model misses), and without
+``--cluster`` Ray is never imported."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from edgemobile.cli.main import main
 from edgemobile.eval.cluster import LOOPBACK_ONLY
 from support.paths import ROOT
+from support.tiny_user_models import accuracy_target_world
 
 # The test cluster's nodes (all on this machine) talk over loopback only; set before Ray is imported.
 os.environ.setdefault(LOOPBACK_ONLY, "0")
@@ -166,6 +168,32 @@ def test_report_on_cluster_matches_one_machine(shared, cluster, tmp_path):
     assert strip(on_cluster) == strip(local)
     assert on_cluster["rows"][1]["agreement"] > 50
     assert {"top1_ci95", "top1_drop_ci95", "agreement_ci95", "mcnemar_p"} <= set(on_cluster["rows"][1])
+
+
+def test_report_to_an_accuracy_target_on_cluster_matches_one_machine(cluster, tmp_path):
+    """Conversions to an accuracy target are Ray tasks that return their candidates as plain
+    data; a model that misses the target (no model to evaluate) does not stop the report."""
+    world = accuracy_target_world(tmp_path)
+    args = ["report", "--model", str(world["torn"]), "--data", str(world["val"]),
+            "--calibration", str(world["train"]), "--num-calibration", "81", "--preprocess", "mobilenet", "--plain",
+            "--min-agreement", "0.9", "--bench-runs", "0", "--quiet"]
+    code, log = _finish(_cli(*args, "--out", str(tmp_path / "cluster"), "--cluster", cluster.address,
+                             "--conversion-memory", "1"), timeout=600)
+    assert code == 0, log
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    on_cluster, local = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("cluster", "local"))
+    timed = ("conversion_seconds", "size_mb", "latency_ms", "float_latency_ms")  # differ run to run
+
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k not in timed}
+        return [untimed(v) for v in value] if isinstance(value, list) else value
+
+    assert untimed(on_cluster["rows"]) == untimed(local["rows"])
+    float_row, torn = on_cluster["rows"]
+    assert float_row["top1"] is not None and "closest: " in torn["error"] and "agreement" not in torn
+    assert [c["name"] for c in torn["candidates"]["candidates"]][:2] == ["post-training", "+ fine-tuning"]
+    assert (tmp_path / "cluster" / "report_candidates.png").stat().st_size > 20_000
 
 
 def test_eval_without_cluster_never_imports_ray(shared, int8_model):
