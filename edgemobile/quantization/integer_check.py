@@ -13,23 +13,27 @@ from typing import Sequence
 import numpy as np
 
 from edgemobile.errors import EdgeMobileError
+from edgemobile.quantization.keras_layers import DATA_MOVEMENT_OPS
 from edgemobile.runtime.interpreter import TFLiteClassifier
 
 _FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
 
 def float_tensor_uses(model: TFLiteClassifier, kept_float: Sequence[str] = ()) -> list[str]:
-    """Human-readable list of ops touching a float tensor (empty for an all-integer model),
-    leaving out the ops asked to stay float (by output tensor name) and the DEQUANTIZE and
-    QUANTIZE ops around them."""
+    """Human-readable list of ops touching a float tensor (empty for an all-integer model).
+    With ``kept_float`` (the output tensor names of ops kept float on purpose) the ops around
+    them are left out too: the DEQUANTIZE/QUANTIZE pairs, ops that read a kept tensor (a shape
+    read off it) and data-movement ops passing it on (a softmax head kept with its logits) — a
+    conv, dense or arithmetic op float by accident is still found."""
     interpreter = model.interpreter
     dtypes = {d["index"]: np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
     names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
     kept = set(kept_float)
     found = []
     for op in model.graph_ops():
-        outputs = {names.get(int(t)) for t in op["outputs"]}
-        if outputs & kept or (kept and op["op_name"] in ("QUANTIZE", "DEQUANTIZE")):
+        touched = {names.get(int(t)) for t in [*op["inputs"], *op["outputs"]] if int(t) >= 0}
+        if kept and (touched & kept or op["op_name"] in ("QUANTIZE", "DEQUANTIZE")
+                     or op["op_name"] in DATA_MOVEMENT_OPS):
             continue
         for role in ("inputs", "outputs"):
             for tensor in op[role]:

@@ -279,6 +279,9 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
             best = max((c for c in found.candidates if c.measured), key=lambda c: (c.measured.rate, -c.measured.error))
             base = found.conversions[best.name]
             found.sensitivity = layer_sensitivity(base, sensitivity_judge, progress=progress)
+            if not costly_layers(found.sensitivity):
+                found.skipped.append(f"layers kept float: none costs anything in int8 on the {len(sensitivity_images)} "
+                                     "calibration images the layers were measured on")
             for k in _doublings(costly_layers(found.sensitivity)):
                 kept = most_sensitive(base.layers, found.sensitivity, k)
                 candidate = add(f"{best.name}, {k} layer{'s' if k > 1 else ''} float",

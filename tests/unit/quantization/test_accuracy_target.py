@@ -70,6 +70,18 @@ def test_a_layer_kept_float_is_the_only_float_op_and_xnnpack_still_runs_everythi
     assert len(kept.delegated) == len(plain.delegated) + 2  # the DEQUANTIZE and QUANTIZE around it too
 
 
+def test_a_logits_layer_kept_float_keeps_its_softmax_and_passes_the_integer_check(converted):
+    _, _, done, layers = converted
+    fc = resolve(["fc"], layers, [], "tiny")
+    classifier = TFLiteClassifier(done.keeping_float(float_tensors(fc)))
+    assert classifier.output.dtype == np.int8
+    ops = [op["op_name"] for op in classifier.graph_ops()]
+    assert ops[-3:] == ["FULLY_CONNECTED", "SOFTMAX", "QUANTIZE"]  # the logits never rounded onto an int8 grid
+    require_integer_only(classifier, kept_float=float_tensors(fc))
+    with pytest.raises(EdgeMobileError, match="not all-integer"):
+        require_integer_only(classifier, kept_float=float_tensors(resolve(["pw"], layers, [], "tiny")))
+
+
 def test_a_layer_kept_float_computes_with_the_float_weights():
     """Bias correction and AdaRound shape the converted weights for int8 arithmetic: a layer
     kept float gets the float model's weights back (the other layers keep theirs)."""
