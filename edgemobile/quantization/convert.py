@@ -168,13 +168,23 @@ def held_apart(target: Target, calibration: CalibrationSet, images: np.ndarray, 
         paths = find_images(target.validation)
         if not paths:
             raise EdgeMobileError(f"--validation {target.validation}: no images found")
+        labels = _labels_for(target, paths, target.validation, variant)
         x = load_images(paths, variant.preprocess, progress, desc="loading validation images")
-        return HeldApart(x, image_labels(paths, target.validation, variant.classes),
-                         f"images of {target.validation}"), images
+        return HeldApart(x, labels, f"images of {target.validation}"), images
     held = require_held_apart(len(images))
     paths = calibration.paths[-held:]
-    return HeldApart(images[-held:], image_labels(paths, calibration.root, variant.classes),
+    return HeldApart(images[-held:], _labels_for(target, paths, calibration.root, variant),
                      "held-apart calibration images"), images[:-held]
+
+
+def _labels_for(target: Target, paths, root, variant) -> np.ndarray | None:
+    """The class indices of the measuring images (None: not all are the model's classes);
+    --max-drop needs them."""
+    labels = image_labels(paths, root, variant.classes)
+    if target.max_drop is not None and labels is None:
+        raise EdgeMobileError(f"--max-drop needs labeled images: the classes of {root} are not the model's; give "
+                              "--validation DIR with class-named folders, or use --min-agreement")
+    return labels
 
 
 def require_held_apart(count: int, validation: bool = True) -> int:

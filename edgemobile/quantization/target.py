@@ -247,9 +247,6 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
     float_model = first.full.float_tflite()  # latencies are timed against it; agreement is with it
     judge = Judge(float_model, held.images, spec, held.labels)
     sensitivity_judge = Judge(float_model, sensitivity_images, spec)
-    if target.max_drop is not None and held.labels is None:
-        raise EdgeMobileError(f"--max-drop needs labeled images: the classes of {held.source} are not the model's; "
-                              "give --validation DIR with class-named folders, or use --min-agreement")
     found = Search(target, len(held.images), held.source, [], float_model=float_model)
     reference_fallback = _slow_fallback(first.full.tflite)
 

@@ -216,3 +216,33 @@ def test_all_integer_keeps_no_layer_float_and_names_the_closest(monkeypatch):
 def test_bad_targets_are_one_line_errors(kwargs, message):
     with pytest.raises(EdgeMobileError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         Target(**kwargs)
+
+
+def test_convert_to_a_target_holds_calibration_images_apart_and_records_the_choice(tmp_path):
+    """The API end to end on a small random MobileNet: 20 % of the calibration images measure
+    the candidates (their synset folders give labels, so top-1 and its drop too); the choice
+    and its table are in the provenance; --max-drop on images of other classes is refused."""
+    import edgemobile as em
+    from support.images import write_images
+
+    synsets = ["n01440764", "n01443537", "n01484850", "n01491361"]
+    calib = write_images(tmp_path / "calib", synsets, per_class=20)
+    small = dict(alpha=0.25, resolution=128, weights="none", progress=False)
+    converted = em.convert("mobilenet", "int8", calibration=calib, num_calibration=80, min_agreement=0.01,
+                           techniques="plain", **small)
+    search = converted.search
+    assert [c.name for c in search.candidates] == ["post-training"] and search.chosen is search.candidates[0]
+    assert search.images == 16 and search.source == "held-apart calibration images"
+    assert search.candidates[0].measured.top1 is not None  # labeled by their synset folders
+    provenance = converted.provenance
+    assert provenance["calibration"]["images"] == 80 and provenance["calibration"]["held_apart"] == 16
+    assert provenance["accuracy_target"]["chosen"] == "post-training"
+    assert provenance["accuracy_target"]["candidates"][0]["latency_ms"] > 0
+    assert "top-1 %" in search.table() and "chosen" in search.table()
+
+    other = write_images(tmp_path / "flowers", ["daisy", "tulip"], per_class=40)
+    with pytest.raises(EdgeMobileError, match="--max-drop needs labeled images"):
+        em.convert("mobilenet", "int8", calibration=other, num_calibration=80, max_drop=0.01, techniques="plain",
+                   **small)
+    with pytest.raises(EdgeMobileError, match="give --num-calibration 80 or more"):
+        em.convert("mobilenet", "int8", calibration=calib, num_calibration=40, min_agreement=0.5, **small)
