@@ -35,16 +35,21 @@ from edgemobile.runtime.delegation import host_cpu  # noqa: E402
 GOALS = {"a25": (96.0, 0.3), "a50": (98.5, None), "v3s": (95.0, 0.5), "s0": (98.0, None)}
 
 
-def measure(key: str, shared: Path, work: Path, num_calibration: int, epochs: int | None) -> dict:
+def setup(key: str, shared: Path, work: Path, num_calibration: int) -> tuple:
+    """(zoo name, label, model kwargs, calibration kwargs, val folder, float .tflite) of a
+    MODELS key, its float model converted into ``work``."""
     name, alpha, resolution, weights, label, provenance = MODELS[key]
-    goal, drop_goal = GOALS[key]
-    label = f"{label} ({provenance})"
     kwargs = dict(alpha=alpha, resolution=resolution, weights=str(shared / "weights" / weights), progress=False)
     calibration = dict(calibration=str(shared / "imagenet" / "calib"), num_calibration=num_calibration)
-    data = str(shared / "imagenet" / "val")
     float_path = work / f"{key}_float32.tflite"
     with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
         em.convert(name, "float32", output=float_path, force=True, **kwargs)
+    return name, f"{label} ({provenance})", kwargs, calibration, str(shared / "imagenet" / "val"), float_path
+
+
+def measure(key: str, shared: Path, work: Path, num_calibration: int, epochs: int | None) -> dict:
+    goal, drop_goal = GOALS[key]
+    name, label, kwargs, calibration, data, float_path = setup(key, shared, work, num_calibration)
     row = {"model": label, "key": key, "goal_agreement": goal, "goal_abs_drop": drop_goal}
     finetune = {"finetune": True, **({"finetune_epochs": epochs} if epochs else {})}
     for mode, techniques in (("default", None), ("finetune", finetune)):

@@ -29,20 +29,15 @@ sys.path.insert(0, str(ROOT))
 
 import edgemobile as em  # noqa: E402
 from accuracy_table import MODELS  # noqa: E402
+from finetune_goals import setup  # noqa: E402
 from edgemobile.outputs import write_atomic  # noqa: E402
 from edgemobile.quantization.target import TargetMissed  # noqa: E402
 from edgemobile.runtime.delegation import host_cpu  # noqa: E402
 
 
 def measure(key: str, shared: Path, work: Path, target: float, unreachable: float, num_calibration: int) -> dict:
-    name, alpha, resolution, weights, label, provenance = MODELS[key]
-    kwargs = dict(alpha=alpha, resolution=resolution, weights=str(shared / "weights" / weights), progress=False)
-    calibration = dict(calibration=str(shared / "imagenet" / "calib"), num_calibration=num_calibration)
-    data = str(shared / "imagenet" / "val")
-    float_path = work / f"{key}_float32.tflite"
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras' exporter prints every traced tensor
-        em.convert(name, "float32", output=float_path, force=True, **kwargs)
-    row = {"model": f"{label} ({provenance})", "key": key, "target": target}
+    name, label, kwargs, calibration, data, float_path = setup(key, shared, work, num_calibration)
+    row = {"model": label, "key": key, "target": target}
     path = work / f"{key}_target.tflite"
     start = time.perf_counter()
     try:

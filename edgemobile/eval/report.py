@@ -390,6 +390,13 @@ def plot(result: dict) -> bytes:
     ax.set_xlabel("latency, ms (1 thread, XNNPACK)")
     ax.set_ylabel(f"top-1 % ({result['images']} images; bars: 95 % interval)")
     ax.set_title("top-1 vs latency: float32 (o) and int8 (s)")
+    return _png(fig, ax)
+
+
+def _png(fig, ax) -> bytes:
+    """The figure with a grid and a legend, as PNG bytes (and closed)."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -452,10 +459,4 @@ def candidates_plot(result: dict) -> bytes:
     ax.set_ylabel(f"agreement with float, % ({searched[0]['candidates']['images']} held-apart images)")
     ax.set_title(f"accuracy-target candidates ({target.describe()}); lines: Pareto fronts; bars: 95 % interval",
                  fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig, ax)
