@@ -6,8 +6,9 @@ Candidates, cheapest first, measured until one meets the target:
 
 1. the post-training recipe (the techniques asked for; the default recipe by default);
 2. the same plus quantization-aware fine-tuning (unless the recipe already has it);
-3. selective precision on the better of those two: the k layers whose int8 costs most kept
-   float, with the float model's weights (k = 1, 2, 4, …). Each layer's cost is measured on
+3. selective precision on the first: the k layers whose int8 costs most kept float, with the
+   float model's weights (k = 1, 2, 4, …). Not on the fine-tuned model: fine-tuning tunes every
+   layer for the int8 errors of the layers before it, which layers kept float no longer make. Each layer's cost is measured on
    the TFLite interpreter (:mod:`.layer_sensitivity`) on calibration images the conversion
    used, so the candidates' own measurement stays on images nothing was chosen on. A candidate on which
    XNNPACK leaves more ops to the builtin kernels than on the all-integer model is no
@@ -273,7 +274,9 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
         if target.all_integer:
             found.skipped.append("layers kept float (--all-integer)")
         else:
-            best = max((c for c in found.candidates if c.measured), key=lambda c: (c.measured.rate, -c.measured.error))
+            # On the post-training conversion: fine-tuning tunes every layer for the int8 errors of
+            # the layers before it, which layers kept float no longer make.
+            best = found.candidates[0]
             base = found.conversions[best.name]
             found.sensitivity = layer_sensitivity(base, sensitivity_judge, progress=progress)
             if not costly_layers(found.sensitivity):

@@ -159,7 +159,7 @@ def test_the_escalation_order_stops_at_the_first_candidate_that_meets_the_target
     found, asked = _search(monkeypatch, Target(min_agreement=1.0))
     names = [c.name for c in found.candidates]
     assert names[:2] == ["post-training", "+ fine-tuning"] and asked == [False, True]
-    base = max(found.candidates[:2], key=lambda c: (c.measured.rate, -c.measured.error)).name
+    base = "post-training"  # not the fine-tuned model, whichever agrees more
     selective = found.candidates[2:]
     ks = [len(c.kept_float) for c in selective]
     assert selective and names[2:] == [f"{base}, {k} layer{'s' if k > 1 else ''} float" for k in ks]
