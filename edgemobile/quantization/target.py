@@ -282,13 +282,22 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
             if not costly_layers(found.sensitivity):
                 found.skipped.append(f"layers kept float: none costs anything in int8 on the {len(sensitivity_images)} "
                                      "calibration images the layers were measured on")
-            for k in _doublings(costly_layers(found.sensitivity)):
+
+            def selective(k: int) -> bool:
                 kept = most_sensitive(base.layers, found.sensitivity, k)
                 candidate = add(f"{best.name}, {k} layer{'s' if k > 1 else ''} float",
                                 base.full.keeping_float(float_tensors(kept)), kept)
                 candidate.base = best.name
-                if candidate.meets:
+                return candidate.meets and candidate.refused is None
+
+            missed = 0
+            for k in _doublings(costly_layers(found.sensitivity)):
+                if selective(k):
+                    while k - missed > 1:  # bisect down to the fewest layers that still meet it
+                        middle = (missed + k) // 2
+                        missed, k = (missed, middle) if selective(middle) else (middle, k)
                     break
+                missed = k
     eligible = [c for c in found.candidates if c.meets and c.refused is None]
     found.chosen = min(eligible, key=lambda c: c.latency_ms) if eligible else None
     return found
