@@ -34,7 +34,7 @@ from edgemobile.errors import EdgeMobileError
 from edgemobile.quantization.agreement import Agreement, Judge
 from edgemobile.quantization.keras_layers import Layer, float_tensors
 from edgemobile.quantization.layer_sensitivity import Conversion, costly_layers, layer_sensitivity, most_sensitive
-from edgemobile.runtime.delegation import measure_against_float, model_delegation
+from edgemobile.runtime.delegation import SLOWER_RATIO, measure_against_float, model_delegation
 
 SENSITIVITY_IMAGES = 64  # conversion calibration images each layer's int8 cost is measured on
 
@@ -298,9 +298,19 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
                         missed, k = (missed, middle) if selective(middle) else (middle, k)
                     break
                 missed = k
-    eligible = [c for c in found.candidates if c.meets and c.refused is None]
-    found.chosen = min(eligible, key=lambda c: c.latency_ms) if eligible else None
+    found.chosen = fastest([c for c in found.candidates if c.meets and c.refused is None])
     return found
+
+
+def fastest(candidates: Sequence[Candidate]) -> Candidate | None:
+    """The fastest of ``candidates``; those within timing noise of it (:data:`SLOWER_RATIO`)
+    count as fast, and of them the one with the fewest layers kept float wins — the host's
+    float kernels can match its int8 ones (x86 with AVX2/AVX-512), a phone's cannot."""
+    if not candidates:
+        return None
+    best = min(c.latency_ms for c in candidates)
+    return min((c for c in candidates if c.latency_ms <= best * SLOWER_RATIO),
+               key=lambda c: (len(c.kept_float), c.latency_ms))
 
 
 def _brief(sensitivity: dict | None) -> dict | None:

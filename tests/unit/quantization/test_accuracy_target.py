@@ -214,6 +214,20 @@ def test_all_integer_keeps_no_layer_float_and_names_the_closest(monkeypatch):
             found.require_chosen()
 
 
+def test_the_fastest_candidate_wins_and_timing_noise_goes_to_the_fewest_float_layers():
+    from edgemobile.quantization.keras_layers import Layer
+    from edgemobile.quantization.target import Candidate, fastest
+
+    def candidate(name, latency, floats):
+        layers = tuple(Layer(f"l{k}", (f"l{k}",), "CONV_2D", (f"t{k}",)) for k in range(floats))
+        return Candidate(name, b"", layers, latency_ms=latency, float_ms=1.0)
+
+    integer, two, ten = candidate("int8", 1.00, 0), candidate("2 float", 0.97, 2), candidate("10 float", 0.60, 10)
+    assert fastest([integer, two]) is integer  # 3 % apart: noise, and it keeps no layer float
+    assert fastest([integer, two, ten]) is ten  # 40 % faster is not noise
+    assert fastest([]) is None
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "needs --min-agreement A and/or --max-drop D"),
     ({"min_agreement": 0.0}, "give a fraction in (0, 1]"),
