@@ -33,7 +33,7 @@ from edgemobile.data.datasets import class_index, class_key
 from edgemobile.errors import EdgeMobileError
 from edgemobile.quantization.agreement import Agreement, Judge
 from edgemobile.quantization.keras_layers import Layer, float_tensors
-from edgemobile.quantization.layer_sensitivity import Conversion, costly_layers, layer_sensitivity, most_sensitive
+from edgemobile.quantization.layer_sensitivity import Conversion, layer_sensitivity, most_sensitive
 from edgemobile.runtime.delegation import SLOWER_RATIO, measure_against_float, model_delegation
 
 SENSITIVITY_IMAGES = 64  # conversion calibration images each layer's int8 cost is measured on
@@ -279,9 +279,6 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
             best = found.candidates[0]
             base = found.conversions[best.name]
             found.sensitivity = layer_sensitivity(base, sensitivity_judge, progress=progress)
-            if not costly_layers(found.sensitivity):
-                found.skipped.append(f"layers kept float: none costs anything in int8 on the {len(sensitivity_images)} "
-                                     "calibration images the layers were measured on")
 
             def selective(k: int) -> bool:
                 kept = most_sensitive(base.layers, found.sensitivity, k)
@@ -291,7 +288,7 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
                 return candidate.meets and candidate.refused is None
 
             missed = 0
-            for k in _doublings(costly_layers(found.sensitivity)):
+            for k in _doublings(len(base.layers)):
                 if selective(k):
                     while k - missed > 1:  # bisect down to the fewest layers that still meet it
                         middle = (missed + k) // 2

@@ -163,9 +163,8 @@ def test_the_escalation_order_stops_at_the_first_candidate_that_meets_the_target
     selective = found.candidates[2:]
     ks = [len(c.kept_float) for c in selective]
     assert selective and names[2:] == [f"{base}, {k} layer{'s' if k > 1 else ''} float" for k in ks]
-    costly = sum(1 for row in found.sensitivity["layers"] if row["error_added"] > 0)
     doubled = next(n for n, c in enumerate(selective, 1) if c.meets)  # k = 1, 2, 4, … until one meets it
-    assert ks[:doubled] == target_module._doublings(costly)[:doubled]
+    assert ks[:doubled] == target_module._doublings(len(found.sensitivity["layers"]))[:doubled]
     assert not any(c.meets for c in found.candidates[:doubled + 1])  # it went on only while none met it
     met, missed = ks[doubled - 1], ks[doubled - 2] if doubled > 1 else 0
     for c in selective[doubled:]:  # then bisected between the last k that missed and the first that met
@@ -174,7 +173,7 @@ def test_the_escalation_order_stops_at_the_first_candidate_that_meets_the_target
     assert all(c.meets == (len(c.kept_float) >= fewest) for c in selective[doubled - 1:])
     assert found.chosen.meets and found.chosen.measured.rate == 1.0
     cost = {row["layer"]: row["error_added"] for row in found.sensitivity["layers"]}
-    ranked = sorted((name for name in cost if cost[name] > 0), key=lambda name: -cost[name])
+    ranked = sorted(cost, key=lambda name: -cost[name])
     for c in selective:  # the k layers whose int8 costs most
         assert {layer.name for layer in c.kept_float} == set(ranked[:len(c.kept_float)])
     for c in found.candidates:
