@@ -7,15 +7,17 @@ Candidates, cheapest first, measured until one meets the target:
 1. the post-training recipe (the techniques asked for; the default recipe by default);
 2. the same plus quantization-aware fine-tuning (unless the recipe already has it);
 3. selective precision on the first: the k layers whose int8 costs most kept float, with the
-   float model's weights (k = 1, 2, 4, …). Not on the fine-tuned model: fine-tuning tunes every
-   layer for the int8 errors of the layers before it, which layers kept float no longer make. Each layer's cost is measured on
-   the TFLite interpreter (:mod:`.layer_sensitivity`) on calibration images the conversion
-   used, so the candidates' own measurement stays on images nothing was chosen on. A candidate on which
-   XNNPACK leaves more ops to the builtin kernels than on the all-integer model is no
+   float model's weights (k = 1, 2, 4, …, then bisected down to the fewest that meet the
+   target). Not on the fine-tuned model: fine-tuning tunes every layer for the int8 errors of
+   the layers before it, which layers kept float no longer make. Each layer's cost is measured
+   on the TFLite interpreter (:mod:`.layer_sensitivity`) on calibration images the conversion
+   used, so the candidates' own measurement stays on images nothing was chosen on. A candidate
+   on which XNNPACK leaves more ops to the builtin kernels than on the all-integer model is no
    candidate. ``all_integer`` stops before this step (NPUs, Edge TPU, microcontrollers).
 
 16-bit activations are not a candidate: XNNPACK, the runtime edgemobile's models are made
-for, has no 16-bit activation kernels, so such a model runs on the builtin kernels.
+for, has no 16-bit activation kernels, and the converter's quantizer asked for them on a model
+calibrated for int8 writes one the runtime refuses (docs/accuracy.md).
 
 Each candidate is timed on the spot, one thread with XNNPACK, interleaved with the float model
 (:func:`edgemobile.runtime.delegation.measure_against_float`).
@@ -255,7 +257,8 @@ def search(convert: Callable[[bool], Conversion], finetuned_already: bool, targe
         candidate = Candidate(name, tflite, kept)
         slow = _slow_fallback(tflite)
         if slow is not None and reference_fallback is not None and slow > reference_fallback:
-            candidate.refused = f"not a candidate: XNNPACK leaves {slow - reference_fallback} more ops to builtin kernels"
+            more = slow - reference_fallback
+            candidate.refused = f"not a candidate: XNNPACK leaves {more} more ops to builtin kernels"
         else:
             candidate.measured = judge(tflite, source=name)
             latency = measure_against_float(tflite, float_model)
