@@ -27,8 +27,8 @@ def register(sub, prep) -> None:
         "device feeds them: cumulative SQNR (all error up to that tensor), the SQNR its own int8 grid allows, and for conv/dense layers the weight SQNR "
         "and the spread of per-channel weight ranges. Rows name the Keras layer each TFLite op computes. --sensitivity "
         "adds a simulation quantizing one layer's weights or one activation tensor at a time, and measures on the TFLite "
-        "interpreter what keeping each Keras layer float gains (alone, and with its output): the names --keep-float "
-        "takes.",
+        "interpreter what each Keras layer costs when only it is int8 (every other layer float): the names "
+        "--keep-float takes.",
     )
     p.add_argument("model", help="zoo model name, e.g. mobilenet (see 'edgemobile models'), or your saved Keras "
                    "model (.keras/.h5)")
@@ -38,8 +38,8 @@ def register(sub, prep) -> None:
     p.add_argument("--images", type=positive_int, default=32,
                    help="calibration images the float/int8 comparison runs on (default 32)")
     p.add_argument("--sensitivity", action="store_true",
-                   help="also rank layers by what quantizing each alone costs (simulation) and by what keeping each "
-                   "float gains (TFLite; slower)")
+                   help="also rank layers by what quantizing each alone costs (simulation) and by what each costs "
+                   "when only it is int8 (TFLite; slower)")
     p.add_argument("--sensitivity-images", type=positive_int, default=64,
                    help="images for --sensitivity (default 64)")
     add_json_flags(p, "the full diagnosis")

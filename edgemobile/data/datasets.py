@@ -128,6 +128,13 @@ def labeled_images(
     return pairs
 
 
+def image_labels(paths, root: str | os.PathLike, classes: ClassList) -> list[int] | None:
+    """Class indices of ``paths`` (named or foldered by class under ``root``, as
+    :func:`labeled_images` reads them), or None when any image's class is not one of ``classes``."""
+    indices = [class_index(class_key(Path(p), Path(root), classes), classes) for p in paths]
+    return None if any(i is None for i in indices) else indices
+
+
 def class_index(key: str, classes: ClassList) -> int | None:
     """The output index :func:`class_key` ``key`` names: the synset or the whole relative
     folder, else its last folder (``train/Daisy`` → ``daisy``), matched case- and

@@ -54,7 +54,7 @@ class Agreement:
 class Judge:
     """Measures quantized models against one float model on the same images."""
 
-    def __init__(self, float_model: bytes, images: np.ndarray, spec, labels: np.ndarray | None = None):
+    def __init__(self, float_model: bytes, images: np.ndarray, spec, labels=None):
         """``images``: normalized by ``spec`` (None: fed quantized); ``labels``: their class indices, or None."""
         self.images, self.spec = images, spec
         self.labels = None if labels is None else np.asarray(labels)

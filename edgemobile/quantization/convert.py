@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgemobile.data.datasets import find_images, stratified_sample
+from edgemobile.data.datasets import find_images, image_labels, stratified_sample
 from edgemobile.download import file_hash
 from edgemobile.errors import EdgeMobileError
 from edgemobile.metadata import ModelInfo, embed_metadata
@@ -27,7 +27,7 @@ from edgemobile.quantization.integer_check import require_integer_only
 from edgemobile.quantization.keras_layers import float_tensors, model_layers, require_layers, resolve
 from edgemobile.quantization.pipeline import convert_full_integer, load_images
 from edgemobile.quantization.layer_sensitivity import Conversion
-from edgemobile.quantization.target import SENSITIVITY_IMAGES, HeldApart, Target, image_labels
+from edgemobile.quantization.target import SENSITIVITY_IMAGES, HeldApart, Target
 from edgemobile.quantization.target import search as target_search
 from edgemobile.quantization.techniques.recipe import DEFAULT
 from edgemobile.quantization.tflite_converter import FULL_INTEGER, convert_keras
@@ -177,7 +177,7 @@ def held_apart(target: Target, calibration: CalibrationSet, images: np.ndarray, 
                      "held-apart calibration images"), images[:-held]
 
 
-def _labels_for(target: Target, paths, root, variant) -> np.ndarray | None:
+def _labels_for(target: Target, paths, root, variant) -> list[int] | None:
     """The class indices of the measuring images (None: not all are the model's classes);
     --max-drop needs them."""
     labels = image_labels(paths, root, variant.classes)

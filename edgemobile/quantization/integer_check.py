@@ -32,8 +32,7 @@ def float_tensor_uses(model: TFLiteClassifier, kept_float: Sequence[str] = ()) -
     found = []
     for op in model.graph_ops():
         touched = {names.get(int(t)) for t in [*op["inputs"], *op["outputs"]] if int(t) >= 0}
-        if kept and (touched & kept or op["op_name"] in ("QUANTIZE", "DEQUANTIZE")
-                     or op["op_name"] in DATA_MOVEMENT_OPS):
+        if kept and (touched & kept or op["op_name"] in DATA_MOVEMENT_OPS):  # QUANTIZE/DEQUANTIZE among them
             continue
         for role in ("inputs", "outputs"):
             for tensor in op[role]:

@@ -94,10 +94,11 @@ def float_constants(calibrated: bytes, float_model: bytes) -> dict[str, list[tup
     """Op output tensor name → (offset in ``calibrated``, bytes) of the constant inputs
     (weights, biases) ``float_model`` — a float conversion with the same graph, ops paired in
     order — has for that op; empty when the graphs differ."""
-    ops, float_ops = (model_ops(tensor_inspector(m)) for m in (calibrated, float_model))
+    inspector = tensor_inspector(calibrated)
+    ops, float_ops = model_ops(inspector), model_ops(tensor_inspector(float_model))
     if [op["op_name"] for op in ops] != [op["op_name"] for op in float_ops]:
         return {}
-    names = {int(t["index"]): t["name"] for t in tensor_inspector(calibrated).get_tensor_details()}
+    names = {int(t["index"]): t["name"] for t in inspector.get_tensor_details()}
     spans, float_spans = constant_spans(calibrated), constant_spans(float_model)
     found: dict[str, list[tuple[int, bytes]]] = {}
     for op, float_op in zip(ops, float_ops):

@@ -31,7 +31,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgemobile.data.datasets import class_index, class_key
 from edgemobile.errors import EdgeMobileError
 from edgemobile.quantization.agreement import Agreement, Judge
 from edgemobile.quantization.keras_layers import Layer, float_tensors
@@ -230,7 +229,7 @@ class HeldApart:
     """The images candidates are measured on and their labels (None: no labels)."""
 
     images: np.ndarray
-    labels: np.ndarray | None
+    labels: Sequence[int] | None
     source: str  # e.g. "held-apart calibration images"
 
 
@@ -333,9 +332,3 @@ def _slow_fallback(tflite: bytes) -> int | None:
     delegation = model_delegation(tflite)
     return None if delegation is None else len(delegation.slow_fallback)
 
-
-def image_labels(paths: Sequence[Path], root: Path, classes) -> np.ndarray | None:
-    """Class indices of ``paths`` (named or foldered by class under ``root``), or None when
-    any image's class is not one of ``classes``."""
-    indices = [class_index(class_key(Path(p), Path(root), classes), classes) for p in paths]
-    return None if any(i is None for i in indices) else np.asarray(indices)
